@@ -1,0 +1,199 @@
+r"""Long-tailed splits from any labelled arrays.
+
+Per class :math:`c` (in label order, or a given order), the examples are shuffled with a seeded
+RNG; the first ``n_meta`` become the balanced **meta** set, the next ``n_val`` the balanced
+**validation** split, and the long-tailed **train** set keeps the first :math:`n_c` of the rest, with
+
+* ``profile="exp"``: :math:`n_c = \lfloor n_{max}\, \mathrm{IF}^{-c/(K-1)} \rfloor`;
+* ``profile="step"``: :math:`n_c = n_{max}` for the first :math:`\lfloor K/2 \rfloor` classes and
+  :math:`\lfloor n_{max} / \mathrm{IF} \rfloor` for the rest,
+
+where :math:`\mathrm{IF} = n_{max}/n_{min} \ge 1` is the imbalance factor (the LDAM-DRW generator).
+:math:`n_{max}` defaults to the smallest per-class pool left after meta and validation, so every
+class can supply its count. The meta set is taken *before* long-tailing (the standard protocol) and
+the three sets are disjoint. The test set is never touched.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .._errors import OTReweightError, check_choice, check_labels
+
+PROFILES = ("exp", "step")
+
+
+def long_tail_counts(n_max: int, num_classes: int, imbalance_factor: float, profile: str = "exp") -> list[int]:
+    """Per-class counts of a long-tailed profile (see the module docstring)."""
+    check_choice("imbalance profile", profile, PROFILES)
+    try:
+        imf = float(imbalance_factor)
+    except (TypeError, ValueError):
+        raise OTReweightError(f"imbalance factor must be a number >= 1, got {imbalance_factor!r}") from None
+    if not np.isfinite(imf) or imf < 1:
+        raise OTReweightError(f"imbalance factor IF = n_max / n_min must be >= 1, got {imbalance_factor}")
+    if num_classes < 2:
+        raise OTReweightError(f"a long-tailed split needs at least 2 classes, got {num_classes}")
+    if n_max < 1:
+        raise OTReweightError(f"n_max must be >= 1, got {n_max}")
+    if profile == "exp":
+        counts = [int(n_max * (1.0 / imf) ** (c / (num_classes - 1.0))) for c in range(num_classes)]
+    else:
+        half = num_classes // 2
+        counts = [int(n_max)] * half + [int(n_max / imf)] * (num_classes - half)
+    if min(counts) < 1:
+        raise OTReweightError(
+            f"IF {imf:g} with n_max {n_max} leaves a class with no training example; lower IF or raise n_max"
+        )
+    return counts
+
+
+@dataclass
+class LongTailSplit:
+    """Indices into the original arrays for the long-tailed train set, meta set and validation split.
+
+    Attributes
+    ----------
+    train, meta, val : np.ndarray of int64
+        Disjoint index arrays.
+    train_counts, meta_counts, val_counts : np.ndarray of int64, shape (K,)
+        Examples per class in each set.
+    imbalance_factor, profile, n_max, seed
+        The settings that produced the split.
+    """
+
+    train: np.ndarray
+    meta: np.ndarray
+    val: np.ndarray
+    train_counts: np.ndarray
+    meta_counts: np.ndarray
+    val_counts: np.ndarray
+    imbalance_factor: float
+    profile: str
+    n_max: int
+    seed: int
+    class_order: list[int] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.train_counts.shape[0])
+
+    def summary(self, class_names: list[str] | None = None) -> str:
+        """A table of per-class counts, one line per class."""
+        names = class_names or [str(c) for c in range(self.num_classes)]
+        width = max(5, max(len(n) for n in names))
+        lines = [
+            f"long-tailed split: profile={self.profile} IF={self.imbalance_factor:g} n_max={self.n_max} seed={self.seed}",
+            f"{'class':<{width}}  {'train':>7}  {'meta':>5}  {'val':>5}",
+        ]
+        for c in range(self.num_classes):
+            lines.append(
+                f"{names[c]:<{width}}  {self.train_counts[c]:>7d}  {self.meta_counts[c]:>5d}  {self.val_counts[c]:>5d}"
+            )
+        lines.append(
+            f"{'total':<{width}}  {self.train_counts.sum():>7d}  {self.meta_counts.sum():>5d}  {self.val_counts.sum():>5d}"
+        )
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {
+            "imbalance_factor": self.imbalance_factor,
+            "profile": self.profile,
+            "n_max": self.n_max,
+            "seed": self.seed,
+            "train_counts": self.train_counts.tolist(),
+            "meta_counts": self.meta_counts.tolist(),
+            "val_counts": self.val_counts.tolist(),
+        }
+
+
+def make_long_tailed(
+    labels,
+    imbalance_factor: float,
+    *,
+    profile: str = "exp",
+    n_meta_per_class: int = 10,
+    n_val_per_class: int = 20,
+    n_max: int | None = None,
+    num_classes: int | None = None,
+    class_order=None,
+    seed: int = 0,
+) -> LongTailSplit:
+    """Split labelled examples into a long-tailed train set and balanced meta and validation sets.
+
+    Parameters
+    ----------
+    labels : array-like of int, shape (N,)
+        Labels in ``0..K-1`` of the (usually balanced) training pool.
+    imbalance_factor : float
+        ``IF = n_max / n_min >= 1``.
+    profile : {"exp", "step"}
+        Shape of the class-count profile.
+    n_meta_per_class, n_val_per_class : int
+        Sizes of the balanced meta set and validation split, per class (``>= 0``).
+    n_max : int, optional
+        Count of the most frequent class; default the smallest per-class pool left after meta and
+        validation.
+    class_order : sequence of int, optional
+        Which class gets rank ``r`` in the profile; default label order (class 0 the most frequent).
+    seed : int
+        Seeds the per-class shuffles.
+
+    Returns
+    -------
+    LongTailSplit
+    """
+    y = np.asarray(labels)
+    k = check_labels("labels", y, num_classes)
+    y = y.astype(np.int64)
+    for name, v in (("n_meta_per_class", n_meta_per_class), ("n_val_per_class", n_val_per_class)):
+        if int(v) != v or v < 0:
+            raise OTReweightError(f"{name} must be an integer >= 0, got {v}")
+    order = list(range(k)) if class_order is None else [int(c) for c in class_order]
+    if sorted(order) != list(range(k)):
+        raise OTReweightError(f"class_order must be a permutation of 0..{k - 1}")
+    available = np.bincount(y, minlength=k)
+    reserved = n_meta_per_class + n_val_per_class
+    short = [c for c in range(k) if available[c] <= reserved]
+    if short:
+        c = short[0]
+        raise OTReweightError(
+            f"class {c} has {available[c]} examples, too few for {n_meta_per_class} meta + "
+            f"{n_val_per_class} validation examples and at least one training example; "
+            "lower n_meta_per_class / n_val_per_class"
+        )
+    pools = available - reserved
+    if n_max is None:
+        n_max = int(pools.min())
+    counts_by_rank = long_tail_counts(int(n_max), k, imbalance_factor, profile)
+    rng = np.random.default_rng(seed)
+    train, meta, val = [], [], []
+    train_counts = np.zeros(k, dtype=np.int64)
+    for rank, c in enumerate(order):
+        need = counts_by_rank[rank]
+        if need > pools[c]:
+            raise OTReweightError(
+                f"class {c} needs {need} training examples at n_max={n_max} but only {pools[c]} are left "
+                f"after meta and validation; lower n_max"
+            )
+        idx = np.flatnonzero(y == c)
+        idx = idx[rng.permutation(idx.size)]
+        meta.append(idx[:n_meta_per_class])
+        val.append(idx[n_meta_per_class:reserved])
+        train.append(idx[reserved : reserved + need])
+        train_counts[c] = need
+    cat = lambda parts: np.sort(np.concatenate(parts)).astype(np.int64)  # noqa: E731
+    return LongTailSplit(
+        train=cat(train),
+        meta=cat(meta),
+        val=cat(val),
+        train_counts=train_counts,
+        meta_counts=np.full(k, n_meta_per_class, dtype=np.int64),
+        val_counts=np.full(k, n_val_per_class, dtype=np.int64),
+        imbalance_factor=float(imbalance_factor),
+        profile=profile,
+        n_max=int(n_max),
+        seed=int(seed),
+        class_order=order,
+    )

@@ -1,0 +1,370 @@
+"""The one training loop, used by both stages and every method.
+
+``fit(model, method, train, val, meta=..., config=...)`` trains ``model`` with the loss of
+``method`` (:mod:`otreweight.methods`), evaluates on the validation split after every epoch and
+keeps the state with the best validation score (``config.select_metric``, balanced accuracy by
+default). The test set never enters it.
+
+``config.trainable`` chooses what is trained:
+
+* ``"all"`` - the whole network (stage 1, or the whole-network stage 2). Batch features for OT
+  are the detached features of the training forward pass; the meta features (targets) are
+  recomputed in eval mode once per epoch; meta logits are a train-mode forward of the meta set.
+* ``"classifier"`` - the backbone is frozen in eval mode and only the linear classifier is
+  trained (the authors' stage 2). Features are computed without gradients: once for the whole
+  run when there is no augmentation (they cannot change), otherwise once per batch. Meta
+  features are computed once.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ._errors import OTReweightError, check_choice, check_finite, check_labels, check_same_length
+from .methods.base import Batch, Method, TrainInfo
+from .metrics import classification_metrics
+from .targets import class_means, check_meta_classes
+from .utils import pick_device, seed_everything
+
+TRAINABLE = ("all", "classifier")
+
+
+@dataclass
+class FitConfig:
+    """Hyper-parameters of one training run (one stage).
+
+    The learning rate follows ``lr * factor(epoch)``: linear warm-up ``(e+1)/warmup_epochs`` for
+    the first ``warmup_epochs``, then ``lr_factors[i]`` from epoch ``milestones[i]`` on (absolute
+    multipliers, e.g. ``milestones=(160, 180), lr_factors=(0.01, 1e-4)``).
+    """
+
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    trainable: str = "all"
+    warmup_epochs: int = 0
+    milestones: tuple = ()
+    lr_factors: tuple = ()
+    select_metric: str = "balanced_accuracy"
+    eval_batch_size: int = 1024
+    many_threshold: int = 100
+    few_threshold: int = 20
+    seed: int = 0
+    progress: bool = True
+    channels_last: bool | None = None  # None: on for 4-d inputs on the CPU
+
+    def validate(self) -> "FitConfig":
+        check_choice("trainable part", self.trainable, TRAINABLE)
+        if int(self.epochs) != self.epochs or self.epochs < 0:
+            raise OTReweightError(f"epochs must be an integer >= 0, got {self.epochs}")
+        if int(self.batch_size) != self.batch_size or self.batch_size < 1:
+            raise OTReweightError(f"batch_size must be an integer >= 1, got {self.batch_size}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise OTReweightError(f"lr must be a finite number > 0, got {self.lr}")
+        if len(self.milestones) != len(self.lr_factors):
+            raise OTReweightError("milestones and lr_factors must have the same length")
+        check_choice("selection metric", self.select_metric, ("accuracy", "balanced_accuracy", "gmean"))
+        return self
+
+    def lr_factor(self, epoch: int) -> float:
+        if epoch < self.warmup_epochs:
+            return (epoch + 1) / self.warmup_epochs
+        factor = 1.0
+        for m, f in zip(self.milestones, self.lr_factors):
+            if epoch >= m:
+                factor = f
+        return factor
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["milestones"], d["lr_factors"] = list(self.milestones), list(self.lr_factors)
+        return d
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    ``history`` has one dict per epoch (``epoch``, ``lr``, ``train_loss``, ``seconds``, ``val``
+    metrics); ``best_state`` is the model state of ``best_epoch`` (selected on validation) and
+    ``last_state`` that of the final epoch. The model itself is left in its last state.
+    """
+
+    history: list = field(default_factory=list)
+    best_epoch: int = -1
+    best_score: float = -math.inf
+    best_state: dict | None = None
+    last_state: dict | None = None
+    seconds: float = 0.0
+
+
+def _as_tensor(name: str, x, device, dtype=None) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    if dtype is not None:
+        t = t.to(dtype)
+    elif t.dtype == torch.float64:
+        t = t.float()
+    check_finite(name, t)
+    return t.to(device)
+
+
+@torch.no_grad()
+def compute_features(model: nn.Module, x: torch.Tensor, batch_size: int = 1024, channels_last: bool = False):
+    """Backbone features of ``x`` in eval mode, without gradients (restores the training flag)."""
+    was_training = model.training
+    model.eval()
+    out = [model.features(_layout(x[i : i + batch_size], channels_last)) for i in range(0, x.shape[0], batch_size)]
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, model.feature_dim, device=x.device)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024, channels_last: bool = False):
+    """Logits of ``x`` in eval mode, without gradients (restores the training flag)."""
+    was_training = model.training
+    model.eval()
+    out = [model(_layout(x[i : i + batch_size], channels_last)) for i in range(0, x.shape[0], batch_size)]
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def _layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
+
+
+class _Meta:
+    """The meta set as methods see it (:class:`otreweight.methods.base.MetaView`)."""
+
+    def __init__(self, model, x, y, num_classes, frozen, batch_size, channels_last):
+        self.model, self.x, self.y = model, x, y
+        self.num_classes, self.frozen = num_classes, frozen
+        self.batch_size, self.channels_last = batch_size, channels_last
+        self._features = self._mean_features = None
+
+    def invalidate(self) -> None:
+        if not self.frozen:
+            self._features = self._mean_features = None
+
+    def features(self):
+        if self._features is None:
+            self._features = compute_features(self.model, self.x, self.batch_size, self.channels_last)
+        return self._features
+
+    def class_mean_features(self):
+        if self._mean_features is None:
+            means = class_means(self.x, self.y, self.num_classes).to(self.x.dtype)
+            self._mean_features = compute_features(self.model, means, self.batch_size, self.channels_last)
+        return self._mean_features
+
+    def logits(self):
+        if self.frozen:
+            return self.model.classifier(self.features())
+        return self.model(_layout(self.x, self.channels_last))
+
+
+def fit(
+    model: nn.Module,
+    method: Method,
+    train: tuple,
+    val: tuple,
+    meta: tuple | None = None,
+    config: FitConfig | None = None,
+    device: str | torch.device | None = "auto",
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    num_classes: int | None = None,
+    tag: str = "train",
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+) -> FitResult:
+    """Train ``model`` with ``method`` on ``train = (x, y)``, select on ``val = (x, y)``.
+
+    Parameters
+    ----------
+    model : FeatureClassifier
+        A model with ``features(x)`` and a linear ``classifier`` (:mod:`otreweight.models`).
+    method : Method
+        The loss (:mod:`otreweight.methods`); one with ``uses_meta`` needs ``meta``.
+    train, val, meta : tuple of (x, y)
+        Arrays or tensors; every example of ``train`` is addressed by its row index, which is the
+        example id the OT re-weighter keys its scores on. They are moved to ``device`` once.
+    config : FitConfig
+        Epochs, optimiser, schedule, what is trainable, selection metric.
+    device : str or torch.device
+        ``"auto"`` picks CUDA, then MPS, then CPU.
+    augment : callable, optional
+        ``augment(x_batch, generator) -> x_batch``, applied to training batches on the device.
+    num_classes : int, optional
+        ``K``; inferred from the model's classifier by default.
+    on_epoch_end : callable, optional
+        Called as ``on_epoch_end(epoch, record)`` after each epoch's evaluation.
+    """
+    config = (config or FitConfig()).validate()
+    device = pick_device(device)
+    if num_classes is None:
+        num_classes = model.classifier.out_features
+    x_tr, y_tr = (_as_tensor("training inputs", train[0], device), _as_tensor("training labels", train[1], device, torch.long))
+    x_va, y_va = (_as_tensor("validation inputs", val[0], device), _as_tensor("validation labels", val[1], device, torch.long))
+    check_same_length(train_x=x_tr, train_y=y_tr)
+    check_same_length(val_x=x_va, val_y=y_va)
+    if x_tr.shape[0] == 0 or x_va.shape[0] == 0:
+        raise OTReweightError("the training set and the validation split must each hold at least one example")
+    check_labels("training labels", y_tr, num_classes)
+    check_labels("validation labels", y_va, num_classes)
+    if method.uses_meta and meta is None:
+        raise OTReweightError(f"method {method.name!r} needs a meta set (meta=(x, y)); build one with make_long_tailed")
+    channels_last = config.channels_last
+    if channels_last is None:
+        channels_last = x_tr.dim() == 4 and device.type == "cpu"
+    frozen = config.trainable == "classifier"
+
+    gen = seed_everything(config.seed)
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    train_counts = np.bincount(y_tr.cpu().numpy(), minlength=num_classes)
+    meta_view = None
+    if meta is not None:
+        x_me = _as_tensor("meta inputs", meta[0], device)
+        y_me = _as_tensor("meta labels", meta[1], device, torch.long)
+        check_same_length(meta_x=x_me, meta_y=y_me)
+        check_labels("meta labels", y_me, num_classes)
+        if method.uses_meta:
+            check_meta_classes(y_me, num_classes)
+        meta_view = _Meta(model, x_me, y_me, num_classes, frozen, config.eval_batch_size, channels_last)
+    method.bind(TrainInfo(num_classes, y_tr, train_counts, device))
+
+    if frozen:
+        for p in model.backbone_parameters():
+            p.requires_grad_(False)
+        params = list(model.classifier.parameters())
+        model.eval()
+    else:
+        for p in model.parameters():
+            p.requires_grad_(True)
+        params = list(model.parameters())
+    optimizer = torch.optim.SGD(
+        params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0,
+        weight_decay=config.weight_decay,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, config.lr_factor)
+
+    # With a frozen backbone and no augmentation, features cannot change: compute them once.
+    cached_tr = cached_va = None
+    if frozen:
+        cached_va = compute_features(model, x_va, config.eval_batch_size, channels_last)
+        if augment is None:
+            cached_tr = compute_features(model, x_tr, config.eval_batch_size, channels_last)
+
+    def evaluate_val() -> dict:
+        if cached_va is not None:
+            with torch.no_grad():
+                logits = model.classifier(cached_va)
+        else:
+            logits = predict_logits(model, x_va, config.eval_batch_size, channels_last)
+        pred = logits.argmax(1).cpu().numpy()
+        return classification_metrics(
+            y_va.cpu().numpy(), pred, train_counts, num_classes, config.many_threshold, config.few_threshold
+        )
+
+    result = FitResult()
+    n = x_tr.shape[0]
+    start = time.perf_counter()
+    for epoch in range(config.epochs):
+        t0 = time.perf_counter()
+        if not frozen:
+            model.train()
+        if meta_view is not None:
+            meta_view.invalidate()
+        method.start_epoch(epoch, meta_view)
+        perm = torch.randperm(n, generator=gen).to(device)
+        starts = list(range(0, n, config.batch_size))
+        if len(starts) > 1 and n - starts[-1] < 2 and not frozen:
+            starts.pop()  # a batch of one breaks batch norm in train mode; it is reshuffled next epoch
+        total = torch.zeros((), device=device)
+        bar = tqdm(starts, desc=f"{tag} {epoch + 1}/{config.epochs}", leave=False, disable=not config.progress)
+        for s in bar:
+            idx = perm[s : s + config.batch_size]
+            y = y_tr[idx]
+            if cached_tr is not None:
+                feats = cached_tr[idx]
+                logits = model.classifier(feats)
+            else:
+                xb = x_tr[idx]
+                if augment is not None:
+                    xb = augment(xb, gen)
+                xb = _layout(xb, channels_last)
+                if frozen:
+                    with torch.no_grad():
+                        feats = model.features(xb)
+                    logits = model.classifier(feats)
+                else:
+                    f = model.features(xb)
+                    logits = model.classifier(f)
+                    feats = f.detach()
+            loss = method.loss(Batch(idx, y, logits, feats), meta_view)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach() * idx.shape[0]
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        train_loss = float(total) / n
+        if not math.isfinite(train_loss):
+            raise OTReweightError(
+                f"{tag}: the training loss became {train_loss} at epoch {epoch + 1}; lower the learning rate"
+            )
+        val_metrics = evaluate_val()
+        record = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "train_loss": train_loss,
+            "seconds": time.perf_counter() - t0,
+            "val": val_metrics,
+        }
+        result.history.append(record)
+        score = val_metrics[config.select_metric]
+        if score > result.best_score:
+            result.best_score, result.best_epoch = score, epoch + 1
+            result.best_state = copy.deepcopy(model.state_dict())
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, record)
+    result.last_state = copy.deepcopy(model.state_dict())
+    if result.best_state is None:  # zero epochs
+        result.best_state = result.last_state
+    result.seconds = time.perf_counter() - start
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return result
+
+
+def evaluate(
+    model: nn.Module,
+    x,
+    y,
+    train_counts=None,
+    device: str | torch.device | None = None,
+    batch_size: int = 1024,
+    many_threshold: int = 100,
+    few_threshold: int = 20,
+) -> dict:
+    """Metrics of :func:`otreweight.metrics.classification_metrics` for ``model`` on ``(x, y)``."""
+    dev = next(model.parameters()).device if device is None else pick_device(device)
+    model.to(dev)
+    xt = _as_tensor("evaluation inputs", x, dev)
+    yt = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y).astype(np.int64)
+    check_same_length(x=xt, y=yt)
+    channels_last = xt.dim() == 4 and dev.type == "cpu"
+    pred = predict_logits(model, xt, batch_size, channels_last).argmax(1).cpu().numpy()
+    return classification_metrics(
+        yt, pred, train_counts, model.classifier.out_features, many_threshold, few_threshold
+    )

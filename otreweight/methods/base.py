@@ -1,0 +1,85 @@
+"""The narrow interface between a training method and the one training loop.
+
+The loop (:func:`otreweight.engine.fit`) owns the model, the optimiser, batching, evaluation and
+model selection. A method only turns a batch into a loss:
+
+1. ``bind(info)`` once before training, with the class counts, training labels and device;
+2. ``start_epoch(epoch, meta)`` at the start of every epoch (e.g. to rebuild meta targets);
+3. ``loss(batch, meta)`` for every mini-batch, returning a scalar to minimise;
+4. ``state_dict()`` / ``load_state_dict()`` for whatever the method learns itself (OT scores).
+
+``meta`` is a :class:`MetaView` when the method sets ``uses_meta = True`` (else ``None``).
+Adding a method never touches the loop: subclass :class:`Method` and register it in
+``otreweight.methods.METHODS``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+
+
+@dataclass
+class TrainInfo:
+    """What a method may know about the training set."""
+
+    num_classes: int
+    train_labels: torch.Tensor  # (N,) on the training device, indexed by example id
+    train_counts: np.ndarray  # (K,)
+    device: torch.device
+
+
+@dataclass
+class Batch:
+    """One mini-batch as the loop hands it to a method.
+
+    ``logits`` carry gradients to the trainable parameters; ``features`` are the backbone's
+    features of the same examples, detached.
+    """
+
+    idx: torch.Tensor
+    y: torch.Tensor
+    logits: torch.Tensor
+    features: torch.Tensor
+
+
+class MetaView(Protocol):
+    """The balanced meta set, as the loop exposes it to a method."""
+
+    y: torch.Tensor
+
+    def features(self) -> torch.Tensor:
+        """Detached meta features, computed in eval mode (cached while the backbone is unchanged)."""
+
+    def class_mean_features(self) -> torch.Tensor:
+        """Features of the per-class mean meta inputs, ``(K, d)``, detached."""
+
+    def logits(self) -> torch.Tensor:
+        """Meta logits with gradients to the trainable parameters."""
+
+
+class Method:
+    """Base class of a training method (a loss over a batch, possibly with its own state)."""
+
+    name: str = "method"
+    uses_meta: bool = False
+
+    def bind(self, info: TrainInfo) -> None:
+        self.info = info
+
+    def start_epoch(self, epoch: int, meta: MetaView | None) -> None:
+        pass
+
+    def loss(self, batch: Batch, meta: MetaView | None) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"

@@ -1,0 +1,77 @@
+r"""OT re-weighting (Guo et al., NeurIPS 2022) as a training method.
+
+Per batch: the batch's scores are moved by :class:`~otreweight.reweighter.OTReweighter` towards
+the balanced meta targets, then the loss is
+
+.. math:: \mathcal L = \sum_{i\in B} w_i\,\ell_{CE}(x_i, y_i)
+          \;+\; \lambda_{meta}\,\frac{1}{|M|}\sum_{j\in M} \ell_{CE}(x'_j, y'_j)
+
+with :math:`w_i` the raw score (``weighting="raw"``, summed, as the authors' code) or
+:math:`|B|\,\mathrm{softmax}(s_B)_i` averaged over the batch (``"normalized"``), and the meta-set
+cross-entropy term weighted by ``meta_ce`` (10 in the authors' code; 0 turns it off).
+Meta targets are rebuilt at the start of every epoch from the current backbone.
+"""
+from __future__ import annotations
+
+import torch.nn.functional as F
+
+from .._errors import OTReweightError, check_choice
+from ..registry import check_options
+from ..reweighter import OTReweighter
+from ..targets import TARGET_KINDS, MetaTargets, build_targets
+from . import METHODS
+from .base import Method
+
+
+class OTReweight(Method):
+    """OT re-weighting. Keyword options are those of :class:`OTReweighter` plus ``targets`` and ``meta_ce``."""
+
+    name = "ot"
+    uses_meta = True
+
+    def __init__(self, targets: str = "prototype", meta_ce: float = 10.0, **reweighter_kwargs) -> None:
+        self.targets_kind = check_choice("meta target kind", targets, TARGET_KINDS)
+        if meta_ce < 0:
+            raise OTReweightError(f"meta_ce (coefficient of the meta-set loss) must be >= 0, got {meta_ce}")
+        self.meta_ce = float(meta_ce)
+        self.reweighter_kwargs = reweighter_kwargs
+        # Check the options and build once on dummy labels, so bad options fail now, not after stage 1.
+        check_options("method 'ot'", OTReweighter.__init__, reweighter_kwargs, exclude=("self", "train_labels", "num_classes"))
+        OTReweighter([0, 1], **reweighter_kwargs)
+        self.reweighter: OTReweighter | None = None
+        self.targets: MetaTargets | None = None
+
+    def bind(self, info):
+        super().bind(info)
+        self.reweighter = OTReweighter(
+            info.train_labels.cpu(), info.num_classes, **self.reweighter_kwargs
+        ).to(info.device)
+
+    def start_epoch(self, epoch, meta):
+        if self.targets_kind == "prototype_image":
+            feats = meta.class_mean_features()
+        else:
+            feats = meta.features()
+        self.targets = build_targets(self.targets_kind, feats, meta.y, self.info.num_classes)
+
+    def loss(self, batch, meta):
+        w = self.reweighter.step(batch.idx, batch.features, batch.y, self.targets)
+        ce = F.cross_entropy(batch.logits, batch.y, reduction="none")
+        loss = (w * ce).sum() if self.reweighter.weighting == "raw" else (w * ce).mean()
+        if self.meta_ce > 0:
+            loss = loss + self.meta_ce * F.cross_entropy(meta.logits(), meta.y)
+        return loss
+
+    def state_dict(self):
+        return {"reweighter": self.reweighter.state_dict()} if self.reweighter is not None else {}
+
+    def load_state_dict(self, state):
+        if state and self.reweighter is not None:
+            self.reweighter.load_state_dict(state["reweighter"])
+
+    def __repr__(self):
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.reweighter_kwargs.items())
+        return f"OTReweight(targets={self.targets_kind!r}, meta_ce={self.meta_ce}{', ' + opts if opts else ''})"
+
+
+METHODS.register("ot")(OTReweight)

@@ -1,0 +1,227 @@
+r"""The OT re-weighter: one learnable score per training example, moved by optimal transport.
+
+Every training example :math:`i` owns a score :math:`s_i`, kept for the whole run in a buffer
+indexed by example id. For a mini-batch :math:`B` the weights are the softmax over the batch,
+
+.. math::  a = \mathrm{softmax}(s_B), \qquad a \in \Delta^{|B|},
+
+and :math:`k` gradient steps (``steps``, learning rate ``lr``) are taken on the scores to reduce
+
+.. math::  \mathrm{OT}_\varepsilon\Big(\sum_{i\in B} a_i\,\delta_{(f_i, y_i)},\;
+            \frac1m\sum_{j=1}^m \delta_{(g_j, y'_j)}\Big)
+
+with the cost of :mod:`otreweight.cost` between the batch's features and labels and the meta
+targets (:mod:`otreweight.targets`). The gradient with respect to :math:`a` is the dual potential
+(envelope theorem, see :mod:`otreweight.transport`) and is chained through the softmax by
+autograd. The updated scores are written back to the buffer.
+
+How the weights enter the classification loss (``weighting``):
+
+* ``"raw"`` (authors' code): :math:`\sum_{i\in B} s_i\,\ell_i`, the stored score itself
+  multiplies the per-example cross-entropy, summed over the batch;
+* ``"normalized"``: :math:`\frac{1}{|B|}\sum_{i\in B} (|B|\,a_i)\,\ell_i`, the softmax mass times
+  the batch size, averaged.
+
+Initialisation (``init``): ``"uniform"`` (every score 1) or ``"class_balanced"`` (each example
+starts with its class's effective-number weight, the :math:`K` class weights summing to :math:`K`;
+the authors' code).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._errors import OTReweightError, check_choice, check_finite, check_labels, check_positive
+from .class_weights import effective_number_weights
+from .cost import COSTS, LABEL_SCALES, cost_matrix
+from .targets import MetaTargets
+from .transport import entropic_ot
+
+INITS = ("uniform", "class_balanced")
+WEIGHTINGS = ("raw", "normalized")
+
+
+class OTReweighter(nn.Module):
+    """Per-example scores learned by entropic OT against balanced meta targets.
+
+    Parameters
+    ----------
+    train_labels : array-like of int, shape (N,)
+        Labels of the whole training set, indexed by example id ``0..N-1``.
+    num_classes : int, optional
+        Number of classes ``K``; ``max(train_labels) + 1`` by default.
+    init : {"uniform", "class_balanced"}
+        Starting scores. ``"class_balanced"`` uses :func:`effective_number_weights` with ``beta``.
+    beta : float
+        Effective-number parameter for ``init="class_balanced"`` (0.9999).
+    eps : float
+        Entropic regularisation (0.1).
+    cost : {"combined", "feature", "label"}
+        Cost between batch and targets; ``alpha`` mixes feature and label costs (0.5) and
+        ``label_scale`` is ``"reference"`` (0 / 2/K) or ``"unit"`` (0 / 1).
+    steps, lr : int, float
+        Gradient steps on the batch's scores per batch and their step size (1 and 0.01).
+    weighting : {"raw", "normalized"}
+        How the weights multiply the per-example loss (see the module docstring).
+    tol, max_iter : float, int
+        Sinkhorn stopping rule passed to POT.
+
+    Attributes
+    ----------
+    scores : torch.Tensor, shape (N,)
+        The learned scores (a buffer: saved in ``state_dict``, moved by ``.to(device)``).
+    last_ot_value : float or None
+        The OT value of the last batch, before its update.
+    """
+
+    def __init__(
+        self,
+        train_labels,
+        num_classes: int | None = None,
+        *,
+        init: str = "class_balanced",
+        beta: float = 0.9999,
+        eps: float = 0.1,
+        cost: str = "combined",
+        alpha: float = 0.5,
+        label_scale: str = "reference",
+        steps: int = 1,
+        lr: float = 0.01,
+        weighting: str = "raw",
+        tol: float = 1e-6,
+        max_iter: int = 1000,
+    ) -> None:
+        super().__init__()
+        labels = torch.as_tensor(np.asarray(train_labels)).long()
+        if labels.numel() == 0:
+            raise OTReweightError("train_labels is empty; the re-weighter needs at least one training example")
+        self.num_classes = check_labels("train_labels", labels, num_classes)
+        self.init = check_choice("initialisation", init, INITS)
+        self.cost = check_choice("cost", cost, COSTS)
+        self.label_scale = check_choice("label scale", label_scale, LABEL_SCALES)
+        self.weighting = check_choice("weighting", weighting, WEIGHTINGS)
+        self.eps = check_positive("eps (entropic regularisation)", eps)
+        self.lr = check_positive("lr (OT step size)", lr)
+        if int(steps) != steps or steps < 0:
+            raise OTReweightError(f"steps (OT gradient steps per batch) must be an integer >= 0, got {steps}")
+        self.steps = int(steps)
+        if not 0.0 <= alpha <= 1.0:
+            raise OTReweightError(f"cost mixing coefficient alpha must lie in [0, 1], got {alpha}")
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.tol = float(tol)
+        self.max_iter = int(max_iter)
+        self.register_buffer("labels", labels)
+        self.register_buffer("scores", self.initial_scores())
+        self.last_ot_value: float | None = None
+
+    def initial_scores(self) -> torch.Tensor:
+        """The starting scores: ones, or each example's class effective-number weight."""
+        if self.init == "uniform":
+            return torch.ones(self.labels.shape[0])
+        counts = torch.bincount(self.labels.cpu(), minlength=self.num_classes)
+        cw = effective_number_weights(counts, self.beta)
+        return cw[self.labels.cpu()].clone()
+
+    def step(
+        self,
+        idx: torch.Tensor,
+        features: torch.Tensor,
+        labels: torch.Tensor,
+        targets: MetaTargets,
+    ) -> torch.Tensor:
+        """Update the scores of one batch by OT and return the weights for its loss.
+
+        Parameters
+        ----------
+        idx : torch.Tensor of int, shape (n,)
+            Example ids of the batch (rows of :attr:`scores`).
+        features : torch.Tensor, shape (n, d)
+            The batch's features (used without gradient).
+        labels : torch.Tensor, shape (n,)
+            The batch's labels.
+        targets : MetaTargets
+            Meta targets, carrying uniform mass.
+
+        Returns
+        -------
+        torch.Tensor, shape (n,)
+            Detached loss weights: the updated raw scores (``weighting="raw"``) or
+            ``n * softmax(scores)`` (``"normalized"``).
+        """
+        if idx.numel() == 0:
+            raise OTReweightError("empty batch: the OT step needs at least one example")
+        if idx.shape[0] != features.shape[0] or idx.shape[0] != labels.shape[0]:
+            raise OTReweightError(
+                f"batch mismatch: {idx.shape[0]} ids, {features.shape[0]} feature rows, {labels.shape[0]} labels"
+            )
+        check_finite("batch features", features)
+        idx = idx.to(self.scores.device).long()
+        s = self.scores[idx].to(torch.float64)
+        if self.steps > 0:
+            cost = cost_matrix(
+                self.cost,
+                features.detach().to(torch.float64),
+                labels,
+                targets.features.detach().to(torch.float64),
+                targets.labels,
+                self.num_classes,
+                self.alpha,
+                self.label_scale,
+            )
+            for k in range(self.steps):
+                s = s.detach().requires_grad_(True)
+                a = torch.softmax(s, dim=0)
+                res = entropic_ot(cost, a, eps=self.eps, tol=self.tol, max_iter=self.max_iter)
+                (grad,) = torch.autograd.grad(res.value, s)
+                if k == 0:
+                    self.last_ot_value = float(res.value.detach())
+                s = s.detach() - self.lr * grad
+            if not bool(torch.isfinite(s).all()):
+                raise OTReweightError(
+                    "the OT step produced non-finite scores; lower lr (OT step size) or raise eps"
+                )
+            self.scores[idx] = s.to(self.scores.dtype)
+        return self.loss_weights(idx)
+
+    def loss_weights(self, idx: torch.Tensor) -> torch.Tensor:
+        """Loss weights of a batch from its current scores (see ``weighting``)."""
+        s = self.scores[idx.to(self.scores.device).long()]
+        if self.weighting == "raw":
+            return s.detach().clone()
+        return (torch.softmax(s, dim=0) * s.shape[0]).detach()
+
+    def weights(self, normalize: bool = False) -> torch.Tensor:
+        """All learned per-example weights, shape ``(N,)``, on the CPU.
+
+        ``normalize=False`` returns the raw scores (the weights of ``weighting="raw"``);
+        ``normalize=True`` the softmax over the whole training set times ``N`` (mean 1), i.e. the
+        relative mass each example would receive in a batch with all others.
+        """
+        s = self.scores.detach().cpu()
+        if normalize:
+            return torch.softmax(s.double(), dim=0).float() * s.shape[0]
+        return s.clone()
+
+    def class_summary(self, normalize: bool = False) -> dict[str, np.ndarray]:
+        """Per-class ``count``, ``mean``, ``std``, ``min``, ``max`` of :meth:`weights`, and the
+        ``start`` (initial) mean score of each class."""
+        w = self.weights(normalize).numpy().astype(np.float64)
+        start = self.initial_scores().numpy().astype(np.float64)
+        y = self.labels.cpu().numpy()
+        out = {k: np.full(self.num_classes, np.nan) for k in ("mean", "std", "min", "max", "start")}
+        out["count"] = np.bincount(y, minlength=self.num_classes)
+        for c in range(self.num_classes):
+            wc = w[y == c]
+            if wc.size:
+                out["mean"][c], out["std"][c] = wc.mean(), wc.std()
+                out["min"][c], out["max"][c] = wc.min(), wc.max()
+                out["start"][c] = start[y == c].mean()
+        return out
+
+    def extra_repr(self) -> str:
+        return (
+            f"n={self.scores.shape[0]}, K={self.num_classes}, init={self.init}, cost={self.cost}, "
+            f"eps={self.eps}, steps={self.steps}, lr={self.lr}, weighting={self.weighting}"
+        )
