@@ -39,6 +39,8 @@ from typing import Callable
 
 import numpy as np
 
+from .._errors import OTReweightError
+
 __all__ = [
     "ArrayDataset",
     "DataError",
@@ -62,7 +64,7 @@ _CACHE_VERSION = "otreweight-arrays-v1"
 _ARRAY_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
-class DataError(ValueError):
+class DataError(OTReweightError):
     """A data source is missing, damaged or malformed (one-line message)."""
 
 

@@ -1,0 +1,113 @@
+import numpy as np
+import pytest
+import torch
+
+from otreweight import FitConfig, OTReweightError, create_method, create_model, evaluate, fit, make_long_tailed
+
+
+def blobs(n_per_class=60, k=3, d=6, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 3, (k, d))
+    y = np.repeat(np.arange(k), n_per_class)
+    x = (centers[y] + rng.normal(0, 1, (y.size, d))).astype(np.float32)
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def data():
+    x, y = blobs()
+    split = make_long_tailed(y, 5, n_meta_per_class=5, n_val_per_class=10, seed=0)
+    return {
+        "train": (x[split.train], y[split.train]),
+        "val": (x[split.val], y[split.val]),
+        "meta": (x[split.meta], y[split.meta]),
+    }
+
+
+def model():
+    torch.manual_seed(0)
+    return create_model("mlp", in_features=6, num_classes=3, hidden=(16,))
+
+
+def test_stage1_learns_and_selects_on_validation(data):
+    m = model()
+    res = fit(m, create_method("ce"), data["train"], data["val"], config=FitConfig(epochs=8, batch_size=16, lr=0.05, progress=False), device="cpu")
+    assert len(res.history) == 8
+    assert res.best_score == max(r["val"]["balanced_accuracy"] for r in res.history)
+    m.load_state_dict(res.best_state)
+    assert evaluate(m, *data["val"])["balanced_accuracy"] == pytest.approx(res.best_score)
+    assert res.best_score > 0.8
+
+
+def test_classifier_only_freezes_the_backbone_and_ot_moves_scores(data):
+    m = model()
+    fit(m, create_method("ce"), data["train"], data["val"], config=FitConfig(epochs=3, batch_size=16, lr=0.05, progress=False), device="cpu")
+    backbone = {k: v.clone() for k, v in m.state_dict().items() if not k.startswith("classifier")}
+    head = m.classifier.weight.detach().clone()
+    method = create_method("ot", lr=1.0, steps=2)
+    cfg = FitConfig(epochs=2, batch_size=8, lr=0.01, trainable="classifier", progress=False)
+    fit(m, method, data["train"], data["val"], data["meta"], cfg, device="cpu")
+    for k, v in m.state_dict().items():
+        if k in backbone:
+            assert torch.equal(v, backbone[k]), k  # weights and batch-norm statistics untouched
+    assert not torch.equal(m.classifier.weight, head)
+    rw = method.reweighter
+    assert not torch.allclose(rw.scores, rw.initial_scores())
+    assert torch.isfinite(rw.scores).all()
+
+
+def test_whole_network_ot_with_augmentation_and_image_prototypes(data):
+    m = model()
+    calls = []
+
+    def augment(x, gen):
+        calls.append(x.shape[0])
+        return x + 0.01 * torch.randn(x.shape, generator=gen)
+
+    cfg = FitConfig(epochs=2, batch_size=16, lr=0.01, trainable="all", progress=False)
+    method = create_method("ot", targets="prototype_image", weighting="normalized", meta_ce=1.0)
+    res = fit(m, method, data["train"], data["val"], data["meta"], cfg, device="cpu", augment=augment)
+    assert calls and len(res.history) == 2
+
+
+def test_runs_are_reproducible(data):
+    def run():
+        m = model()
+        cfg = FitConfig(epochs=2, batch_size=8, lr=0.05, seed=4, progress=False)
+        fit(m, create_method("ot"), data["train"], data["val"], data["meta"], cfg, device="cpu")
+        return m.classifier.weight.detach().clone()
+
+    assert torch.equal(run(), run())
+
+
+def test_bad_input(data):
+    x, y = data["train"]
+    bad = x.copy()
+    bad[0, 0] = np.nan
+    cfg = FitConfig(epochs=1, progress=False)
+    with pytest.raises(OTReweightError, match="training inputs contains NaN"):
+        fit(model(), create_method("ce"), (bad, y), data["val"], config=cfg, device="cpu")
+    with pytest.raises(OTReweightError, match="lie in 0..2"):
+        fit(model(), create_method("ce"), (x, y + 5), data["val"], config=cfg, device="cpu")
+    with pytest.raises(OTReweightError, match="needs a meta set"):
+        fit(model(), create_method("ot"), data["train"], data["val"], config=cfg, device="cpu")
+    mx, my = data["meta"]
+    with pytest.raises(OTReweightError, match="no example of class"):
+        fit(model(), create_method("ot"), data["train"], data["val"], (mx[my != 2], my[my != 2]), cfg, device="cpu")
+    with pytest.raises(OTReweightError, match="length mismatch"):
+        fit(model(), create_method("ce"), (x, y[:-1]), data["val"], config=cfg, device="cpu")
+    with pytest.raises(OTReweightError, match="unknown method"):
+        create_method("mixup")
+    with pytest.raises(OTReweightError, match="unknown trainable"):
+        fit(model(), create_method("ce"), data["train"], data["val"], config=FitConfig(trainable="head"), device="cpu")
+    with pytest.raises(OTReweightError, match="unknown device"):
+        fit(model(), create_method("ce"), data["train"], data["val"], config=cfg, device="tpu9")
+
+
+def test_torch_version_check():
+    from otreweight._errors import check_torch_version
+
+    with pytest.raises(OTReweightError, match="too old"):
+        check_torch_version("2.0.1+cu118")
+    check_torch_version("2.1.0")
+    check_torch_version("2.13.0+cpu")

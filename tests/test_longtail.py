@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+
+from otreweight import OTReweightError, long_tail_counts, make_long_tailed
+
+
+def test_protocol_totals():
+    assert sum(long_tail_counts(5000, 10, 100)) == 12406  # CIFAR-10-LT IF 100
+    assert sum(long_tail_counts(500, 100, 100)) == 10847  # CIFAR-100-LT IF 100
+    assert long_tail_counts(5000, 10, 100)[-1] == 50
+    assert long_tail_counts(100, 4, 10, "step") == [100, 100, 10, 10]
+
+
+@pytest.mark.parametrize("profile", ["exp", "step"])
+@pytest.mark.parametrize("imf", [1, 10, 50])
+def test_split_counts_follow_the_formula_and_sets_are_disjoint(profile, imf):
+    labels = np.repeat(np.arange(5), 300)
+    np.random.default_rng(0).shuffle(labels)
+    split = make_long_tailed(labels, imf, profile=profile, n_meta_per_class=10, n_val_per_class=20, seed=3)
+    expected = [int(270 * (1 / imf) ** (c / 4)) for c in range(5)] if profile == "exp" else [270, 270] + [int(270 / imf)] * 3
+    assert split.n_max == 270
+    assert split.train_counts.tolist() == expected
+    assert np.bincount(labels[split.train], minlength=5).tolist() == expected
+    assert np.bincount(labels[split.meta], minlength=5).tolist() == [10] * 5
+    assert np.bincount(labels[split.val], minlength=5).tolist() == [20] * 5
+    sets = [set(split.train), set(split.meta), set(split.val)]
+    assert not (sets[0] & sets[1]) and not (sets[0] & sets[2]) and not (sets[1] & sets[2])
+    assert "total" in split.summary()
+
+
+def test_seeded_and_ordered():
+    labels = np.repeat(np.arange(3), 50)
+    a = make_long_tailed(labels, 5, seed=1)
+    b = make_long_tailed(labels, 5, seed=1)
+    c = make_long_tailed(labels, 5, seed=2)
+    assert np.array_equal(a.train, b.train) and np.array_equal(a.meta, b.meta)
+    assert not np.array_equal(a.train, c.train)
+    rev = make_long_tailed(labels, 5, class_order=[2, 1, 0], seed=1)
+    assert rev.train_counts[2] == rev.n_max and rev.train_counts[0] == int(rev.n_max / 5)
+
+
+def test_explicit_n_max():
+    labels = np.repeat(np.arange(2), 100)
+    split = make_long_tailed(labels, 4, n_max=40, n_val_per_class=0, seed=0)
+    assert split.train_counts.tolist() == [40, 10]
+    with pytest.raises(OTReweightError, match="lower n_max"):
+        make_long_tailed(labels, 4, n_max=95, n_val_per_class=0)
+
+
+@pytest.mark.parametrize("imf", [0.5, 0, -3, float("nan")])
+def test_bad_imbalance_factor(imf):
+    with pytest.raises(OTReweightError, match="imbalance factor"):
+        make_long_tailed(np.repeat(np.arange(2), 50), imf)
+
+
+def test_meta_or_validation_too_large():
+    labels = np.array([0] * 40 + [1] * 12)
+    with pytest.raises(OTReweightError, match="class 1 has 12 examples"):
+        make_long_tailed(labels, 2, n_meta_per_class=5, n_val_per_class=10)
+
+
+def test_bad_labels():
+    with pytest.raises(OTReweightError, match="lie in 0..1"):
+        make_long_tailed(np.array([0, 1, 2, 1]), 2, num_classes=2)
+    with pytest.raises(OTReweightError, match="integer class indices"):
+        make_long_tailed(np.array([0.5, 1.0]), 2)
+    with pytest.raises(OTReweightError, match="at least 2 classes"):
+        make_long_tailed(np.zeros(50, dtype=int), 2)
+    with pytest.raises(OTReweightError, match="unknown imbalance profile"):
+        make_long_tailed(np.repeat(np.arange(2), 50), 2, profile="linear")
