@@ -52,13 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seeds", type=_int_list, default=(0, 1, 2), help="comma-separated seeds (long-tail sampling and training)")
     demo.add_argument("--imbalance-factor", type=float, default=20.0, help="IF = n_max / n_min of the exponential profile")
-    demo.add_argument("--methods", type=_name_list, default=("ce", "cb", "ot"), help="comma-separated stage-2 methods")
+    demo.add_argument("--methods", type=_name_list, default=("ce", "cb", "ot", "ot-no-meta-ce"),
+                      help="comma-separated stage-2 methods: any registered method (ce, cb, ot, ...) or ot-no-meta-ce "
+                      "(OT without its meta-set cross-entropy term)")
     demo.add_argument("--stage1-epochs", type=int, default=60, help="epochs of stage 1 (plain CE, whole network)")
     demo.add_argument("--stage2-epochs", type=int, default=30, help="epochs of stage 2 (classifier only)")
     demo.add_argument("--ot", metavar="KEY=VALUE", action="append", default=[],
                       help="option of the OT method, repeatable, e.g. --ot init=uniform --ot meta_ce=0 "
                       "(keys: init, beta, eps, cost, alpha, label_scale, steps, lr, weighting, targets, meta_ce, tol, max_iter)")
     demo.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    demo.add_argument("--threads", type=int, default=1, help="torch CPU threads (the demo's MLP is fastest on one)")
     demo.add_argument("--progress", action="store_true", help="show a progress bar per epoch")
     demo.add_argument("--json", metavar="PATH", help="also write per-seed results as JSON to PATH")
     demo.add_argument("--markdown", action="store_true", help="print the table as Markdown")
@@ -72,12 +75,14 @@ def cmd_demo(args) -> int:
     for name, v in (("--stage1-epochs", args.stage1_epochs), ("--stage2-epochs", args.stage2_epochs)):
         if v < 1:
             raise OTReweightError(f"{name} must be >= 1, got {v}")
+    if args.threads < 1:
+        raise OTReweightError(f"--threads must be >= 1, got {args.threads}")
     if not args.seeds:
         raise OTReweightError("--seeds needs at least one seed")
     cfg = DemoConfig(
         seeds=args.seeds, imbalance_factor=args.imbalance_factor, methods=args.methods,
         stage1_epochs=args.stage1_epochs, stage2_epochs=args.stage2_epochs, device=args.device,
-        progress=args.progress, ot_options=_parse_kv(args.ot),
+        progress=args.progress, threads=args.threads, ot_options=_parse_kv(args.ot),
     )
     result = run_demo(cfg)
     if args.markdown:

@@ -35,6 +35,7 @@ from .targets import class_means, check_meta_classes
 from .utils import pick_device, seed_everything
 
 TRAINABLE = ("all", "classifier")
+SAMPLINGS = ("instance", "class_balanced")
 
 
 @dataclass
@@ -241,8 +242,8 @@ def fit(
         if method.uses_meta:
             check_meta_classes(y_me, num_classes)
         meta_view = _Meta(model, x_me, y_me, num_classes, frozen, config.eval_batch_size, channels_last)
-    method.bind(TrainInfo(num_classes, y_tr, train_counts, device))
-
+    check_choice("sampling", method.sampling, SAMPLINGS)
+    method.prepare_model(model)
     if frozen:
         for p in model.backbone_parameters():
             p.requires_grad_(False)
@@ -257,6 +258,10 @@ def fit(
         weight_decay=config.weight_decay,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, config.lr_factor)
+    method.bind(TrainInfo(num_classes, y_tr, train_counts, device, model, optimizer, config.epochs))
+    sample_p = None
+    if method.sampling == "class_balanced":
+        sample_p = (1.0 / torch.as_tensor(train_counts, dtype=torch.float64))[y_tr.cpu()]
 
     # With a frozen backbone and no augmentation, features cannot change: compute them once.
     cached_tr = cached_va = None
@@ -279,14 +284,17 @@ def fit(
     result = FitResult()
     n = x_tr.shape[0]
     start = time.perf_counter()
-    for epoch in range(config.epochs):
+    for epoch in range(config.epochs if method.trains else 0):
         t0 = time.perf_counter()
         if not frozen:
             model.train()
         if meta_view is not None:
             meta_view.invalidate()
         method.start_epoch(epoch, meta_view)
-        perm = torch.randperm(n, generator=gen).to(device)
+        if sample_p is None:
+            perm = torch.randperm(n, generator=gen).to(device)
+        else:
+            perm = torch.multinomial(sample_p, n, replacement=True, generator=gen).to(device)
         starts = list(range(0, n, config.batch_size))
         if len(starts) > 1 and n - starts[-1] < 2 and not frozen:
             starts.pop()  # a batch of one breaks batch norm in train mode; it is reshuffled next epoch
@@ -295,6 +303,7 @@ def fit(
         for s in bar:
             idx = perm[s : s + config.batch_size]
             y = y_tr[idx]
+            xb = None
             if cached_tr is not None:
                 feats = cached_tr[idx]
                 logits = model.classifier(feats)
@@ -311,7 +320,7 @@ def fit(
                     f = model.features(xb)
                     logits = model.classifier(f)
                     feats = f.detach()
-            loss = method.loss(Batch(idx, y, logits, feats), meta_view)
+            loss = method.loss(Batch(idx, y, logits, feats, xb), meta_view)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -339,7 +348,10 @@ def fit(
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
     result.last_state = copy.deepcopy(model.state_dict())
-    if result.best_state is None:  # zero epochs
+    if result.best_state is None:  # no epoch ran (zero epochs, or a method that does not train)
+        val_metrics = evaluate_val()
+        result.history.append({"epoch": 0, "lr": 0.0, "train_loss": float("nan"), "seconds": 0.0, "val": val_metrics})
+        result.best_epoch, result.best_score = 0, val_metrics[config.select_metric]
         result.best_state = result.last_state
     result.seconds = time.perf_counter() - start
     for p in model.parameters():

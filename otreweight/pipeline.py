@@ -15,6 +15,7 @@ import torch
 
 from .engine import FitConfig, evaluate, fit
 from .methods import create_method
+from .utils import seed_everything
 
 METRIC_COLUMNS = ("accuracy", "balanced_accuracy", "many", "medium", "few", "gmean")
 
@@ -52,6 +53,7 @@ def run_two_stage(
     """
     counts = data.train_counts
     thresholds = dict(many_threshold=stage1.many_threshold, few_threshold=stage1.few_threshold)
+    seed_everything(stage1.seed)  # the model's initialisation depends on the seed alone
     model = model_fn()
     res1 = fit(model, create_method("ce"), data.train, data.val, data.meta, stage1, device, augment, tag="stage 1")
     out = {stage1_name: _scores(model, res1, data, counts, thresholds)}
@@ -62,6 +64,10 @@ def run_two_stage(
         m2 = copy.deepcopy(model)
         res2 = fit(m2, method, data.train, data.val, data.meta, stage2, device, augment, tag=f"stage 2 {name}")
         out[name] = _scores(m2, res2, data, counts, thresholds)
+        rw = getattr(method, "reweighter", None)
+        if rw is not None:
+            start = rw.initial_scores().to(rw.scores.device)
+            out[name]["score_change"] = float(((rw.scores - start).abs() / start.abs().clamp_min(1e-12)).mean())
         out[name]["method"] = method
     return out
 
@@ -75,7 +81,7 @@ def _scores(model, res, data, counts, thresholds) -> dict:
         "last": last,
         "best_epoch": res.best_epoch,
         "seconds": res.seconds,
-        "val": res.history[res.best_epoch - 1]["val"] if res.history else None,
+        "val": next(r["val"] for r in res.history if r["epoch"] == res.best_epoch),
     }
 
 

@@ -10,11 +10,11 @@ def test_demo_end_to_end_short(tmp_path, capsys):
     rc = main(["demo", "--seeds", "0", "--stage1-epochs", "3", "--stage2-epochs", "2", "--json", str(out)])
     assert rc == 0
     text = capsys.readouterr().out
-    for name in ("stage1-ce", "ce", "cb", "ot", "bal.acc", "gmean"):
+    for name in ("stage1-ce", "ce", "cb", "ot", "ot-no-meta-ce", "bal.acc", "gmean"):
         assert name in text
     result = json.loads(out.read_text())
     names = [row["method"] for row in result["summary"]]
-    assert names == ["stage1-ce", "ce", "cb", "ot"]
+    assert names == ["stage1-ce", "ce", "cb", "ot", "ot-no-meta-ce"]
     for row in result["summary"]:
         assert 0 <= row["balanced_accuracy_mean"] <= 100
     assert set(result["runs"][0]["ot"]) >= {"best", "last", "best_epoch", "seconds"}

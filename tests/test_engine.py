@@ -111,3 +111,36 @@ def test_torch_version_check():
         check_torch_version("2.0.1+cu118")
     check_torch_version("2.1.0")
     check_torch_version("2.13.0+cpu")
+
+
+def test_method_hooks_sampling_and_train_free_methods(data):
+    from otreweight.methods import Method
+
+    seen = []
+
+    class Balanced(Method):
+        name = "balanced-probe"
+        sampling = "class_balanced"
+
+        def loss(self, batch, meta):
+            seen.append(batch.y.clone())
+            assert batch.x is not None and batch.x.shape[0] == batch.y.shape[0]
+            return torch.nn.functional.cross_entropy(batch.logits, batch.y)
+
+    cfg = FitConfig(epochs=4, batch_size=16, lr=0.01, progress=False)
+    fit(model(), Balanced(), data["train"], data["val"], config=cfg, device="cpu")
+    counts = torch.bincount(torch.cat(seen), minlength=3).double()
+    assert (counts / counts.sum() - 1 / 3).abs().max() < 0.08  # the raw split is 5:2.2:1
+
+    class BiasShift(Method):
+        name = "bias-shift"
+        trains = False
+
+        def prepare_model(self, m):
+            with torch.no_grad():
+                m.classifier.bias.add_(torch.tensor([0.0, 0.0, 100.0]))
+
+    m = model()
+    res = fit(m, BiasShift(), data["train"], data["val"], config=cfg, device="cpu")
+    assert res.best_epoch == 0 and len(res.history) == 1
+    assert res.best_score == pytest.approx(1 / 3)  # everything is predicted as class 2

@@ -3,12 +3,19 @@
 The loop (:func:`otreweight.engine.fit`) owns the model, the optimiser, batching, evaluation and
 model selection. A method only turns a batch into a loss:
 
-1. ``bind(info)`` once before training, with the class counts, training labels and device;
+0. ``prepare_model(model)`` once, before the optimiser is built (e.g. cRT re-initialises the
+   classifier; post-hoc logit adjustment shifts its bias);
+1. ``bind(info)`` once before training, with the class counts, training labels, device, model
+   and optimiser;
 2. ``start_epoch(epoch, meta)`` at the start of every epoch (e.g. to rebuild meta targets);
 3. ``loss(batch, meta)`` for every mini-batch, returning a scalar to minimise;
 4. ``state_dict()`` / ``load_state_dict()`` for whatever the method learns itself (OT scores).
 
 ``meta`` is a :class:`MetaView` when the method sets ``uses_meta = True`` (else ``None``).
+Class attributes tell the loop how to feed the method: ``sampling`` is ``"instance"`` (shuffle
+every example once per epoch) or ``"class_balanced"`` (draw classes uniformly, then an example of
+the class, with replacement); ``trains = False`` marks a method that only transforms the model in
+``prepare_model`` (no epochs are run).
 Adding a method never touches the loop: subclass :class:`Method` and register it in
 ``otreweight.methods.METHODS``.
 """
@@ -29,6 +36,9 @@ class TrainInfo:
     train_labels: torch.Tensor  # (N,) on the training device, indexed by example id
     train_counts: np.ndarray  # (K,)
     device: torch.device
+    model: torch.nn.Module | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    epochs: int = 0
 
 
 @dataclass
@@ -36,13 +46,15 @@ class Batch:
     """One mini-batch as the loop hands it to a method.
 
     ``logits`` carry gradients to the trainable parameters; ``features`` are the backbone's
-    features of the same examples, detached.
+    features of the same examples, detached; ``x`` is the (augmented) input the logits were
+    computed from, or ``None`` when the loop served cached features.
     """
 
     idx: torch.Tensor
     y: torch.Tensor
     logits: torch.Tensor
     features: torch.Tensor
+    x: torch.Tensor | None = None
 
 
 class MetaView(Protocol):
@@ -65,6 +77,11 @@ class Method:
 
     name: str = "method"
     uses_meta: bool = False
+    sampling: str = "instance"
+    trains: bool = True
+
+    def prepare_model(self, model: torch.nn.Module) -> None:
+        pass
 
     def bind(self, info: TrainInfo) -> None:
         self.info = info
