@@ -7,7 +7,10 @@ import torch as _torch
 
 from ._errors import OTReweightError, check_torch_version
 
-check_torch_version(_torch.__version__)
+try:
+    check_torch_version(_torch.__version__)
+except OTReweightError as _err:
+    raise ImportError(str(_err)) from None
 
 from .class_weights import effective_number_weights  # noqa: E402
 from .cost import combined_cost, cost_matrix, feature_cost, label_cost  # noqa: E402
