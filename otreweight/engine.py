@@ -21,6 +21,7 @@ import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -32,7 +33,7 @@ from ._errors import OTReweightError, check_choice, check_finite, check_labels, 
 from .methods.base import Batch, Method, TrainInfo
 from .metrics import classification_metrics
 from .targets import class_means, check_meta_classes
-from .utils import pick_device, seed_everything
+from .utils import atomic_save, pick_device, rng_state, seed_everything, set_rng_state
 
 TRAINABLE = ("all", "classifier")
 SAMPLINGS = ("instance", "class_balanced")
@@ -186,6 +187,8 @@ def fit(
     num_classes: int | None = None,
     tag: str = "train",
     on_epoch_end: Callable[[int, dict], None] | None = None,
+    checkpoint=None,
+    resume: bool = False,
 ) -> FitResult:
     """Train ``model`` with ``method`` on ``train = (x, y)``, select on ``val = (x, y)``.
 
@@ -208,6 +211,11 @@ def fit(
         ``K``; inferred from the model's classifier by default.
     on_epoch_end : callable, optional
         Called as ``on_epoch_end(epoch, record)`` after each epoch's evaluation.
+    checkpoint : path, optional
+        Written atomically at the end of every epoch: model, optimiser, scheduler, the method's
+        state (OT scores), every RNG state, the history and the best state so far.
+    resume : bool
+        Continue from ``checkpoint`` if it exists; the run then ends exactly as an uninterrupted one.
     """
     config = (config or FitConfig()).validate()
     device = pick_device(device)
@@ -282,9 +290,12 @@ def fit(
         )
 
     result = FitResult()
+    first_epoch = 0
+    if resume and checkpoint is not None and Path(checkpoint).exists():
+        first_epoch = _load_checkpoint(checkpoint, config, model, optimizer, scheduler, method, gen, result)
     n = x_tr.shape[0]
     start = time.perf_counter()
-    for epoch in range(config.epochs if method.trains else 0):
+    for epoch in range(first_epoch, config.epochs if method.trains else 0):
         t0 = time.perf_counter()
         if not frozen:
             model.train()
@@ -345,6 +356,16 @@ def fit(
         if score > result.best_score:
             result.best_score, result.best_epoch = score, epoch + 1
             result.best_state = copy.deepcopy(model.state_dict())
+        if checkpoint is not None:
+            atomic_save(
+                {
+                    "epoch": epoch + 1, "config": config.to_dict(), "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "method": method.state_dict(), "rng": rng_state(gen), "history": result.history,
+                    "best_epoch": result.best_epoch, "best_score": result.best_score, "best_state": result.best_state,
+                },
+                checkpoint,
+            )
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
     result.last_state = copy.deepcopy(model.state_dict())
@@ -357,6 +378,32 @@ def fit(
     for p in model.parameters():
         p.requires_grad_(True)
     return result
+
+
+_RESUME_KEYS = ("epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay", "trainable",
+                "warmup_epochs", "milestones", "lr_factors", "select_metric", "seed")
+
+
+def _load_checkpoint(path, config, model, optimizer, scheduler, method, gen, result) -> int:
+    try:
+        ck = torch.load(path, map_location=next(model.parameters()).device, weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise OTReweightError(f"cannot read checkpoint {path} ({type(err).__name__}); delete it or start without --resume") from None
+    old = ck.get("config", {})
+    changed = [k for k in _RESUME_KEYS if k in old and old[k] != config.to_dict()[k]]
+    if changed:
+        raise OTReweightError(
+            f"checkpoint {path} was written with different settings ({', '.join(changed)}); "
+            "use a new output folder or start without --resume"
+        )
+    model.load_state_dict(ck["model"])
+    optimizer.load_state_dict(ck["optimizer"])
+    scheduler.load_state_dict(ck["scheduler"])
+    method.load_state_dict(ck["method"])
+    set_rng_state(gen, ck["rng"])
+    result.history = list(ck["history"])
+    result.best_epoch, result.best_score, result.best_state = ck["best_epoch"], ck["best_score"], ck["best_state"]
+    return int(ck["epoch"])
 
 
 def evaluate(

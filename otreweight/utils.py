@@ -36,3 +36,52 @@ def pick_device(device: str | torch.device | None = "auto") -> torch.device:
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise OTReweightError(f"device {device!r} asked for but MPS is not available; use --device cpu or auto")
     return dev
+
+
+def atomic_save(obj, path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``.
+
+    A crash mid-write leaves the previous file intact: nothing the user had is lost.
+    """
+    import os
+    import tempfile
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            if isinstance(obj, (bytes, str)):
+                fh.write(obj.encode() if isinstance(obj, str) else obj)
+            else:
+                torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def rng_state(gen: torch.Generator) -> dict:
+    """Every random state a run depends on (for exact resumption)."""
+    state = {
+        "generator": gen.get_state(),
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(gen: torch.Generator, state: dict) -> None:
+    gen.set_state(state["generator"])
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

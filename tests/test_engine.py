@@ -144,3 +144,36 @@ def test_method_hooks_sampling_and_train_free_methods(data):
     res = fit(m, BiasShift(), data["train"], data["val"], config=cfg, device="cpu")
     assert res.best_epoch == 0 and len(res.history) == 1
     assert res.best_score == pytest.approx(1 / 3)  # everything is predicted as class 2
+
+
+def test_kill_and_resume_gives_the_same_result(data, tmp_path):
+    cfg = FitConfig(epochs=4, batch_size=8, lr=0.05, seed=2, progress=False)
+
+    def run(stop_after=None, resume=False, ckpt=None):
+        m = model()
+        method = create_method("ot", lr=0.5)
+
+        def stop(epoch, record):
+            if stop_after is not None and epoch + 1 == stop_after:
+                raise KeyboardInterrupt
+
+        try:
+            res = fit(m, method, data["train"], data["val"], data["meta"], cfg, device="cpu",
+                      augment=lambda x, g: x + 0.05 * torch.randn(x.shape, generator=g),
+                      on_epoch_end=stop, checkpoint=ckpt, resume=resume)
+        except KeyboardInterrupt:
+            return None
+        return m, method, res
+
+    m_full, meth_full, res_full = run()
+    ckpt = tmp_path / "ck.pt"
+    assert run(stop_after=2, ckpt=ckpt) is None and ckpt.exists()
+    m_res, meth_res, res_res = run(resume=True, ckpt=ckpt)
+    assert [r["epoch"] for r in res_res.history] == [1, 2, 3, 4]
+    assert res_res.best_epoch == res_full.best_epoch
+    for k, v in m_full.state_dict().items():
+        assert torch.equal(v, m_res.state_dict()[k]), k
+    assert torch.equal(meth_full.reweighter.scores, meth_res.reweighter.scores)
+    other = FitConfig(epochs=4, batch_size=16, lr=0.05, seed=2, progress=False)
+    with pytest.raises(OTReweightError, match="different settings"):
+        fit(model(), create_method("ot"), data["train"], data["val"], data["meta"], other, device="cpu", checkpoint=ckpt, resume=True)

@@ -1,0 +1,70 @@
+"""Image preprocessing and augmentation as batched tensor ops on the training device (no torchvision).
+
+Images enter as ``uint8`` arrays ``(N, H, W, C)``; :func:`to_tensor_images` turns them once into
+normalised ``float32`` ``(N, C, H, W)`` tensors. :class:`PadCropFlip` is the CIFAR augmentation:
+pad every side by ``pad`` pixels with black (the value a zero pixel takes after normalisation),
+crop a random ``H x W`` window per image, flip half of the images horizontally.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .._errors import OTReweightError
+
+
+def channel_stats(x_uint8: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of ``(N, H, W, C)`` uint8 images, in [0, 1] units."""
+    x = np.asarray(x_uint8)
+    if x.ndim != 4:
+        raise OTReweightError(f"images must have shape (N, H, W, C), got {x.shape}")
+    mean = np.zeros(x.shape[-1])
+    sq = np.zeros(x.shape[-1])
+    for i in range(0, x.shape[0], 4096):  # chunked: no float copy of the whole set
+        chunk = x[i : i + 4096].astype(np.float64) / 255.0
+        mean += chunk.sum(axis=(0, 1, 2))
+        sq += (chunk**2).sum(axis=(0, 1, 2))
+    count = x.shape[0] * x.shape[1] * x.shape[2]
+    mean /= count
+    std = np.sqrt(np.maximum(sq / count - mean**2, 1e-12))
+    return mean.tolist(), std.tolist()
+
+
+def to_tensor_images(x_uint8: np.ndarray, mean, std, device="cpu") -> torch.Tensor:
+    """``(N, H, W, C)`` uint8 -> normalised ``(N, C, H, W)`` float32 on ``device``."""
+    t = torch.as_tensor(np.ascontiguousarray(x_uint8), device=device)
+    t = t.permute(0, 3, 1, 2).float().div_(255.0)
+    m = torch.as_tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    s = torch.as_tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    return t.sub_(m).div_(s).contiguous()
+
+
+class PadCropFlip:
+    """Random ``pad``-pixel translation (pad + crop) and horizontal flip of a ``(B, C, H, W)`` batch.
+
+    ``fill`` is the per-channel value of padded pixels (``-mean / std`` = black after normalisation).
+    Random numbers come from the CPU generator handed in by the training loop, so runs are
+    reproducible and resumable on any device.
+    """
+
+    def __init__(self, pad: int = 4, flip: bool = True, fill=None) -> None:
+        self.pad, self.flip = int(pad), bool(flip)
+        self.fill = None if fill is None else torch.as_tensor(fill, dtype=torch.float32).view(1, -1, 1, 1)
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        b, c, h, w = x.shape
+        p = self.pad
+        if p > 0:
+            padded = x.new_empty(b, c, h + 2 * p, w + 2 * p)
+            padded.copy_((self.fill.to(x.device) if self.fill is not None else x.new_zeros(1, c, 1, 1)).expand_as(padded))
+            padded[:, :, p : p + h, p : p + w] = x
+            oy = torch.randint(0, 2 * p + 1, (b,), generator=gen).to(x.device)
+            ox = torch.randint(0, 2 * p + 1, (b,), generator=gen).to(x.device)
+            rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+            cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+            chans = torch.arange(c, device=x.device)[None, :, None, None]
+            x = padded[torch.arange(b, device=x.device)[:, None, None, None], chans, rows, cols]
+        if self.flip:
+            mask = (torch.rand(b, generator=gen) < 0.5).to(x.device).view(b, 1, 1, 1)
+            x = torch.where(mask, x.flip(3), x)
+        return x
