@@ -65,7 +65,76 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--progress", action="store_true", help="show a progress bar per epoch")
     demo.add_argument("--json", metavar="PATH", help="also write per-seed results as JSON to PATH")
     demo.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    train = sub.add_parser(
+        "train",
+        help="run a YAML-configured experiment: long-tailed split, stage 1, stage-2 variants, report",
+        description="Run stage 1 (plain CE) and every stage-2 variant of a config on its data source. "
+        "Writes per-epoch metrics, atomic checkpoints, test metrics at the validation-selected and last "
+        "epoch, and a Markdown report into the config's output_dir.",
+    )
+    train.add_argument("--config", required=True, help="a YAML file, or the name of a shipped config (e.g. cifar10_lt_if100)")
+    train.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                       help="override a config value, repeatable: --set stage1.epochs=15 --set stage2.*.epochs=5 "
+                       "--set data.source=path/to/folder --set stage2.0.options.init=uniform")
+    train.add_argument("--resume", action="store_true", help="continue an interrupted run in output_dir")
+    train.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    train.add_argument("--no-report", action="store_true", help="do not write report.md and figures")
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="score a saved model (a stage's best.pt) on a data source",
+        description="Load a stage's best.pt and report accuracy, balanced accuracy, many/medium/few and the "
+        "geometric mean of recalls on a data source's test (or train) split.",
+    )
+    ev.add_argument("checkpoint", help="path of a best.pt written by `otreweight train`")
+    ev.add_argument("--data", required=True, help="cifar10, cifar100, an image folder or archive, or a .npz file")
+    ev.add_argument("--root", default="data", help="folder of the CIFAR archives")
+    ev.add_argument("--split", default="test", choices=("test", "train"))
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--no-download", action="store_true", help="never download a missing CIFAR archive")
+    ev.add_argument("--json", metavar="PATH", help="also write the metrics as JSON")
+
+    rep = sub.add_parser("report", help="(re)write report.md and figures for a run folder",
+                         description="Write report.md with PNG figures for a run folder of `otreweight train`.")
+    rep.add_argument("run_dir")
     return parser
+
+
+def cmd_train(args) -> int:
+    from .experiment import load_config, resolve_config_path, run_experiment
+
+    cfg = load_config(resolve_config_path(args.config), args.overrides)
+    if args.print_config:
+        print(yaml.safe_dump(cfg, sort_keys=False), end="")
+        return 0
+    run_experiment(cfg, resume=args.resume, log=print)
+    if not args.no_report:
+        from .report import write_report
+
+        print(f"report: {write_report(cfg['output_dir'])}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    import json
+
+    from .experiment import evaluate_checkpoint
+
+    m = evaluate_checkpoint(args.checkpoint, args.data, args.root, args.split, args.device, not args.no_download)
+    for key in ("accuracy", "balanced_accuracy", "many", "medium", "few", "gmean"):
+        v = m.get(key)
+        print(f"{key:>18}: {'-' if v is None else f'{100 * v:.2f}'}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(m, fh, indent=2)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    print(write_report(args.run_dir))
+    return 0
 
 
 def cmd_demo(args) -> int:
@@ -95,7 +164,7 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"demo": cmd_demo}
+COMMANDS = {"demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

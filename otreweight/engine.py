@@ -45,7 +45,8 @@ class FitConfig:
 
     The learning rate follows ``lr * factor(epoch)``: linear warm-up ``(e+1)/warmup_epochs`` for
     the first ``warmup_epochs``, then ``lr_factors[i]`` from epoch ``milestones[i]`` on (absolute
-    multipliers, e.g. ``milestones=(160, 180), lr_factors=(0.01, 1e-4)``).
+    multipliers, e.g. ``milestones=(160, 180), lr_factors=(0.01, 1e-4)``). Milestones below 1 are
+    fractions of ``epochs`` (``(0.8, 0.9)`` is 160 and 180 of 200 epochs, and scales with a budget).
     """
 
     epochs: int = 30
@@ -79,11 +80,15 @@ class FitConfig:
         check_choice("selection metric", self.select_metric, ("accuracy", "balanced_accuracy", "gmean"))
         return self
 
+    def milestone_epochs(self) -> list[int]:
+        """Milestones in epochs; a milestone below 1 is a fraction of ``epochs`` (0.8 of 200 = 160)."""
+        return [int(round(m * self.epochs)) if m < 1 else int(m) for m in self.milestones]
+
     def lr_factor(self, epoch: int) -> float:
         if epoch < self.warmup_epochs:
             return (epoch + 1) / self.warmup_epochs
         factor = 1.0
-        for m, f in zip(self.milestones, self.lr_factors):
+        for m, f in zip(self.milestone_epochs(), self.lr_factors):
             if epoch >= m:
                 factor = f
         return factor

@@ -1,0 +1,483 @@
+"""Config-driven runs: data source -> long-tailed split -> stage 1 -> stage-2 variants -> outputs.
+
+A run is described by one YAML file (see ``configs/``) whose values can be overridden from the
+command line (``--set stage1.epochs=15``, ``--set stage2.*.epochs=5``). The resolved config is saved
+beside the run. Output folder layout::
+
+    <output_dir>/
+      config.yaml            resolved config
+      split.json             per-class train / meta / val / test counts, thresholds
+      stage1/                one folder per stage (stage1, stage2_<name>)
+        metrics.jsonl        one line per epoch (train loss, lr, validation metrics, seconds)
+        checkpoint.pt        written atomically every epoch: everything needed to resume
+        best.pt              the validation-selected model, with what is needed to rebuild it
+        final.json           test metrics at the validation-selected and the last epoch
+        predictions.npz      test labels and predictions (best and last)
+        weights.npz          OT stages: learned and initial per-example scores, class-balanced weights
+      results.json           every stage's final.json
+      report.md, figures/    the report (``otreweight report``)
+
+``--resume`` continues every unfinished stage from its checkpoint and skips finished ones; a
+stage-1 checkpoint (``stage1.checkpoint``) can seed any number of stage-2 runs.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from ._errors import OTReweightError, check_choice
+from .class_weights import effective_number_weights
+from .data.longtail import make_long_tailed
+from .data.sources import ArrayDataset, load_dataset
+from .data.transforms import PadCropFlip, channel_stats, to_tensor_images
+from .engine import FitConfig, fit, predict_logits
+from .metrics import classification_metrics
+from .methods import create_method
+from .models import MODELS, create_model
+from .registry import check_options
+from .utils import atomic_save, pick_device, seed_everything
+
+DEFAULTS: dict = {
+    "name": "run",
+    "output_dir": "runs/run",
+    "seed": 0,
+    "device": "auto",
+    "threads": None,
+    "progress": True,
+    "data": {
+        "source": "cifar10",
+        "root": "data",
+        "download": True,
+        "cache_dir": None,
+        "imbalance_factor": 100,
+        "profile": "exp",
+        "n_meta_per_class": 10,
+        "n_val_per_class": 20,
+        "n_max": None,
+        "normalize": True,
+        "augment": "pad_crop_flip",
+        "pad": 4,
+        "flip": True,
+        "many_threshold": 100,
+        "few_threshold": 20,
+    },
+    "model": {"name": "resnet32", "options": {}},
+    "stage1": {
+        "checkpoint": None,
+        "epochs": 200,
+        "batch_size": 128,
+        "lr": 0.1,
+        "momentum": 0.9,
+        "nesterov": False,
+        "weight_decay": 2.0e-4,
+        "warmup_epochs": 5,
+        "milestones": [0.8, 0.9],
+        "lr_factors": [0.01, 0.0001],
+    },
+    "stage2": [],
+}
+
+STAGE2_DEFAULTS: dict = {
+    "name": "ot_classifier",
+    "method": "ot",
+    "options": {},
+    "trainable": "classifier",
+    "epochs": 90,
+    "batch_size": 16,
+    "lr": 2.0e-5,
+    "momentum": 0.9,
+    "nesterov": True,
+    "weight_decay": 5.0e-4,
+    "warmup_epochs": 0,
+    "milestones": [],
+    "lr_factors": [],
+}
+
+AUGMENTS = ("none", "pad_crop_flip")
+_FIT_KEYS = {f.name for f in fields(FitConfig)}
+
+
+# ----------------------------------------------------------------------------- config
+def _merge(base: dict, override: dict, where: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        if key not in base:
+            raise OTReweightError(f"unknown config key {where + key!r}; known keys here: {', '.join(base)}")
+        if isinstance(base[key], dict) and key != "options" and isinstance(value, dict):
+            out[key] = _merge(base[key], value, f"{where}{key}.")
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _set_dotted(cfg: dict, dotted: str, value) -> None:
+    parts = dotted.split(".")
+    targets = [cfg]
+    for i, part in enumerate(parts[:-1]):
+        nxt = []
+        for t in targets:
+            if isinstance(t, list):
+                if part == "*":
+                    nxt.extend(t)
+                    continue
+                if not part.isdigit() or int(part) >= len(t):
+                    raise OTReweightError(f"--set {dotted}: {part!r} is not an index of a list of {len(t)}")
+                nxt.append(t[int(part)])
+            else:
+                if part not in t:
+                    raise OTReweightError(f"--set {dotted}: unknown key {'.'.join(parts[: i + 1])!r}")
+                if t[part] is None and part == "options":
+                    t[part] = {}
+                nxt.append(t[part])
+        targets = nxt
+    for t in targets:
+        if isinstance(t, list):
+            raise OTReweightError(f"--set {dotted}: give a list index or * before the last key")
+        if parts[-1] not in t and not _is_options(parts):
+            raise OTReweightError(f"--set {dotted}: unknown key {dotted!r}")
+        t[parts[-1]] = value
+
+
+def _is_options(parts) -> bool:
+    return len(parts) >= 2 and parts[-2] == "options"
+
+
+def load_config(path=None, overrides: list[str] | None = None) -> dict:
+    """Defaults, then the YAML file at ``path``, then ``KEY=VALUE`` overrides (values parsed as YAML)."""
+    user: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise OTReweightError(f"config file {p} does not exist; see configs/ for examples")
+        try:
+            user = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise OTReweightError(f"config file {p} is not valid YAML: {str(err).splitlines()[0]}") from None
+        if not isinstance(user, dict):
+            raise OTReweightError(f"config file {p} must hold a mapping at the top level")
+    stage2 = user.pop("stage2", [])
+    cfg = _merge(DEFAULTS, user)
+    if not isinstance(stage2, list):
+        raise OTReweightError("config key 'stage2' must be a list of stage-2 variants")
+    cfg["stage2"] = [_merge(STAGE2_DEFAULTS, v or {}, f"stage2[{i}].") for i, v in enumerate(stage2)]
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise OTReweightError(f"--set expects KEY=VALUE, got {item!r}")
+        _set_dotted(cfg, key.strip(), yaml.safe_load(value))
+    validate_config(cfg)
+    return cfg
+
+
+def validate_config(cfg: dict) -> None:
+    """Check names and numbers early, before any data is loaded or any epoch is run."""
+    check_choice("augmentation", cfg["data"]["augment"], AUGMENTS)
+    MODELS.get(cfg["model"]["name"])
+    names = [v["name"] for v in cfg["stage2"]]
+    if len(set(names)) != len(names):
+        raise OTReweightError(f"stage-2 variant names must be unique, got {names}")
+    stage_fit_config(cfg["stage1"], cfg, 0).validate()
+    for v in cfg["stage2"]:
+        create_method(v["method"], **(v["options"] or {}))
+        stage_fit_config(v, cfg, 0).validate()
+
+
+def stage_fit_config(stage: dict, cfg: dict, seed: int) -> FitConfig:
+    kw = {k: v for k, v in stage.items() if k in _FIT_KEYS}
+    kw["milestones"], kw["lr_factors"] = tuple(kw.get("milestones", ())), tuple(kw.get("lr_factors", ()))
+    return FitConfig(
+        seed=seed, progress=bool(cfg["progress"]),
+        many_threshold=cfg["data"]["many_threshold"], few_threshold=cfg["data"]["few_threshold"], **kw,
+    )
+
+
+# ----------------------------------------------------------------------------- data
+class Prepared:
+    """The arrays of one run on the training device, and how inputs were normalised."""
+
+    def __init__(self, cfg: dict, dataset: ArrayDataset, device: torch.device) -> None:
+        d = cfg["data"]
+        self.classes = list(dataset.classes)
+        self.split = make_long_tailed(
+            dataset.y_train, d["imbalance_factor"], profile=d["profile"], n_meta_per_class=d["n_meta_per_class"],
+            n_val_per_class=d["n_val_per_class"], n_max=d["n_max"], num_classes=dataset.num_classes, seed=cfg["seed"],
+        )
+        self.is_image = dataset.x_train.ndim == 4
+        x_tr = dataset.x_train[self.split.train]
+        if self.is_image:
+            if d["normalize"]:
+                self.mean, self.std = channel_stats(x_tr)
+            else:
+                self.mean, self.std = [0.0] * x_tr.shape[-1], [1.0 / 255.0] * x_tr.shape[-1]
+        else:
+            x = x_tr.astype(np.float64)
+            self.mean = x.mean(0).tolist() if d["normalize"] else [0.0] * x.shape[1]
+            self.std = np.maximum(x.std(0), 1e-8).tolist() if d["normalize"] else [1.0] * x.shape[1]
+        conv = lambda x: self.to_inputs(x, device)  # noqa: E731
+        y = dataset.y_train
+        self.train = (conv(x_tr), torch.as_tensor(y[self.split.train], device=device))
+        self.val = (conv(dataset.x_train[self.split.val]), torch.as_tensor(y[self.split.val], device=device))
+        self.meta = (conv(dataset.x_train[self.split.meta]), torch.as_tensor(y[self.split.meta], device=device))
+        self.test = (conv(dataset.x_test), torch.as_tensor(dataset.y_test, device=device))
+        self.augment = None
+        if self.is_image and d["augment"] == "pad_crop_flip":
+            fill = [-m / s for m, s in zip(self.mean, self.std)]
+            self.augment = PadCropFlip(pad=d["pad"], flip=d["flip"], fill=fill)
+        self.input_shape = tuple(self.train[0].shape[1:])
+
+    def to_inputs(self, x: np.ndarray, device) -> torch.Tensor:
+        return normalize_inputs(x, self.mean, self.std, self.is_image, device)
+
+    def model_kwargs(self) -> dict:
+        return {"in_channels": self.input_shape[0]} if self.is_image else {"in_features": self.input_shape[0]}
+
+
+def normalize_inputs(x: np.ndarray, mean, std, is_image: bool, device) -> torch.Tensor:
+    if is_image:
+        if x.ndim != 4:
+            raise OTReweightError(f"this model expects images (N, H, W, C), got an array of shape {x.shape}")
+        return to_tensor_images(x, mean, std, device)
+    if x.ndim != 2:
+        raise OTReweightError(f"this model expects feature vectors (N, D), got an array of shape {x.shape}")
+    t = torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)
+    m = torch.as_tensor(mean, dtype=torch.float32, device=device)
+    s = torch.as_tensor(std, dtype=torch.float32, device=device)
+    return (t - m) / s
+
+
+def build_model(name: str, options: dict, num_classes: int, input_kwargs: dict):
+    """Create a registered model, passing ``in_channels`` / ``in_features`` where its factory takes them."""
+    factory = MODELS.get(name)
+    params = inspect.signature(factory).parameters
+    kw = {k: v for k, v in input_kwargs.items() if k in params}
+    kw.update(options or {})
+    check_options(f"model {name!r}", factory, {"num_classes": num_classes, **kw})
+    return create_model(name, num_classes=num_classes, **kw)
+
+
+# ----------------------------------------------------------------------------- run
+def _write_json(path: Path, obj) -> None:
+    atomic_save(json.dumps(obj, indent=2, default=_json_default), path)
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(type(o).__name__)
+
+
+def model_bundle(cfg, prep: Prepared, state: dict) -> dict:
+    """What ``otreweight evaluate`` needs to rebuild and score a model on new data."""
+    return {
+        "model": {"name": cfg["model"]["name"], "options": cfg["model"]["options"] or {}},
+        "num_classes": len(prep.classes),
+        "classes": prep.classes,
+        "input": {"is_image": prep.is_image, "mean": prep.mean, "std": prep.std, **prep.model_kwargs()},
+        "train_counts": prep.split.train_counts.tolist(),
+        "thresholds": {"many": cfg["data"]["many_threshold"], "few": cfg["data"]["few_threshold"]},
+        "state_dict": {k: v.detach().cpu() for k, v in state.items()},
+    }
+
+
+def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, device, resume: bool, log) -> dict:
+    """Train one stage into ``out/name``; skip it if it already finished and ``resume`` is set."""
+    sdir = out / name
+    final_path = sdir / "final.json"
+    if resume and final_path.exists() and (sdir / "best.pt").exists():
+        log(f"{name}: finished earlier, skipped (--resume)")
+        bundle = torch.load(sdir / "best.pt", map_location=device, weights_only=False)
+        model.load_state_dict(bundle["state_dict"])
+        return json.loads(final_path.read_text())
+    sdir.mkdir(parents=True, exist_ok=True)
+
+    def on_epoch_end(epoch, record):
+        lines = "".join(json.dumps(r, default=_json_default) + "\n" for r in result_history(record))
+        atomic_save(lines, sdir / "metrics.jsonl")
+        v = record["val"]
+        log(f"{name} epoch {record['epoch']}/{fit_cfg.epochs}: loss {record['train_loss']:.4f}  "
+            f"val acc {100 * v['accuracy']:.2f}  bal.acc {100 * v['balanced_accuracy']:.2f}  ({record['seconds']:.1f} s)")
+
+    history: list = []
+
+    def result_history(record):
+        history.append(record)
+        return history
+
+    ckpt = sdir / "checkpoint.pt"
+    if resume and ckpt.exists():
+        history.extend(torch.load(ckpt, map_location="cpu", weights_only=False)["history"])
+        log(f"{name}: resuming from epoch {len(history)}")
+    res = fit(
+        model, method, prep.train, prep.val, prep.meta, fit_cfg, device, prep.augment,
+        num_classes=len(prep.classes), tag=name, on_epoch_end=on_epoch_end, checkpoint=ckpt, resume=resume,
+    )
+    if not res.history or res.history[-1]["epoch"] == 0:
+        atomic_save("".join(json.dumps(r, default=_json_default) + "\n" for r in res.history), sdir / "metrics.jsonl")
+    counts = prep.split.train_counts
+    th = dict(many_threshold=cfg["data"]["many_threshold"], few_threshold=cfg["data"]["few_threshold"])
+    eval_bs = fit_cfg.eval_batch_size
+    pred_last = predict_logits(model, prep.test[0], eval_bs, _cl(prep, device)).argmax(1).cpu().numpy()
+    model.load_state_dict(res.best_state)
+    pred_best = predict_logits(model, prep.test[0], eval_bs, _cl(prep, device)).argmax(1).cpu().numpy()
+    y_test = prep.test[1].cpu().numpy()
+    k = len(prep.classes)
+    final = {
+        "stage": name,
+        "method": repr(method),
+        "best_epoch": res.best_epoch,
+        "best": classification_metrics(y_test, pred_best, counts, k, **th),
+        "last": classification_metrics(y_test, pred_last, counts, k, **th),
+        "val_best": next(r["val"] for r in res.history if r["epoch"] == res.best_epoch),
+        "seconds": float(sum(r["seconds"] for r in res.history)),
+        "seconds_per_epoch": float(np.mean([r["seconds"] for r in res.history])) if res.history else 0.0,
+    }
+    np.savez(sdir / "predictions.npz", y_true=y_test, pred_best=pred_best, pred_last=pred_last)
+    rw = getattr(method, "reweighter", None)
+    if rw is not None:
+        np.savez(
+            sdir / "weights.npz", labels=rw.labels.cpu().numpy(), scores=rw.weights().numpy(),
+            initial=rw.initial_scores().numpy(),
+            class_balanced=effective_number_weights(counts, getattr(rw, "beta", 0.9999)).numpy(),
+        )
+    atomic_save(model_bundle(cfg, prep, res.best_state), sdir / "best.pt")
+    _write_json(final_path, final)
+    b = final["best"]
+    log(f"{name}: best epoch {res.best_epoch} (validation) -> test acc {100 * b['accuracy']:.2f}  "
+        f"bal.acc {100 * b['balanced_accuracy']:.2f}")
+    return final
+
+
+def _cl(prep: Prepared, device) -> bool:
+    return prep.is_image and torch.device(device).type == "cpu"
+
+
+def run_experiment(cfg: dict, resume: bool = False, log=print, dataset: ArrayDataset | None = None) -> dict:
+    """Run stage 1 and every stage-2 variant of ``cfg``; return ``{stage: final metrics}``."""
+    out = Path(cfg["output_dir"])
+    device = pick_device(cfg["device"])
+    if cfg["threads"]:
+        torch.set_num_threads(int(cfg["threads"]))
+    cfg_path = out / "config.yaml"
+    if cfg_path.exists() and not resume:
+        raise OTReweightError(
+            f"{out} already holds a run; pass --resume to continue it, or choose another output_dir"
+        )
+    if cfg_path.exists() and resume:
+        old = yaml.safe_load(cfg_path.read_text())
+        if old.get("data") != cfg["data"] or old.get("model") != cfg["model"] or old.get("seed") != cfg["seed"]:
+            raise OTReweightError(f"{out} holds a run with other data, model or seed settings; use another output_dir")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_save(yaml.safe_dump(cfg, sort_keys=False), cfg_path)
+
+    d = cfg["data"]
+    if dataset is None:
+        dataset = load_dataset(d["source"], root=d["root"], download=d["download"], cache_dir=d["cache_dir"])
+    prep = Prepared(cfg, dataset, device)
+    log(prep.split.summary(prep.classes))
+    test_counts = np.bincount(dataset.y_test, minlength=dataset.num_classes)
+    _write_json(out / "split.json", {
+        "classes": prep.classes, **prep.split.to_dict(), "test_counts": test_counts.tolist(),
+        "many_threshold": d["many_threshold"], "few_threshold": d["few_threshold"], "source": d["source"],
+    })
+    log(f"test: {int(test_counts.sum())} examples; device {device}")
+
+    results = {}
+    seed_everything(cfg["seed"])
+    model = build_model(cfg["model"]["name"], cfg["model"]["options"], len(prep.classes), prep.model_kwargs())
+    if cfg["stage1"]["checkpoint"]:
+        bundle = _load_bundle(cfg["stage1"]["checkpoint"])
+        try:
+            model.load_state_dict(bundle["state_dict"])
+        except RuntimeError:
+            raise OTReweightError(
+                f"stage-1 checkpoint {cfg['stage1']['checkpoint']} does not fit model {cfg['model']['name']!r} "
+                f"with {len(prep.classes)} classes"
+            ) from None
+        log(f"stage 1: loaded {cfg['stage1']['checkpoint']}")
+    else:
+        fit1 = stage_fit_config(cfg["stage1"], cfg, cfg["seed"])
+        results["stage1"] = run_stage("stage1", model, create_method("ce"), fit1, prep, cfg, out, device, resume, log)
+    stage1_state = copy.deepcopy(model.state_dict())
+    for v in cfg["stage2"]:
+        m2 = copy.deepcopy(model)
+        m2.load_state_dict(stage1_state)
+        method = create_method(v["method"], **(v["options"] or {}))
+        fit2 = stage_fit_config(v, cfg, cfg["seed"])
+        results[f"stage2_{v['name']}"] = run_stage(
+            f"stage2_{v['name']}", m2, method, fit2, prep, cfg, out, device, resume, log
+        )
+    _write_json(out / "results.json", results)
+    return results
+
+
+def _load_bundle(path) -> dict:
+    p = Path(path)
+    if not p.exists():
+        raise OTReweightError(f"checkpoint {p} does not exist")
+    try:
+        bundle = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001
+        raise OTReweightError(f"cannot read checkpoint {p} ({type(err).__name__})") from None
+    if not isinstance(bundle, dict) or "state_dict" not in bundle or "model" not in bundle:
+        raise OTReweightError(f"{p} is not a model checkpoint written by otreweight (use a stage's best.pt)")
+    return bundle
+
+
+def evaluate_checkpoint(path, source: str, root=None, split: str = "test", device="auto", download=True,
+                        cache_dir=None) -> dict:
+    """Score a ``best.pt`` on a data source's ``test`` (or ``train``) split; returns the metrics."""
+    check_choice("split", split, ("test", "train"))
+    bundle = _load_bundle(path)
+    dev = pick_device(device)
+    inp = bundle["input"]
+    kwargs = {k: inp[k] for k in ("in_channels", "in_features") if k in inp}
+    model = build_model(bundle["model"]["name"], bundle["model"]["options"], bundle["num_classes"], kwargs)
+    model.load_state_dict(bundle["state_dict"])
+    model.to(dev)
+    ds = load_dataset(source, root=root, download=download, cache_dir=cache_dir)
+    if ds.num_classes != bundle["num_classes"]:
+        raise OTReweightError(
+            f"{source} has {ds.num_classes} classes but the checkpoint was trained on {bundle['num_classes']}"
+        )
+    x, y = (ds.x_test, ds.y_test) if split == "test" else (ds.x_train, ds.y_train)
+    xt = normalize_inputs(x, inp["mean"], inp["std"], inp["is_image"], dev)
+    cl = inp["is_image"] and dev.type == "cpu"
+    if cl:
+        model.to(memory_format=torch.channels_last)
+    pred = predict_logits(model, xt, 1024, cl).argmax(1).cpu().numpy()
+    th = bundle["thresholds"]
+    return classification_metrics(y, pred, bundle["train_counts"], bundle["num_classes"], th["many"], th["few"])
+
+
+def config_dir() -> Path:
+    """The folder of the ready configs shipped with the package."""
+    return Path(__file__).parent / "configs"
+
+
+def resolve_config_path(name: str) -> Path:
+    """A config path as given, or the name of a shipped config (``cifar10_lt_if100``)."""
+    p = Path(name)
+    if p.exists():
+        return p
+    shipped = config_dir() / (name if name.endswith(".yaml") else f"{name}.yaml")
+    if shipped.exists():
+        return shipped
+    alt = Path("configs") / p.name
+    if alt.exists():
+        return alt
+    names = sorted(q.stem for q in config_dir().glob("*.yaml"))
+    raise OTReweightError(f"config {name!r} not found; give a path or one of: {', '.join(names)}")
+
+
+__all__ = ["DEFAULTS", "evaluate_checkpoint", "load_config", "run_experiment", "resolve_config_path"]
