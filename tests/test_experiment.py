@@ -56,6 +56,10 @@ def test_tiny_run_end_to_end(tiny_npz, tmp_path):
     split = json.loads((run / "split.json").read_text())
     assert split["train_counts"] == [33, 20, 13, 8]  # int(33 * 4^(-c/3)), n_max = 40 - 3 meta - 4 val
     assert yaml.safe_load((run / "config.yaml").read_text()) == cfg
+    from otreweight.report import write_report
+
+    report = write_report(run)
+    assert report.stat().st_size > 0 and len(list((run / "figures").glob("*.png"))) >= 4
     # evaluate the saved model on the same data through the CLI
     assert main(["evaluate", str(run / "stage1" / "best.pt"), "--data", str(tiny_npz)]) == 0
     # a finished run is not overwritten by accident
@@ -93,8 +97,12 @@ def test_stage1_checkpoint_seeds_stage2(tiny_npz, tmp_path):
     cfg["stage2"] = cfg["stage2"][:1]
     run_experiment(cfg, log=lambda *a: None)
     cfg2 = tiny_config(tiny_npz, tmp_path / "b", **{"stage1.checkpoint": tmp_path / "a" / "stage1" / "best.pt"})
-    res = run_experiment(cfg2, log=lambda *a: None)
+    p = tmp_path / "b.yaml"
+    p.write_text(yaml.safe_dump(cfg2))
+    assert main(["train", "--config", str(p)]) == 0  # through the CLI, report included
+    res = json.loads((tmp_path / "b" / "results.json").read_text())
     assert "stage1" not in res and "stage2_ot_full" in res
+    assert (tmp_path / "b" / "report.md").stat().st_size > 0
 
 
 def test_config_round_trip_and_errors(tmp_path):
