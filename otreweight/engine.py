@@ -65,7 +65,9 @@ class FitConfig:
     few_threshold: int = 20
     seed: int = 0
     progress: bool = True
-    channels_last: bool | None = None  # None: on for 4-d inputs on the CPU
+    channels_last: bool | None = None  # None: on for 4-d (image) inputs
+    amp: str = "auto"  # "auto": bf16 autocast on CUDA, off elsewhere; "bf16"; "none"
+    compile: bool = False  # torch.compile the backbone's training forward
 
     def validate(self) -> "FitConfig":
         check_choice("trainable part", self.trainable, TRAINABLE)
@@ -78,6 +80,7 @@ class FitConfig:
         if len(self.milestones) != len(self.lr_factors):
             raise OTReweightError("milestones and lr_factors must have the same length")
         check_choice("selection metric", self.select_metric, ("accuracy", "balanced_accuracy", "gmean"))
+        check_choice("amp mode", self.amp, ("auto", "bf16", "none"))
         return self
 
     def milestone_epochs(self) -> list[int]:
@@ -238,7 +241,9 @@ def fit(
         raise OTReweightError(f"method {method.name!r} needs a meta set (meta=(x, y)); build one with make_long_tailed")
     channels_last = config.channels_last
     if channels_last is None:
-        channels_last = x_tr.dim() == 4 and device.type == "cpu"
+        channels_last = x_tr.dim() == 4
+    use_amp = config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda")
+    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp)  # noqa: E731
     frozen = config.trainable == "classifier"
 
     gen = seed_everything(config.seed)
@@ -299,6 +304,7 @@ def fit(
     if resume and checkpoint is not None and Path(checkpoint).exists():
         first_epoch = _load_checkpoint(checkpoint, config, model, optimizer, scheduler, method, gen, result)
     n = x_tr.shape[0]
+    features_fn = torch.compile(model.features) if config.compile else model.features
     start = time.perf_counter()
     for epoch in range(first_epoch, config.epochs if method.trains else 0):
         t0 = time.perf_counter()
@@ -320,23 +326,24 @@ def fit(
             idx = perm[s : s + config.batch_size]
             y = y_tr[idx]
             xb = None
-            if cached_tr is not None:
-                feats = cached_tr[idx]
-                logits = model.classifier(feats)
-            else:
-                xb = x_tr[idx]
-                if augment is not None:
-                    xb = augment(xb, gen)
-                xb = _layout(xb, channels_last)
-                if frozen:
-                    with torch.no_grad():
-                        feats = model.features(xb)
+            with autocast():
+                if cached_tr is not None:
+                    feats = cached_tr[idx]
                     logits = model.classifier(feats)
                 else:
-                    f = model.features(xb)
-                    logits = model.classifier(f)
-                    feats = f.detach()
-            loss = method.loss(Batch(idx, y, logits, feats, xb), meta_view)
+                    xb = x_tr[idx]
+                    if augment is not None:
+                        xb = augment(xb, gen)
+                    xb = _layout(xb, channels_last)
+                    if frozen:
+                        with torch.no_grad():
+                            feats = features_fn(xb)
+                        logits = model.classifier(feats)
+                    else:
+                        f = features_fn(xb)
+                        logits = model.classifier(f)
+                        feats = f.detach()
+                loss = method.loss(Batch(idx, y, logits.float(), feats.float(), xb), meta_view)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -427,7 +434,7 @@ def evaluate(
     xt = _as_tensor("evaluation inputs", x, dev)
     yt = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y).astype(np.int64)
     check_same_length(x=xt, y=yt)
-    channels_last = xt.dim() == 4 and dev.type == "cpu"
+    channels_last = xt.dim() == 4
     pred = predict_logits(model, xt, batch_size, channels_last).argmax(1).cpu().numpy()
     return classification_metrics(
         yt, pred, train_counts, model.classifier.out_features, many_threshold, few_threshold

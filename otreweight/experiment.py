@@ -80,6 +80,8 @@ DEFAULTS: dict = {
         "warmup_epochs": 5,
         "milestones": [0.8, 0.9],
         "lr_factors": [0.01, 0.0001],
+        "amp": "auto",
+        "compile": False,
     },
     "stage2": [],
 }
@@ -98,6 +100,8 @@ STAGE2_DEFAULTS: dict = {
     "warmup_epochs": 0,
     "milestones": [],
     "lr_factors": [],
+    "amp": "auto",
+    "compile": False,
 }
 
 AUGMENTS = ("none", "pad_crop_flip")
@@ -359,7 +363,7 @@ def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, devi
 
 
 def _cl(prep: Prepared, device) -> bool:
-    return prep.is_image and torch.device(device).type == "cpu"
+    return prep.is_image
 
 
 def run_experiment(cfg: dict, resume: bool = False, log=print, dataset: ArrayDataset | None = None) -> dict:
@@ -452,7 +456,7 @@ def evaluate_checkpoint(path, source: str, root=None, split: str = "test", devic
         )
     x, y = (ds.x_test, ds.y_test) if split == "test" else (ds.x_train, ds.y_train)
     xt = normalize_inputs(x, inp["mean"], inp["std"], inp["is_image"], dev)
-    cl = inp["is_image"] and dev.type == "cpu"
+    cl = inp["is_image"]
     if cl:
         model.to(memory_format=torch.channels_last)
     pred = predict_logits(model, xt, 1024, cl).argmax(1).cpu().numpy()

@@ -71,8 +71,8 @@ class OTReweighter(nn.Module):
     ----------
     scores : torch.Tensor, shape (N,)
         The learned scores (a buffer: saved in ``state_dict``, moved by ``.to(device)``).
-    last_ot_value : float or None
-        The OT value of the last batch, before its update.
+    last_ot_value : torch.Tensor or None
+        The OT value of the last batch, before its update (a 0-d tensor: reading it syncs the device).
     """
 
     def __init__(
@@ -114,7 +114,7 @@ class OTReweighter(nn.Module):
         self.max_iter = int(max_iter)
         self.register_buffer("labels", labels)
         self.register_buffer("scores", self.initial_scores())
-        self.last_ot_value: float | None = None
+        self.last_ot_value: torch.Tensor | None = None
 
     def initial_scores(self) -> torch.Tensor:
         """The starting scores: ones, or each example's class effective-number weight."""
@@ -176,9 +176,11 @@ class OTReweighter(nn.Module):
                 res = entropic_ot(cost, a, eps=self.eps, tol=self.tol, max_iter=self.max_iter)
                 (grad,) = torch.autograd.grad(res.value, s)
                 if k == 0:
-                    self.last_ot_value = float(res.value.detach())
+                    self.last_ot_value = res.value.detach()
                 s = s.detach() - self.lr * grad
-            if not bool(torch.isfinite(s).all()):
+            # On the CPU the check is free; on an accelerator it would sync every batch, and a
+            # non-finite score surfaces as a non-finite training loss at the end of the epoch.
+            if s.device.type == "cpu" and not bool(torch.isfinite(s).all()):
                 raise OTReweightError(
                     "the OT step produced non-finite scores; lower lr (OT step size) or raise eps"
                 )

@@ -100,7 +100,7 @@ def entropic_ot(
             tol=tol,
             max_iter=max_iter,
         )
-    if not torch.isfinite(res.value.detach()):
+    if res.value.device.type == "cpu" and not torch.isfinite(res.value.detach()):
         raise OTReweightError(
             f"the OT solve returned a non-finite value (eps={eps}); raise eps or check the "
             "features for extreme values"

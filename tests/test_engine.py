@@ -177,3 +177,21 @@ def test_kill_and_resume_gives_the_same_result(data, tmp_path):
     other = FitConfig(epochs=4, batch_size=16, lr=0.05, seed=2, progress=False)
     with pytest.raises(OTReweightError, match="different settings"):
         fit(model(), create_method("ot"), data["train"], data["val"], data["meta"], other, device="cpu", checkpoint=ckpt, resume=True)
+
+
+def test_accelerator_code_path_runs_on_the_cpu():
+    """bf16 autocast, channels_last and on-device augmentation: the GPU path, exercised here on the CPU."""
+    from otreweight.data.transforms import PadCropFlip
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 12)
+    x = rng.normal(size=(36, 3, 8, 8)).astype(np.float32) + y[:, None, None, None]
+    torch.manual_seed(0)
+    m = create_model("small_cnn", num_classes=3, width=4)
+    cfg = FitConfig(epochs=2, batch_size=8, lr=0.05, amp="bf16", progress=False)
+    method = create_method("ot", weighting="normalized")
+    res = fit(m, method, (x, y), (x[:9], y[:9]), (x[::4], y[::4]), cfg, device="cpu",
+              augment=PadCropFlip(pad=2, fill=[0.0, 0.0, 0.0]))
+    assert np.isfinite(res.history[-1]["train_loss"])
+    assert torch.isfinite(method.reweighter.scores).all()
+    assert m.convs[0].weight.is_contiguous(memory_format=torch.channels_last)
