@@ -11,9 +11,9 @@ default). The test set never enters it.
   are the detached features of the training forward pass; the meta features (targets) are
   recomputed in eval mode once per epoch; meta logits are a train-mode forward of the meta set.
 * ``"classifier"`` - the backbone is frozen in eval mode and only the linear classifier is
-  trained (the authors' stage 2). Features are computed without gradients: once for the whole
-  run when there is no augmentation (they cannot change), otherwise once per batch. Meta
-  features are computed once.
+  trained (the authors' stage 2). Features are computed without gradients, in large batches:
+  once for the whole run when there is no augmentation (they cannot change), otherwise once per
+  epoch from a fresh augmented view of every example. Meta features are computed once.
 """
 from __future__ import annotations
 
@@ -313,6 +313,15 @@ def fit(
         if meta_view is not None:
             meta_view.invalidate()
         method.start_epoch(epoch, meta_view)
+        if frozen and augment is not None:
+            # The backbone is frozen: one augmented view of every example per epoch, its features
+            # computed in large batches without gradients, serves all of this epoch's mini-batches.
+            with autocast():
+                cached_tr = torch.cat([
+                    compute_features(model, augment(x_tr[i : i + config.eval_batch_size], gen),
+                                     config.eval_batch_size, channels_last).float()
+                    for i in range(0, n, config.eval_batch_size)
+                ])
         if sample_p is None:
             perm = torch.randperm(n, generator=gen).to(device)
         else:
@@ -335,14 +344,9 @@ def fit(
                     if augment is not None:
                         xb = augment(xb, gen)
                     xb = _layout(xb, channels_last)
-                    if frozen:
-                        with torch.no_grad():
-                            feats = features_fn(xb)
-                        logits = model.classifier(feats)
-                    else:
-                        f = features_fn(xb)
-                        logits = model.classifier(f)
-                        feats = f.detach()
+                    f = features_fn(xb)  # whole network trains (a frozen backbone is served from the cache)
+                    logits = model.classifier(f)
+                    feats = f.detach()
                 loss = method.loss(Batch(idx, y, logits.float(), feats.float(), xb), meta_view)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
