@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="CE vs class-balanced vs OT re-weighting on scikit-learn's digits made long-tailed (< 1 min on a CPU)",
+        help="OT re-weighting beside the baselines on scikit-learn's digits made long-tailed (< 1 min on a CPU)",
         description="Make scikit-learn's digits long-tailed, train an MLP with cross-entropy (stage 1), then "
         "re-train its classifier on the frozen backbone with each method (stage 2), over several seeds. "
         "Prints test metrics at the validation-selected epoch, mean +- std over seeds.",
@@ -52,9 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seeds", type=_int_list, default=(0, 1, 2), help="comma-separated seeds (long-tail sampling and training)")
     demo.add_argument("--imbalance-factor", type=float, default=20.0, help="IF = n_max / n_min of the exponential profile")
-    demo.add_argument("--methods", type=_name_list, default=("ce", "cb", "ot", "ot-no-meta-ce"),
-                      help="comma-separated stage-2 methods: any registered method (ce, cb, ot, ...) or ot-no-meta-ce "
-                      "(OT without its meta-set cross-entropy term)")
+    demo.add_argument("--methods", type=_name_list,
+                      default=("ce", "cb", "balanced_softmax", "logit_adjust_posthoc", "ot", "ot-no-meta-ce"),
+                      help="comma-separated stage-2 methods: any registered method (ce, focal, cb, cb_focal, cb_resample, "
+                      "ldam_drw, balanced_softmax, logit_adjust, logit_adjust_posthoc, crt, mwnet, l2rw, ot) or "
+                      "ot-no-meta-ce (OT without its meta-set cross-entropy term)")
     demo.add_argument("--stage1-epochs", type=int, default=60, help="epochs of stage 1 (plain CE, whole network)")
     demo.add_argument("--stage2-epochs", type=int, default=30, help="epochs of stage 2 (classifier only)")
     demo.add_argument("--ot", metavar="KEY=VALUE", action="append", default=[],
@@ -94,6 +96,40 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-download", action="store_true", help="never download a missing CIFAR archive")
     ev.add_argument("--json", metavar="PATH", help="also write the metrics as JSON")
 
+    cmp_ = sub.add_parser(
+        "compare",
+        help="OT re-weighting vs the baselines on identical splits over seeds: Markdown/CSV table and a plot",
+        description="Run stage 1 (plain CE) once per seed, then every method on the same long-tailed split "
+        "(each the way its paper trains it, within the config's budget; see --print-plan), select each model "
+        "on the validation split, and write compare.md, compare.csv and compare.png: test accuracy, balanced "
+        "accuracy, many/medium/few and seconds per epoch, mean +- std over seeds.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    cmp_.add_argument("--config", required=True, help="a YAML file, or the name of a shipped config (e.g. cifar10_lt_if100)")
+    cmp_.add_argument("--methods", type=_name_list, default=None,
+                      help="comma-separated methods (default: ce,focal,cb,ldam_drw,balanced_softmax,logit_adjust_posthoc,"
+                      "crt,mwnet,l2rw,ot; also cb_focal, cb_resample, logit_adjust, any registered method; with "
+                      "--preset ablation: the ablation names, all by default)")
+    cmp_.add_argument("--seeds", type=_int_list, default=(0, 1, 2), help="comma-separated seeds (split and training)")
+    cmp_.add_argument("--preset", default="baselines", choices=("baselines", "ablation"),
+                      help="baselines: the methods side by side; ablation: OT with one option changed at a time "
+                      "(cost, meta targets, initialisation, meta-CE term, OT steps)")
+    cmp_.add_argument("--mode", default="paper", choices=("paper", "decoupled"),
+                      help="paper: end-to-end losses train from scratch with the stage-1 recipe; decoupled: they "
+                      "re-train the classifier of the stage-1 backbone with OT's stage-2 recipe (cheap)")
+    cmp_.add_argument("--meta-in-train", action="store_true",
+                      help="add the meta set to the training data of every method that does not use it (stage 1 too)")
+    cmp_.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                      help="override a config value, repeatable (as in `otreweight train`): --set stage1.epochs=15")
+    cmp_.add_argument("--method-set", metavar="METHOD.KEY=VALUE", action="append", default=[], dest="method_sets",
+                      help="override one method's stage settings, repeatable: --method-set ldam_drw.epochs=100 "
+                      "--method-set mwnet.options.meta_lr=1e-4 --method-set '*.batch_size=64'")
+    cmp_.add_argument("--output", help="output folder (default: the config's output_dir + _compare or _ablation)")
+    cmp_.add_argument("--resume", action="store_true", help="continue an interrupted comparison in --output")
+    cmp_.add_argument("--which", default="best", choices=("best", "last"),
+                      help="report the validation-selected epoch (best) or the last one")
+    cmp_.add_argument("--print-plan", action="store_true", help="print how each method would be run, and exit")
+
     rep = sub.add_parser("report", help="(re)write report.md and figures for a run folder",
                          description="Write report.md with PNG figures for a run folder of `otreweight train`.")
     rep.add_argument("run_dir")
@@ -112,6 +148,27 @@ def cmd_train(args) -> int:
         from .report import write_report
 
         print(f"report: {write_report(cfg['output_dir'])}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .compare import plan_comparison, run_comparison
+    from .experiment import load_config, resolve_config_path
+
+    cfg = load_config(resolve_config_path(args.config), args.overrides)
+    if args.print_plan:
+        plan = plan_comparison(cfg, args.methods, args.preset, args.mode, args.meta_in_train, args.method_sets)
+        keys = ("method", "start", "trainable", "epochs", "batch_size", "lr", "options", "meta_in_train")
+        for v in plan:
+            desc = "the stage-1 model (stage1 settings)" if "method" not in v else "  ".join(
+                f"{k}={v[k]}" for k in keys if k in v)
+            print(f"{v['name']:<22} {desc}")
+        return 0
+    result = run_comparison(
+        cfg, args.methods, args.seeds, args.preset, args.mode, args.meta_in_train, args.method_sets,
+        args.output, args.resume, args.which, log=print,
+    )
+    print(result["files"]["md"].read_text(), end="")
     return 0
 
 
@@ -164,7 +221,7 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate, "report": cmd_report}
+COMMANDS = {"demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate, "report": cmd_report, "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,12 @@ beside the run. Output folder layout::
 
 ``--resume`` continues every unfinished stage from its checkpoint and skips finished ones; a
 stage-1 checkpoint (``stage1.checkpoint``) can seed any number of stage-2 runs.
+
+Per stage, ``meta_in_train: true`` adds the meta set to the training data of a method that does not
+use it (``uses_meta = False``), so no method is starved of the labelled examples the meta-learners
+see; ids stay ``0..N+M-1`` and the many/medium/few groups keep the long-tailed split's counts. A
+stage-2 variant with ``start: scratch`` trains a freshly initialised model (the same
+initialisation as stage 1) instead of starting from the stage-1 model: the end-to-end baselines.
 """
 from __future__ import annotations
 
@@ -82,6 +88,7 @@ DEFAULTS: dict = {
         "lr_factors": [0.01, 0.0001],
         "amp": "auto",
         "compile": False,
+        "meta_in_train": False,
     },
     "stage2": [],
 }
@@ -102,9 +109,12 @@ STAGE2_DEFAULTS: dict = {
     "lr_factors": [],
     "amp": "auto",
     "compile": False,
+    "meta_in_train": False,
+    "start": "stage1",
 }
 
 AUGMENTS = ("none", "pad_crop_flip")
+STARTS = ("stage1", "scratch")
 _FIT_KEYS = {f.name for f in fields(FitConfig)}
 
 
@@ -190,6 +200,7 @@ def validate_config(cfg: dict) -> None:
     stage_fit_config(cfg["stage1"], cfg, 0).validate()
     for v in cfg["stage2"]:
         create_method(v["method"], **(v["options"] or {}))
+        check_choice(f"start of stage-2 variant {v['name']!r}", v["start"], STARTS)
         stage_fit_config(v, cfg, 0).validate()
 
 
@@ -294,8 +305,12 @@ def model_bundle(cfg, prep: Prepared, state: dict) -> dict:
     }
 
 
-def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, device, resume: bool, log) -> dict:
-    """Train one stage into ``out/name``; skip it if it already finished and ``resume`` is set."""
+def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, device, resume: bool, log,
+              meta_in_train: bool = False) -> dict:
+    """Train one stage into ``out/name``; skip it if it already finished and ``resume`` is set.
+
+    ``meta_in_train`` appends the meta set to the training data when ``method`` does not use it.
+    """
     sdir = out / name
     final_path = sdir / "final.json"
     if resume and final_path.exists() and (sdir / "best.pt").exists():
@@ -322,8 +337,11 @@ def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, devi
     if resume and ckpt.exists():
         history.extend(torch.load(ckpt, map_location="cpu", weights_only=False)["history"])
         log(f"{name}: resuming from epoch {len(history)}")
+    train = prep.train
+    if meta_in_train and not method.uses_meta:
+        train = (torch.cat([prep.train[0], prep.meta[0]]), torch.cat([prep.train[1], prep.meta[1]]))
     res = fit(
-        model, method, prep.train, prep.val, prep.meta, fit_cfg, device, prep.augment,
+        model, method, train, prep.val, prep.meta, fit_cfg, device, prep.augment,
         num_classes=len(prep.classes), tag=name, on_epoch_end=on_epoch_end, checkpoint=ckpt, resume=resume,
     )
     if not res.history or res.history[-1]["epoch"] == 0:
@@ -345,7 +363,10 @@ def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, devi
         "val_best": next(r["val"] for r in res.history if r["epoch"] == res.best_epoch),
         "seconds": float(sum(r["seconds"] for r in res.history)),
         "seconds_per_epoch": float(np.mean([r["seconds"] for r in res.history])) if res.history else 0.0,
+        "meta_in_train": bool(meta_in_train and not method.uses_meta),
     }
+    if callable(getattr(method, "stats", None)):  # e.g. forward/backward passes of the bilevel methods
+        final["method_stats"] = method.stats()
     np.savez(sdir / "predictions.npz", y_true=y_test, pred_best=pred_best, pred_last=pred_last)
     rw = getattr(method, "reweighter", None)
     if rw is not None:
@@ -411,15 +432,20 @@ def run_experiment(cfg: dict, resume: bool = False, log=print, dataset: ArrayDat
         log(f"stage 1: loaded {cfg['stage1']['checkpoint']}")
     else:
         fit1 = stage_fit_config(cfg["stage1"], cfg, cfg["seed"])
-        results["stage1"] = run_stage("stage1", model, create_method("ce"), fit1, prep, cfg, out, device, resume, log)
+        results["stage1"] = run_stage("stage1", model, create_method("ce"), fit1, prep, cfg, out, device, resume, log,
+                                      cfg["stage1"]["meta_in_train"])
     stage1_state = copy.deepcopy(model.state_dict())
     for v in cfg["stage2"]:
-        m2 = copy.deepcopy(model)
-        m2.load_state_dict(stage1_state)
+        if v["start"] == "scratch":
+            seed_everything(cfg["seed"])  # the same initialisation as stage 1
+            m2 = build_model(cfg["model"]["name"], cfg["model"]["options"], len(prep.classes), prep.model_kwargs())
+        else:
+            m2 = copy.deepcopy(model)
+            m2.load_state_dict(stage1_state)
         method = create_method(v["method"], **(v["options"] or {}))
         fit2 = stage_fit_config(v, cfg, cfg["seed"])
         results[f"stage2_{v['name']}"] = run_stage(
-            f"stage2_{v['name']}", m2, method, fit2, prep, cfg, out, device, resume, log
+            f"stage2_{v['name']}", m2, method, fit2, prep, cfg, out, device, resume, log, v["meta_in_train"]
         )
     _write_json(out / "results.json", results)
     return results

@@ -1,0 +1,419 @@
+"""``otreweight compare``: OT re-weighting and the baselines on identical splits, over seeds.
+
+For every seed, one run folder (:func:`otreweight.experiment.run_experiment`) holds the
+long-tailed split of that seed, stage 1 (plain cross-entropy, trained once) and one stage-2
+variant per method, so every method of a seed sees the same train / meta / validation / test
+examples. Every model is selected on the validation split; the tables report test metrics at the
+selected epoch (``which="best"``) or the last one, as mean +- std over seeds.
+
+How each method is run (``preset="baselines"``, ``mode="paper"``): the way its paper trains it,
+within the config's budget. "stage-1 recipe" is the config's ``stage1`` optimisation (epochs, batch,
+lr, warm-up, decay); "OT recipe" that of the config's classifier-only OT variant.
+
+====================  ==========  ===============  ===============  ==========================================
+method                starts from trains           recipe           why
+====================  ==========  ===============  ===============  ==========================================
+ce                    scratch     whole network    stage-1 recipe   the stage-1 model itself (no extra run)
+focal                 scratch     whole network    stage-1 recipe   an end-to-end loss (Lin et al.)
+cb, cb_focal          scratch     whole network    stage-1 recipe   end-to-end re-weighting (Cui et al.)
+cb_resample           scratch     whole network    stage-1 recipe   end-to-end re-sampling
+ldam_drw              scratch     whole network    stage-1 recipe   DRW is deferred within one run (Cao et al.);
+                                                                    it switches at 80% of the epochs, with the
+                                                                    recipe's first lr decay
+balanced_softmax,     scratch     whole network    stage-1 recipe   end-to-end losses (Ren et al. 2020,
+logit_adjust                                                        Menon et al.)
+logit_adjust_posthoc  stage 1     nothing          -                post-hoc on the CE model (Menon et al.)
+crt                   stage 1     classifier       10 epochs,       decoupled (Kang et al.): re-initialised
+                                                   batch 128, lr    classifier, class-balanced sampling
+                                                   0.1 (x0.1 at 60%)
+mwnet, l2rw           scratch     whole network    stage-1 recipe   end-to-end bilevel re-weighting, as their
+                                                                    papers (about 3x the passes per step)
+ot                    stage 1     classifier       OT recipe        the authors' stage 2 (config's variant)
+====================  ==========  ===============  ===============  ==========================================
+
+``mode="decoupled"`` instead re-trains the classifier of the frozen stage-1 backbone for every
+trainable loss (focal ... l2rw) with the OT recipe: the same budget as OT's stage 2, so it compares
+the re-weighting schemes alone, cheaply. Any other registered method runs like ``ot``. Per-method
+settings can be overridden (``method_sets=["ldam_drw.epochs=100", "*.batch_size=64",
+"mwnet.options.meta_lr=1e-4"]``).
+
+``preset="ablation"`` runs the OT method's ablations from its reference options (the config's
+classifier-only OT variant): cost (feature / label / combined), meta targets (prototype / whole),
+initialisation (uniform / class-balanced), with and without the meta-CE term, and 0 / 1 / 5 OT
+steps per batch, each changing one option, beside CE.
+
+``meta_in_train=True`` adds the meta set to the training data of every method that does not use it
+(stage 1 included), so no method is starved of the examples the meta-learners see.
+
+Output folder::
+
+    <output>/compare.json         the plan (settings of every method) and arguments
+    <output>/seed_<s>/            a run folder per seed (config.yaml, split.json, stage1/, stage2_<m>/)
+    <output>/compare.md, .csv     the table: mean +- std over seeds
+    <output>/compare.png          balanced accuracy per method, mean +- std
+
+An interrupted comparison resumes with ``resume=True`` (``--resume``): finished stages are
+skipped, unfinished ones continue from their checkpoints.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import inspect
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from ._errors import OTReweightError, check_choice
+from .experiment import STAGE2_DEFAULTS, _set_dotted, validate_config
+from .methods import METHODS
+from .utils import atomic_save
+
+PRESETS = ("baselines", "ablation")
+MODES = ("paper", "decoupled")
+RECIPE_KEYS = ("epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay", "warmup_epochs", "milestones",
+               "lr_factors")
+DEFAULT_METHODS = ("ce", "focal", "cb", "ldam_drw", "balanced_softmax", "logit_adjust_posthoc", "crt", "mwnet", "l2rw",
+                   "ot")
+METRICS = ("accuracy", "balanced_accuracy", "many", "medium", "few")
+END_TO_END = ("focal", "cb", "cb_focal", "cb_resample", "ldam_drw", "balanced_softmax", "logit_adjust", "mwnet", "l2rw")
+CRT_RECIPE = {"epochs": 10, "batch_size": 128, "lr": 0.1, "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4,
+              "warmup_epochs": 0, "milestones": [0.6], "lr_factors": [0.1]}
+# The OT ablation axes: option -> values tried (each variant changes one option of the reference).
+ABLATION_AXES = {"cost": ("feature", "label", "combined"), "targets": ("prototype", "whole"),
+                 "init": ("uniform", "class_balanced"), "meta_ce": (0.0, 10.0), "steps": (0, 1, 5)}
+
+
+# ----------------------------------------------------------------------------- plan
+def _variant(name: str, method: str, options: dict, start: str, trainable: str, recipe: dict) -> dict:
+    v = copy.deepcopy(STAGE2_DEFAULTS)
+    v.update(copy.deepcopy({k: recipe[k] for k in RECIPE_KEYS}))
+    v.update(name=name, method=method, options=copy.deepcopy(options), start=start, trainable=trainable)
+    return v
+
+
+def ot_reference(cfg: dict) -> dict:
+    """The config's classifier-only OT variant (else its first OT variant, else the stage-2 defaults)."""
+    ots = [v for v in cfg["stage2"] if v["method"] == "ot"]
+    ref = next((v for v in ots if v["trainable"] == "classifier"), ots[0] if ots else STAGE2_DEFAULTS)
+    return copy.deepcopy(ref)
+
+
+def _ot_defaults() -> dict:
+    from .methods.ot_reweight import OTReweight
+    from .reweighter import OTReweighter
+
+    out = {}
+    for fn in (OTReweighter.__init__, OTReweight.__init__):
+        for n, p in inspect.signature(fn).parameters.items():
+            if p.default is not inspect.Parameter.empty:
+                out[n] = p.default
+    return out
+
+
+def plan_comparison(cfg: dict, methods=None, preset: str = "baselines", mode: str = "paper",
+                    meta_in_train: bool = False, method_sets=()) -> list[dict]:
+    """The stage-2 variants of a comparison, one per method, in table order.
+
+    The ``ce`` entry is ``{"name": "ce", "stage": "stage1"}`` (the stage-1 model itself) unless the
+    config loads stage 1 from a checkpoint; then it is a zero-epoch variant that only scores it.
+    """
+    check_choice("compare preset", preset, PRESETS)
+    check_choice("compare mode", mode, MODES)
+    ref = ot_reference(cfg)
+    ot_recipe = {k: ref[k] for k in RECIPE_KEYS}
+    s1_recipe = {k: cfg["stage1"][k] for k in RECIPE_KEYS}
+    if preset == "ablation":
+        known = ablation_variants(cfg)
+        methods = list(methods or ["ce", *known])
+    else:
+        known = {}
+        methods = list(methods or DEFAULT_METHODS)
+    if not methods:
+        raise OTReweightError("no method to compare; give --methods")
+    if len(set(methods)) != len(methods):
+        raise OTReweightError(f"--methods lists a method twice: {','.join(methods)}")
+    plan = []
+    for name in methods:
+        if name == "ce":
+            if cfg["stage1"]["checkpoint"]:
+                plan.append(_variant("ce", "ce", {}, "stage1", "classifier", {**ot_recipe, "epochs": 0}))
+            else:
+                plan.append({"name": "ce", "stage": "stage1"})
+        elif name in known:
+            plan.append(known[name])
+        elif name == "ot":
+            plan.append(_variant("ot", "ot", ref["options"] or {}, "stage1", "classifier", ot_recipe))
+        elif preset == "ablation":
+            raise OTReweightError(f"unknown ablation {name!r}; choose among: ce, {', '.join(known)}")
+        elif name not in METHODS:
+            raise OTReweightError(f"unknown method {name!r}; choose among: {', '.join(METHODS.names())}")
+        elif name == "logit_adjust_posthoc":
+            plan.append(_variant(name, name, {}, "stage1", "classifier", {**ot_recipe, "epochs": 0}))
+        elif name == "crt":
+            plan.append(_variant(name, name, {}, "stage1", "classifier", CRT_RECIPE))
+        elif name in END_TO_END and mode == "paper":
+            plan.append(_variant(name, name, {}, "scratch", "all", s1_recipe))
+        else:  # decoupled losses, and any other registered method: like OT's stage 2
+            plan.append(_variant(name, name, {}, "stage1", "classifier", ot_recipe))
+    for v in plan:
+        v["meta_in_train"] = bool(meta_in_train)
+    _apply_method_sets(plan, method_sets)
+    return plan
+
+
+def ablation_variants(cfg: dict) -> dict:
+    """``{name: variant}``: the reference OT variant ``ot`` and one variant per changed option."""
+    ref = ot_reference(cfg)
+    recipe = {k: ref[k] for k in RECIPE_KEYS}
+    opts = {**_ot_defaults(), **(ref["options"] or {})}
+    out = {"ot": _variant("ot", "ot", ref["options"] or {}, "stage1", "classifier", recipe)}
+    for key, values in ABLATION_AXES.items():
+        current = opts.get(key)
+        if key == "meta_ce":
+            alt = [0.0] if float(current) > 0 else [10.0]
+            names = ["ot_no_meta_ce"] if float(current) > 0 else ["ot_meta_ce_10"]
+        else:
+            alt = [v for v in values if v != current]
+            names = [f"ot_{key}_{v}" for v in alt]
+        for name, value in zip(names, alt):
+            out[name] = _variant(name, "ot", {**(ref["options"] or {}), key: value}, "stage1", "classifier",
+                                 recipe)
+    return out
+
+
+def _apply_method_sets(plan: list[dict], method_sets) -> None:
+    by_name = {v["name"]: v for v in plan}
+    for item in method_sets or []:
+        key, sep, value = item.partition("=")
+        name, dot, rest = key.strip().partition(".")
+        if not sep or not dot or not rest:
+            raise OTReweightError(f"--method-set expects METHOD.KEY=VALUE (e.g. ldam_drw.epochs=100), got {item!r}")
+        if name != "*" and name not in by_name:
+            raise OTReweightError(f"--method-set {item}: {name!r} is not among the compared methods ({', '.join(by_name)})")
+        targets = [v for v in plan if "method" in v] if name == "*" else [by_name[name]]
+        if not targets or "method" not in targets[0]:
+            raise OTReweightError(f"--method-set {item}: the ce row is stage 1 itself; change it with --set stage1.{rest}")
+        for v in targets:
+            if rest.split(".")[0] not in STAGE2_DEFAULTS or rest in ("name", "method"):
+                raise OTReweightError(
+                    f"--method-set {item}: unknown key {rest!r}; keys: "
+                    f"{', '.join(k for k in STAGE2_DEFAULTS if k not in ('name', 'method'))}, options.<option>"
+                )
+            if v.get("options") is None:
+                v["options"] = {}
+            _set_dotted(v, rest, yaml.safe_load(value))
+
+
+def seed_config(cfg: dict, plan: list[dict], seed: int, output: Path, meta_in_train: bool) -> dict:
+    """The run config of one seed: the comparison's stage-2 variants, its own output folder."""
+    c = copy.deepcopy(cfg)
+    c["seed"] = int(seed)
+    c["output_dir"] = str(output / f"seed_{seed}")
+    c["stage1"]["meta_in_train"] = bool(meta_in_train)
+    ckpt = c["stage1"]["checkpoint"]
+    if ckpt:
+        c["stage1"]["checkpoint"] = str(ckpt).format(seed=seed)
+    c["stage2"] = [copy.deepcopy(v) for v in plan if "method" in v]
+    validate_config(c)
+    return c
+
+
+# ----------------------------------------------------------------------------- run
+def run_comparison(cfg: dict, methods=None, seeds=(0, 1, 2), preset: str = "baselines", mode: str = "paper",
+                   meta_in_train: bool = False, method_sets=(), output=None, resume: bool = False,
+                   which: str = "best", log=print, dataset=None) -> dict:
+    """Run every method over every seed (see the module docstring); write and return the tables.
+
+    Returns ``{"rows": [...], "plan": [...], "output": Path, "files": {...}}``; each row has
+    ``method``, ``seeds`` and ``<metric>_mean`` / ``<metric>_std`` (metrics in percent,
+    ``seconds_per_epoch``, ``total_seconds``).
+    """
+    from .experiment import run_experiment
+
+    check_choice("selection", which, ("best", "last"))
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise OTReweightError(f"--seeds needs one or more distinct seeds, got {seeds}")
+    ckpt = cfg["stage1"]["checkpoint"]
+    if ckpt and len(seeds) > 1 and "{seed}" not in str(ckpt):
+        raise OTReweightError(
+            "one stage-1 checkpoint cannot serve several seeds (each seed draws its own split); "
+            "put {seed} in stage1.checkpoint, e.g. runs/c10_seed{seed}/stage1/best.pt"
+        )
+    plan = plan_comparison(cfg, methods, preset, mode, meta_in_train, method_sets)
+    suffix = "_ablation" if preset == "ablation" else "_compare"
+    out = Path(output) if output else Path(str(cfg["output_dir"]).rstrip("/") + suffix)
+    seed_cfgs = {s: seed_config(cfg, plan, s, out, meta_in_train) for s in seeds}  # validate all before running
+    _check_or_write_plan(out, plan, cfg, seeds, preset, mode, meta_in_train, resume)
+
+    results: dict[int, dict] = {}
+    for s in seeds:
+        log(f"== seed {s} ({len(results) + 1}/{len(seeds)}): {', '.join(v['name'] for v in plan)}")
+        results[s] = run_experiment(seed_cfgs[s], resume=resume, log=lambda msg, s=s: log(f"[seed {s}] {msg}"),
+                                    dataset=dataset)
+        files = write_tables(out, plan, results, which, cfg)
+    log(f"comparison written to {files['md']}")
+    return {"rows": summarize_comparison(plan, results, which), "plan": plan, "output": out, "files": files}
+
+
+def _plain(obj):
+    """``obj`` as it reads back from JSON (tuples become lists, paths strings)."""
+    return json.loads(json.dumps(obj, default=str))
+
+
+def _check_or_write_plan(out: Path, plan, cfg, seeds, preset, mode, meta_in_train, resume) -> None:
+    path = out / "compare.json"
+    if path.exists() and not resume:
+        raise OTReweightError(f"{out} already holds a comparison; pass --resume to continue it, or choose another --output")
+    record = {"config": {k: cfg[k] for k in ("data", "model", "stage1")}, "seeds": seeds, "preset": preset,
+              "mode": mode, "meta_in_train": meta_in_train, "plan": plan}
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old.get("config", {}).get("data") != _plain(cfg["data"]) or old.get("config", {}).get("model") != _plain(cfg["model"]):
+            raise OTReweightError(f"{out} holds a comparison on other data or another model; use another --output")
+        old_plan = {v["name"]: v for v in old.get("plan", [])}
+        changed = [v["name"] for v in plan if v["name"] in old_plan and old_plan[v["name"]] != _plain(v)]
+        if changed or old.get("config", {}).get("stage1") != _plain(cfg["stage1"]):
+            what = ", ".join(changed) if changed else "stage1"
+            raise OTReweightError(
+                f"the settings of {what} changed since {out} was started; resume with the same settings or use another --output"
+            )
+        record["plan"] = [*plan, *(v for n, v in old_plan.items() if n not in {p["name"] for p in plan})]
+        record["seeds"] = sorted(set(seeds) | set(old.get("seeds", [])))
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_save(json.dumps(record, indent=2, default=str), path)
+
+
+# ----------------------------------------------------------------------------- tables
+def _trains(v: dict) -> bool:
+    """Whether a plan entry runs training epochs (post-hoc adjustment and zero-epoch variants do not)."""
+    if v.get("stage") == "stage1":
+        return True
+    return v["epochs"] > 0 and bool(getattr(METHODS.get(v["method"]), "trains", True))
+
+
+def _stage_of(v: dict) -> str:
+    return "stage1" if v.get("stage") == "stage1" else f"stage2_{v['name']}"
+
+
+def summarize_comparison(plan: list[dict], results: dict, which: str = "best") -> list[dict]:
+    """Mean and std over seeds per method (metrics in percent; seconds per epoch; total seconds,
+    stage 1 included for the methods that start from it)."""
+    rows = []
+    for v in plan:
+        stage = _stage_of(v)
+        runs = [r for r in results.values() if stage in r]
+        row = {"method": v["name"], "seeds": len(runs)}
+        for key in METRICS:
+            vals = [100.0 * r[stage][which][key] for r in runs if r[stage][which].get(key) is not None]
+            row[f"{key}_mean"] = float(np.mean(vals)) if vals else None
+            row[f"{key}_std"] = float(np.std(vals)) if vals else None
+        spe = [r[stage]["seconds_per_epoch"] for r in runs] if _trains(v) else []
+        tot = [r[stage]["seconds"] + (r["stage1"]["seconds"] if v.get("start") == "stage1" and "stage1" in r else 0.0)
+               for r in runs]
+        row["seconds_per_epoch_mean"] = float(np.mean(spe)) if spe else None
+        row["seconds_per_epoch_std"] = float(np.std(spe)) if spe else None
+        row["total_seconds_mean"] = float(np.mean(tot)) if tot else None
+        row["total_seconds_std"] = float(np.std(tot)) if tot else None
+        stats = [r[stage].get("method_stats") for r in runs if r[stage].get("method_stats")]
+        if stats:
+            row["forward_per_step"] = float(np.mean([s["forward_per_step"] for s in stats]))
+            row["backward_per_step"] = float(np.mean([s["backward_per_step"] for s in stats]))
+        rows.append(row)
+    return rows
+
+
+def _cell(row, key, digits=1) -> str:
+    m, s = row.get(f"{key}_mean"), row.get(f"{key}_std")
+    if m is None:
+        return "-"
+    if digits is None:  # seconds: whole seconds once they are many
+        digits = 0 if m >= 100 else (1 if m >= 1 else 2)
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def _describe(v: dict, cfg: dict) -> list[str]:
+    extra = " +meta" if v.get("meta_in_train") else ""
+    if v.get("stage") == "stage1":
+        s1 = cfg["stage1"]
+        return ["ce (stage 1)" + extra, "scratch", "whole network", str(s1["epochs"]), str(s1["batch_size"]),
+                f"{s1['lr']:g}", ""]
+    opts = ", ".join(f"{k}={val}" for k, val in (v["options"] or {}).items())
+    trains = "nothing" if not _trains(v) else ("whole network" if v["trainable"] == "all" else "classifier")
+    if trains == "nothing":
+        return [v["method"] + extra, v["start"], trains, "-", "-", "-", opts]
+    return [v["method"] + extra, v["start"], trains, str(v["epochs"]), str(v["batch_size"]), f"{v['lr']:g}", opts]
+
+
+def write_tables(out: Path, plan: list[dict], results: dict, which: str, cfg: dict) -> dict:
+    """Write ``compare.md``, ``compare.csv`` and ``compare.png`` into ``out``; return their paths."""
+    rows = summarize_comparison(plan, results, which)
+    seeds = sorted(results)
+    sel = "validation-selected epoch" if which == "best" else "last epoch"
+    d = cfg["data"]
+    lines = [
+        "# Comparison", "",
+        f"Data `{d['source']}`, IF {d['imbalance_factor']} ({d['profile']}), model `{cfg['model']['name']}`; "
+        f"seeds {', '.join(map(str, seeds))}. Test metrics (%) at the {sel}, mean ± std over seeds; "
+        "many / medium / few: classes with > "
+        f"{d['many_threshold']} / {d['few_threshold']}-{d['many_threshold']} / < {d['few_threshold']} training examples. "
+        "s/epoch: the method's own training stage; total s: its training time, stage 1 included for the "
+        "methods that start from the stage-1 model.", "",
+        "| method | acc | bal.acc | many | medium | few | s/epoch | total s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        cells = [_cell(r, k) for k in METRICS] + [_cell(r, "seconds_per_epoch", None), _cell(r, "total_seconds", None)]
+        lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
+    passes = [r for r in rows if "forward_per_step" in r]
+    if passes:
+        lines += ["", "Passes through the trained model per step (forward / backward; plain CE: 1 / 1): " + "; ".join(
+            f"{r['method']} {r['forward_per_step']:.0f} / {r['backward_per_step']:.0f}" for r in passes) + "."]
+    lines += ["", "## How each method was run", "",
+              "| name | method | starts from | trains | epochs | batch | lr | options |", "|---|---|---|---|---|---|---|---|"]
+    for v in plan:
+        lines.append(f"| {v['name']} | " + " | ".join(_describe(v, cfg)) + " |")
+    out.mkdir(parents=True, exist_ok=True)
+    md, csv_path, png = out / "compare.md", out / "compare.csv", out / "compare.png"
+    atomic_save("\n".join(lines) + "\n", md)
+    buf = io.StringIO()
+    keys = ["method", "seeds"] + [f"{k}_{s}" for k in (*METRICS, "seconds_per_epoch", "total_seconds") for s in ("mean", "std")]
+    writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in keys})
+    atomic_save(buf.getvalue(), csv_path)
+    _plot(rows, png, sel)
+    return {"md": md, "csv": csv_path, "png": png}
+
+
+def _plot(rows: list[dict], path: Path, sel: str) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = [r["method"] for r in rows]
+    mean = np.array([np.nan if r["balanced_accuracy_mean"] is None else r["balanced_accuracy_mean"] for r in rows])
+    std = np.array([0.0 if r["balanced_accuracy_std"] is None else r["balanced_accuracy_std"] for r in rows])
+    fig = Figure(figsize=(7.0, 0.45 * len(rows) + 1.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    y = np.arange(len(rows))[::-1]
+    colors = ["#d62728" if n == "ot" else ("#7f7f7f" if n == "ce" else "#1f77b4") for n in names]
+    ax.barh(y, np.nan_to_num(mean), xerr=std, color=colors, capsize=3)
+    ax.set_yticks(y, names)
+    finite = mean[np.isfinite(mean)]
+    lo = max(0.0, float(finite.min()) - 10.0) if finite.size else 0.0
+    ax.set_xlim(lo, min(100.0, (float(finite.max()) + float(std.max()) + 3.0) if finite.size else 100.0))
+    for yi, m, s in zip(y, mean, std):
+        if np.isfinite(m):
+            ax.text(lo + 0.3, yi, f"{m:.1f} ± {s:.1f}", va="center", fontsize=8, color="white")
+    ax.set_xlabel(f"test balanced accuracy (%), {sel}; mean ± std over seeds")
+    fig.savefig(path, dpi=110, format="png")
+
+
+__all__ = ["DEFAULT_METHODS", "ablation_variants", "plan_comparison", "run_comparison", "summarize_comparison",
+           "write_tables"]

@@ -1,0 +1,70 @@
+"""What the two bilevel re-weighters share: meta-batch sampling and the pass counters."""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .._errors import OTReweightError
+
+
+class PassCounter:
+    """Forward and backward passes through the trainable model, and the seconds spent in the look-ahead.
+
+    Counts include the loop's own forward of the batch and its backward of the returned loss, so a
+    plain cross-entropy step counts 1 forward and 1 backward.
+    """
+
+    def __init__(self) -> None:
+        self.steps = self.forward = self.backward = 0
+        self.seconds = 0.0
+        self._t0 = 0.0
+
+    def start(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def stop(self) -> None:
+        self.seconds += time.perf_counter() - self._t0
+
+    def summary(self) -> dict:
+        n = max(self.steps, 1)
+        return {
+            "steps": self.steps,
+            "forward_per_step": self.forward / n,
+            "backward_per_step": self.backward / n,
+            "lookahead_seconds": self.seconds,
+            "lookahead_seconds_per_step": self.seconds / n,
+        }
+
+
+class MetaBatches:
+    """Random meta mini-batches, without replacement within a pass over the meta set, from their own generator."""
+
+    def __init__(self, batch_size: int | None) -> None:
+        if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
+            raise OTReweightError(f"meta_batch_size must be an integer >= 1 (or null for the whole meta set), got {batch_size!r}")
+        self.batch_size = None if batch_size is None else int(batch_size)
+        self.gen = torch.Generator()
+        self._order: torch.Tensor | None = None
+        self._pos = 0
+
+    def seed(self, seed: int) -> None:
+        self.gen.manual_seed(int(seed))
+        self._order, self._pos = None, 0
+
+    def next(self, m: int, device) -> torch.Tensor | None:
+        """Indices of the next meta batch out of ``m`` meta examples (``None``: all of them)."""
+        if self.batch_size is None or self.batch_size >= m:
+            return None
+        if self._order is None or self._order.numel() != m or self._pos + self.batch_size > m:
+            self._order, self._pos = torch.randperm(m, generator=self.gen), 0
+        idx = self._order[self._pos : self._pos + self.batch_size]
+        self._pos += self.batch_size
+        return idx.to(device)
+
+    def state_dict(self) -> dict:
+        return {"gen": self.gen.get_state(), "order": self._order, "pos": self._pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.gen.set_state(state["gen"])
+        self._order, self._pos = state["order"], state["pos"]

@@ -1,0 +1,130 @@
+r"""Meta-Weight-Net (Shu et al., NeurIPS 2019): an MLP maps each example's loss to its weight.
+
+:math:`\mathcal V(\ell;\phi)`: :math:`1 \to 100 \to 1`, ReLU, sigmoid output. For every batch,
+with :math:`w_i(\phi) = \mathcal V(\ell_i;\phi) / \sum_k \mathcal V(\ell_k;\phi)` (losses detached
+as inputs):
+
+1. look-ahead step :math:`\hat\theta(\phi) = \theta - \eta\nabla_\theta\sum_i w_i(\phi)\,\ell_i(\theta)`
+   (:mod:`otreweight.methods._lookahead`);
+2. one SGD step of the MLP on the meta loss of a meta mini-batch,
+
+   .. math:: \phi \leftarrow \phi - \beta\,\nabla_\phi\,\frac1m\sum_{j}\ell_{CE}\bigl(x'_j, y'_j;\hat\theta(\phi)\bigr)
+
+   (its own optimiser: ``meta_lr`` 1e-5, momentum 0.9, weight decay 5e-4);
+3. the real step on :math:`\sum_i w_i(\phi)\,\ell_i(\theta)` with the updated MLP, by the loop's optimiser.
+
+The MLP and its optimiser are part of the method's state (saved with checkpoints). Cost: about 3
+forward-backward passes per step (``stats()``); the loop's forward is re-used for the look-ahead.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._errors import OTReweightError
+from . import METHODS
+from ._lookahead import LookAhead
+from ._meta_common import MetaBatches, PassCounter
+from .base import Method
+
+
+class WeightNet(nn.Module):
+    r"""The weighting function :math:`\mathcal V(\ell;\phi) = \sigma(W_2\,\mathrm{relu}(W_1\ell + b_1) + b_2)`."""
+
+    def __init__(self, hidden: int = 100) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(1, hidden), nn.ReLU(), nn.Linear(hidden, 1), nn.Sigmoid())
+
+    def forward(self, losses: torch.Tensor) -> torch.Tensor:
+        return self.net(losses[:, None]).squeeze(1)
+
+
+def _normalise(w: torch.Tensor) -> torch.Tensor:
+    total = w.sum()
+    return w / total if bool(total > 0) else w
+
+
+class MetaWeightNet(Method):
+    name = "mwnet"
+    uses_meta = True
+
+    def __init__(self, hidden: int = 100, meta_lr: float = 1e-5, meta_momentum: float = 0.9,
+                 meta_weight_decay: float = 5e-4, meta_batch_size: int | None = 100) -> None:
+        if int(hidden) != hidden or hidden < 1:
+            raise OTReweightError(f"mwnet hidden (width of the weighting MLP) must be an integer >= 1, got {hidden!r}")
+        for what, v in (("meta_lr", meta_lr), ("meta_momentum", meta_momentum), ("meta_weight_decay", meta_weight_decay)):
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise OTReweightError(f"mwnet {what} must be a finite number >= 0, got {v!r}")
+        if meta_lr <= 0:
+            raise OTReweightError(f"mwnet meta_lr must be > 0, got {meta_lr!r}")
+        self.hidden, self.meta_lr = int(hidden), float(meta_lr)
+        self.meta_momentum, self.meta_weight_decay = float(meta_momentum), float(meta_weight_decay)
+        self.meta_batches = MetaBatches(meta_batch_size)
+        self.counter = PassCounter()
+        self.weight_net: WeightNet | None = None
+        self.last_weights: torch.Tensor | None = None
+
+    def bind(self, info):
+        super().bind(info)
+        self.lookahead = LookAhead(info.model, info.optimizer)
+        self.weight_net = WeightNet(self.hidden).to(info.device)  # initialised from the run's seeded RNG
+        self.meta_optimizer = torch.optim.SGD(
+            self.weight_net.parameters(), lr=self.meta_lr, momentum=self.meta_momentum,
+            weight_decay=self.meta_weight_decay,
+        )
+        self.meta_batches.seed(int(torch.randint(2**31 - 1, ())))
+
+    def update_weight_net(self, losses: torch.Tensor, meta) -> float:
+        """Steps 1-2: look-ahead with the current MLP, one SGD step of the MLP; returns the meta loss."""
+        c = self.counter
+        c.start()
+        w = _normalise(self.weight_net(losses.detach().float()))
+        virtual = self.lookahead.step((w * losses.float()).sum())
+        c.backward += 1
+        index = self.meta_batches.next(meta.y.shape[0], meta.y.device)
+        meta_loss = self.lookahead.meta_loss(virtual, meta, index)
+        c.forward += 1
+        grads = torch.autograd.grad(meta_loss, list(self.weight_net.parameters()))
+        c.backward += 1
+        self.meta_optimizer.zero_grad(set_to_none=True)
+        for p, g in zip(self.weight_net.parameters(), grads):
+            p.grad = g
+        self.meta_optimizer.step()
+        c.stop()
+        return float(meta_loss.detach())
+
+    def loss(self, batch, meta):
+        losses = F.cross_entropy(batch.logits, batch.y, reduction="none")
+        self.counter.steps += 1
+        self.counter.forward += 1  # the loop's forward of the batch
+        self.update_weight_net(losses, meta)
+        with torch.no_grad():
+            w = _normalise(self.weight_net(losses.detach().float()))
+        self.counter.backward += 1  # the loop's backward of the returned loss
+        self.last_weights = w
+        return (w * losses).sum()
+
+    def stats(self) -> dict:
+        return self.counter.summary()
+
+    def state_dict(self):
+        if self.weight_net is None:
+            return {}
+        return {"weight_net": self.weight_net.state_dict(), "meta_optimizer": self.meta_optimizer.state_dict(),
+                "meta_batches": self.meta_batches.state_dict()}
+
+    def load_state_dict(self, state):
+        if state and self.weight_net is not None:
+            self.weight_net.load_state_dict(state["weight_net"])
+            self.meta_optimizer.load_state_dict(state["meta_optimizer"])
+            self.meta_batches.load_state_dict(state["meta_batches"])
+
+    def __repr__(self):
+        return (f"MetaWeightNet(hidden={self.hidden}, meta_lr={self.meta_lr}, meta_momentum={self.meta_momentum}, "
+                f"meta_weight_decay={self.meta_weight_decay}, meta_batch_size={self.meta_batches.batch_size})")
+
+
+METHODS.register("mwnet")(MetaWeightNet)
