@@ -48,7 +48,8 @@ def check_meta_classes(meta_labels: torch.Tensor, num_classes: int) -> torch.Ten
 def class_means(x: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Mean of the rows of ``x`` per class, shape ``(K, *x.shape[1:])``; every class must occur."""
     counts = check_meta_classes(labels, num_classes).to(x.device)
-    flat = x.reshape(x.shape[0], -1).to(torch.float32)
+    flat = x.reshape(x.shape[0], -1)
+    flat = flat if flat.is_floating_point() else flat.to(torch.float32)
     sums = torch.zeros(num_classes, flat.shape[1], device=x.device, dtype=flat.dtype)
     sums.index_add_(0, labels.long().to(x.device), flat)
     means = sums / counts.to(flat.dtype).unsqueeze(1)
