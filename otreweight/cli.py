@@ -33,6 +33,7 @@ def _name_list(text: str) -> tuple:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .demo import DemoConfig
 
     parser = argparse.ArgumentParser(
         prog="otreweight",
@@ -50,15 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
         "Prints test metrics at the validation-selected epoch, mean +- std over seeds.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    demo.add_argument("--seeds", type=_int_list, default=(0, 1, 2), help="comma-separated seeds (long-tail sampling and training)")
-    demo.add_argument("--imbalance-factor", type=float, default=20.0, help="IF = n_max / n_min of the exponential profile")
-    demo.add_argument("--methods", type=_name_list,
-                      default=("ce", "cb", "balanced_softmax", "logit_adjust_posthoc", "ot", "ot-no-meta-ce"),
+    d = DemoConfig()
+    demo.add_argument("--seeds", type=_int_list, default=d.seeds, help="comma-separated seeds (long-tail sampling and training)")
+    demo.add_argument("--imbalance-factor", type=float, default=d.imbalance_factor, help="IF = n_max / n_min of the exponential profile")
+    demo.add_argument("--methods", type=_name_list, default=d.methods,
                       help="comma-separated stage-2 methods: any registered method (ce, focal, cb, cb_focal, cb_resample, "
-                      "ldam_drw, balanced_softmax, logit_adjust, logit_adjust_posthoc, crt, mwnet, l2rw, ot) or "
-                      "ot-no-meta-ce (OT without its meta-set cross-entropy term)")
-    demo.add_argument("--stage1-epochs", type=int, default=60, help="epochs of stage 1 (plain CE, whole network)")
-    demo.add_argument("--stage2-epochs", type=int, default=30, help="epochs of stage 2 (classifier only)")
+                      "ldam_drw, balanced_softmax, logit_adjust, logit_adjust_posthoc, crt, mwnet, l2rw, ot), "
+                      "ot-no-meta-ce (OT without its meta-set cross-entropy term) or cb+meta (class-balanced "
+                      "re-weighting trained on train + meta set)")
+    demo.add_argument("--stage1-epochs", type=int, default=d.stage1_epochs, help="epochs of stage 1 (plain CE, whole network)")
+    demo.add_argument("--stage2-epochs", type=int, default=d.stage2_epochs, help="epochs of stage 2 (classifier only)")
     demo.add_argument("--ot", metavar="KEY=VALUE", action="append", default=[],
                       help="option of the OT method, repeatable, e.g. --ot init=uniform --ot meta_ce=0 "
                       "(keys: init, beta, eps, cost, alpha, label_scale, steps, lr, weighting, targets, meta_ce, tol, max_iter)")

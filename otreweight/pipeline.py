@@ -47,6 +47,9 @@ def run_two_stage(
 ) -> dict[str, dict]:
     """Stage 1 once, then stage 2 for each ``methods[name] = {"method": <registry name>, **options}``.
 
+    ``"meta_in_train": True`` in a spec adds the meta set to the training data of a method that does
+    not use it (so it is not starved of the examples OT re-weighting trains on through its meta loss).
+
     Returns ``{name: {"best": test metrics, "last": test metrics, "best_epoch": int,
     "seconds": float, "val": validation metrics at best_epoch}}``, with the stage-1 model under
     ``stage1_name``.
@@ -60,9 +63,13 @@ def run_two_stage(
     model.load_state_dict(res1.best_state)
     for name, spec in methods.items():
         spec = dict(spec)
+        meta_in_train = spec.pop("meta_in_train", False)
         method = create_method(spec.pop("method", name), **spec)
+        train = data.train
+        if meta_in_train and not method.uses_meta:  # a method that cannot use the meta set trains on it
+            train = tuple(np.concatenate([np.asarray(a), np.asarray(b)]) for a, b in zip(data.train, data.meta))
         m2 = copy.deepcopy(model)
-        res2 = fit(m2, method, data.train, data.val, data.meta, stage2, device, augment, tag=f"stage 2 {name}")
+        res2 = fit(m2, method, train, data.val, data.meta, stage2, device, augment, tag=f"stage 2 {name}")
         out[name] = _scores(m2, res2, data, counts, thresholds)
         rw = getattr(method, "reweighter", None)
         if rw is not None:

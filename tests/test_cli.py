@@ -14,7 +14,7 @@ def test_demo_end_to_end_short(tmp_path, capsys):
         assert name in text
     result = json.loads(out.read_text())
     names = [row["method"] for row in result["summary"]]
-    assert names == ["stage1-ce", "ce", "cb", "balanced_softmax", "logit_adjust_posthoc", "ot", "ot-no-meta-ce"]
+    assert names == ["stage1-ce", "ce", "cb", "balanced_softmax", "logit_adjust_posthoc", "cb+meta", "ot", "ot-no-meta-ce"]
     for row in result["summary"]:
         assert 0 <= row["balanced_accuracy_mean"] <= 100
     assert set(result["runs"][0]["ot"]) >= {"best", "last", "best_epoch", "seconds"}
