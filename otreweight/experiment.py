@@ -43,7 +43,7 @@ from .class_weights import effective_number_weights
 from .data.longtail import make_long_tailed
 from .data.sources import ArrayDataset, load_dataset
 from .data.transforms import PadCropFlip, channel_stats, to_tensor_images
-from .engine import FitConfig, fit, predict_logits
+from .engine import FitConfig, compute_features, fit, predict_logits
 from .metrics import classification_metrics
 from .methods import create_method
 from .models import MODELS, create_model
@@ -349,9 +349,17 @@ def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, devi
     counts = prep.split.train_counts
     th = dict(many_threshold=cfg["data"]["many_threshold"], few_threshold=cfg["data"]["few_threshold"])
     eval_bs = fit_cfg.eval_batch_size
-    pred_last = predict_logits(model, prep.test[0], eval_bs, _cl(prep, device)).argmax(1).cpu().numpy()
-    model.load_state_dict(res.best_state)
-    pred_best = predict_logits(model, prep.test[0], eval_bs, _cl(prep, device)).argmax(1).cpu().numpy()
+    if fit_cfg.trainable == "classifier" and method.trains:
+        # The backbone did not change: one feature pass over the test set serves both heads.
+        feats = compute_features(model, prep.test[0], eval_bs, _cl(prep, device))
+        with torch.no_grad():
+            pred_last = model.classifier(feats).argmax(1).cpu().numpy()
+            model.load_state_dict(res.best_state)
+            pred_best = model.classifier(feats).argmax(1).cpu().numpy()
+    else:
+        pred_last = predict_logits(model, prep.test[0], eval_bs, _cl(prep, device)).argmax(1).cpu().numpy()
+        model.load_state_dict(res.best_state)
+        pred_best = predict_logits(model, prep.test[0], eval_bs, _cl(prep, device)).argmax(1).cpu().numpy()
     y_test = prep.test[1].cpu().numpy()
     k = len(prep.classes)
     final = {
