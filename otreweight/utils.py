@@ -38,8 +38,8 @@ def pick_device(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
-def atomic_save(obj, path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``.
+def atomic_write(path, write) -> None:
+    """Call ``write(fh)`` on a temporary file beside ``path``, then rename it over ``path``.
 
     A crash mid-write leaves the previous file intact: nothing the user had is lost.
     """
@@ -52,10 +52,7 @@ def atomic_save(obj, path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            if isinstance(obj, (bytes, str)):
-                fh.write(obj.encode() if isinstance(obj, str) else obj)
-            else:
-                torch.save(obj, fh)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -63,6 +60,13 @@ def atomic_save(obj, path) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_save(obj, path) -> None:
+    """Atomically write ``obj`` to ``path``: text or bytes as they are, anything else with ``torch.save``."""
+    if isinstance(obj, str):
+        obj = obj.encode()
+    atomic_write(path, (lambda fh: fh.write(obj)) if isinstance(obj, bytes) else (lambda fh: torch.save(obj, fh)))
 
 
 def rng_state(gen: torch.Generator) -> dict:

@@ -2,7 +2,6 @@
 import csv
 import json
 
-import numpy as np
 import pytest
 
 from otreweight import OTReweightError
@@ -12,22 +11,6 @@ from otreweight.experiment import load_config, run_experiment
 from otreweight.methods import METHODS
 from otreweight.methods.ce import CrossEntropy
 
-
-@pytest.fixture(scope="module")
-def tiny_npz(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    k = 4
-    y, yt = np.repeat(np.arange(k), 40), np.repeat(np.arange(k), 10)
-
-    def images(labels):
-        x = rng.integers(0, 60, (len(labels), 8, 8, 3)).astype(np.uint8)
-        for c in range(k):
-            x[labels == c, :, :, c % 3] += 100 + 30 * c
-        return x
-
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, x_train=images(y), y_train=y, x_test=images(yt), y_test=yt)
-    return path
 
 
 def tiny_sets(src, out):

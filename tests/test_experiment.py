@@ -9,23 +9,6 @@ from otreweight.cli import main
 from otreweight.experiment import load_config, run_experiment
 
 
-@pytest.fixture(scope="module")
-def tiny_npz(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    k = 4
-    y = np.repeat(np.arange(k), 40)
-    yt = np.repeat(np.arange(k), 10)
-
-    def images(labels):
-        x = rng.integers(0, 60, (len(labels), 8, 8, 3)).astype(np.uint8)
-        for c in range(k):
-            x[labels == c, :, :, c % 3] += 100 + 30 * c
-        return x
-
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, x_train=images(y), y_train=y, x_test=images(yt), y_test=yt)
-    return path
-
 
 def tiny_config(src, out, **extra):
     sets = [

@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 
 from otreweight import OTReweightError, classification_metrics, shot_groups

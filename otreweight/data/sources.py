@@ -40,6 +40,7 @@ from typing import Callable
 import numpy as np
 
 from .._errors import OTReweightError
+from ..utils import atomic_write
 
 __all__ = [
     "ArrayDataset",
@@ -240,25 +241,13 @@ def _read_cache(path: Path) -> ArrayDataset | None:
 
 def _write_cache(path: Path, ds: ArrayDataset) -> None:
     """Write ``ds`` atomically (temp file + rename); warn if not possible."""
-    tmp = None
+    arrays = {k: getattr(ds, k) for k in _ARRAY_KEYS}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            np.savez(
-                f,
-                version=np.array(_CACHE_VERSION),
-                name=np.array(ds.name),
-                classes=np.array(ds.classes, dtype=str),
-                **{k: getattr(ds, k) for k in _ARRAY_KEYS},
-            )
-        os.replace(tmp, path)
-        tmp = None
+        atomic_write(path, lambda f: np.savez(
+            f, version=np.array(_CACHE_VERSION), name=np.array(ds.name), classes=np.array(ds.classes, dtype=str), **arrays
+        ))
     except OSError as e:
         warnings.warn(f"could not write the data cache {path} ({e}); data will be decoded again next time")
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.remove(tmp)
 
 
 # --------------------------------------------------------------------------
