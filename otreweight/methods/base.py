@@ -3,10 +3,11 @@
 The loop (:func:`otreweight.engine.fit`) owns the model, the optimiser, batching, evaluation and
 model selection. A method only turns a batch into a loss:
 
-0. ``prepare_model(model)`` once, before the optimiser is built (e.g. cRT re-initialises the
-   classifier; post-hoc logit adjustment shifts its bias);
+0. ``prepare_model(model)`` once, before the optimiser is built and before the method knows the
+   class counts (e.g. cRT re-initialises the classifier, LDAM swaps in its head);
 1. ``bind(info)`` once before training, with the class counts, training labels, device, model
-   and optimiser;
+   and optimiser (post-hoc logit adjustment shifts the classifier's bias here, since it needs the
+   class prior);
 2. ``start_epoch(epoch, meta)`` at the start of every epoch (e.g. to rebuild meta targets);
 3. ``loss(batch, meta)`` for every mini-batch, returning a scalar to minimise;
 4. ``state_dict()`` / ``load_state_dict()`` for whatever the method learns itself (OT scores).
@@ -15,7 +16,7 @@ model selection. A method only turns a batch into a loss:
 Class attributes tell the loop how to feed the method: ``sampling`` is ``"instance"`` (shuffle
 every example once per epoch) or ``"class_balanced"`` (draw classes uniformly, then an example of
 the class, with replacement); ``trains = False`` marks a method that only transforms the model in
-``prepare_model`` (no epochs are run).
+``prepare_model`` / ``bind`` (no epochs are run).
 Adding a method never touches the loop: subclass :class:`Method` and register it in
 ``otreweight.methods.METHODS``.
 """
