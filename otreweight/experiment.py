@@ -351,15 +351,15 @@ def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, devi
     eval_bs = fit_cfg.eval_batch_size
     if fit_cfg.trainable == "classifier" and method.trains:
         # The backbone did not change: one feature pass over the test set serves both heads.
-        feats = compute_features(model, prep.test[0], eval_bs, _cl(prep, device))
+        feats = compute_features(model, prep.test[0], eval_bs, prep.is_image)
         with torch.no_grad():
             pred_last = model.classifier(feats).argmax(1).cpu().numpy()
             model.load_state_dict(res.best_state)
             pred_best = model.classifier(feats).argmax(1).cpu().numpy()
     else:
-        pred_last = predict_logits(model, prep.test[0], eval_bs, _cl(prep, device)).argmax(1).cpu().numpy()
+        pred_last = predict_logits(model, prep.test[0], eval_bs, prep.is_image).argmax(1).cpu().numpy()
         model.load_state_dict(res.best_state)
-        pred_best = predict_logits(model, prep.test[0], eval_bs, _cl(prep, device)).argmax(1).cpu().numpy()
+        pred_best = predict_logits(model, prep.test[0], eval_bs, prep.is_image).argmax(1).cpu().numpy()
     y_test = prep.test[1].cpu().numpy()
     k = len(prep.classes)
     final = {
@@ -391,10 +391,6 @@ def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, devi
     return final
 
 
-def _cl(prep: Prepared, device) -> bool:
-    return prep.is_image
-
-
 def run_experiment(cfg: dict, resume: bool = False, log=print, dataset: ArrayDataset | None = None) -> dict:
     """Run stage 1 and every stage-2 variant of ``cfg``; return ``{stage: final metrics}``."""
     out = Path(cfg["output_dir"])
@@ -410,6 +406,15 @@ def run_experiment(cfg: dict, resume: bool = False, log=print, dataset: ArrayDat
         old = yaml.safe_load(cfg_path.read_text())
         if old.get("data") != cfg["data"] or old.get("model") != cfg["model"] or old.get("seed") != cfg["seed"]:
             raise OTReweightError(f"{out} holds a run with other data, model or seed settings; use another output_dir")
+        old_stage2 = {v["name"]: v for v in old.get("stage2", [])}
+        changed = (["stage1"] if old.get("stage1") != cfg["stage1"] else []) + [
+            v["name"] for v in cfg["stage2"] if v["name"] in old_stage2 and old_stage2[v["name"]] != v
+        ]
+        if changed:
+            raise OTReweightError(
+                f"{out} holds a run whose settings for {', '.join(changed)} differ from this config; "
+                "resume with the same settings (new stage-2 variants may be added) or use another output_dir"
+            )
     out.mkdir(parents=True, exist_ok=True)
     atomic_save(yaml.safe_dump(cfg, sort_keys=False), cfg_path)
 

@@ -111,3 +111,16 @@ def test_config_round_trip_and_errors(tmp_path):
         from otreweight.experiment import resolve_config_path
 
         resolve_config_path(main_cfg)
+
+
+def test_resume_refuses_changed_settings(tiny_npz, tmp_path):
+    cfg = tiny_config(tiny_npz, tmp_path / "r")
+    cfg["stage2"] = cfg["stage2"][:1]
+    run_experiment(cfg, log=lambda *a: None)
+    changed = tiny_config(tiny_npz, tmp_path / "r", **{"stage2.0.lr": 0.5})
+    changed["stage2"] = changed["stage2"][:1]
+    with pytest.raises(OTReweightError, match="differ from this config"):
+        run_experiment(changed, resume=True, log=lambda *a: None)
+    added = tiny_config(tiny_npz, tmp_path / "r")  # the same settings plus a new variant: allowed
+    res = run_experiment(added, resume=True, log=lambda *a: None)
+    assert set(res) == {"stage1", "stage2_ot_classifier", "stage2_ot_full"}
