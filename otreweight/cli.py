@@ -7,6 +7,7 @@ import sys
 import yaml
 
 from ._errors import OTReweightError
+from .utils import load_yaml
 
 
 def _parse_kv(items: list[str]) -> dict:
@@ -16,7 +17,7 @@ def _parse_kv(items: list[str]) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise OTReweightError(f"expected KEY=VALUE, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
+        out[key.strip()] = load_yaml(value)
     return out
 
 

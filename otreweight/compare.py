@@ -65,12 +65,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from ._errors import OTReweightError, check_choice
 from .experiment import STAGE2_DEFAULTS, _set_dotted, validate_config
 from .methods import METHODS
-from .utils import atomic_save
+from .utils import atomic_save, load_yaml
 
 PRESETS = ("baselines", "ablation")
 MODES = ("paper", "decoupled")
@@ -205,7 +204,7 @@ def _apply_method_sets(plan: list[dict], method_sets) -> None:
                 )
             if v.get("options") is None:
                 v["options"] = {}
-            _set_dotted(v, rest, yaml.safe_load(value))
+            _set_dotted(v, rest, load_yaml(value))
 
 
 def seed_config(cfg: dict, plan: list[dict], seed: int, output: Path, meta_in_train: bool) -> dict:

@@ -75,8 +75,12 @@ class FitConfig:
             raise OTReweightError(f"epochs must be an integer >= 0, got {self.epochs}")
         if int(self.batch_size) != self.batch_size or self.batch_size < 1:
             raise OTReweightError(f"batch_size must be an integer >= 1, got {self.batch_size}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise OTReweightError(f"lr must be a finite number > 0, got {self.lr}")
+        for name in ("lr", "momentum", "weight_decay"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise OTReweightError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.lr <= 0:
+            raise OTReweightError(f"lr must be > 0, got {self.lr}")
         if len(self.milestones) != len(self.lr_factors):
             raise OTReweightError("milestones and lr_factors must have the same length")
         check_choice("selection metric", self.select_metric, ("accuracy", "balanced_accuracy", "gmean"))

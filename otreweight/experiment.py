@@ -48,7 +48,7 @@ from .metrics import classification_metrics
 from .methods import create_method
 from .models import MODELS, create_model
 from .registry import check_options
-from .utils import atomic_save, pick_device, seed_everything
+from .utils import atomic_save, load_yaml, pick_device, seed_everything
 
 DEFAULTS: dict = {
     "name": "run",
@@ -171,7 +171,7 @@ def load_config(path=None, overrides: list[str] | None = None) -> dict:
         if not p.exists():
             raise OTReweightError(f"config file {p} does not exist; see configs/ for examples")
         try:
-            user = yaml.safe_load(p.read_text()) or {}
+            user = load_yaml(p.read_text()) or {}
         except yaml.YAMLError as err:
             raise OTReweightError(f"config file {p} is not valid YAML: {str(err).splitlines()[0]}") from None
         if not isinstance(user, dict):
@@ -185,7 +185,7 @@ def load_config(path=None, overrides: list[str] | None = None) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise OTReweightError(f"--set expects KEY=VALUE, got {item!r}")
-        _set_dotted(cfg, key.strip(), yaml.safe_load(value))
+        _set_dotted(cfg, key.strip(), load_yaml(value))
     validate_config(cfg)
     return cfg
 
@@ -403,7 +403,7 @@ def run_experiment(cfg: dict, resume: bool = False, log=print, dataset: ArrayDat
             f"{out} already holds a run; pass --resume to continue it, or choose another output_dir"
         )
     if cfg_path.exists() and resume:
-        old = yaml.safe_load(cfg_path.read_text())
+        old = load_yaml(cfg_path.read_text())
         if old.get("data") != cfg["data"] or old.get("model") != cfg["model"] or old.get("seed") != cfg["seed"]:
             raise OTReweightError(f"{out} holds a run with other data, model or seed settings; use another output_dir")
         old_stage2 = {v["name"]: v for v in old.get("stage2", [])}

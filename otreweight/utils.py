@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import random
+import re
 
 import numpy as np
 import torch
+import yaml
 
 from ._errors import OTReweightError
 
@@ -89,3 +91,19 @@ def set_rng_state(gen: torch.Generator, state: dict) -> None:
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """YAML 1.1 reads ``2e-5`` (no dot) as a string; read it as the number everyone means."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str):
+    """``yaml.safe_load`` that also reads exponent numbers without a dot (``1e-4``) as floats."""
+    return yaml.load(text, Loader=_YamlLoader)

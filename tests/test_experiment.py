@@ -124,3 +124,13 @@ def test_resume_refuses_changed_settings(tiny_npz, tmp_path):
     added = tiny_config(tiny_npz, tmp_path / "r")  # the same settings plus a new variant: allowed
     res = run_experiment(added, resume=True, log=lambda *a: None)
     assert set(res) == {"stage1", "stage2_ot_classifier", "stage2_ot_full"}
+
+
+def test_exponent_numbers_without_a_dot_are_numbers(tmp_path):
+    cfg = load_config("configs/cifar10_lt_if100.yaml", ["stage2.0.lr=2e-5", "stage1.weight_decay=5e-4"])
+    assert cfg["stage2"][0]["lr"] == pytest.approx(2e-5) and cfg["stage1"]["weight_decay"] == pytest.approx(5e-4)
+    p = tmp_path / "c.yaml"
+    p.write_text("stage1:\n  lr: 1e-2\n")
+    assert load_config(p)["stage1"]["lr"] == pytest.approx(0.01)
+    with pytest.raises(OTReweightError, match="lr must be a finite number"):
+        load_config("configs/cifar10_lt_if100.yaml", ["stage1.lr=fast"])
