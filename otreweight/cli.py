@@ -58,13 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--methods", type=_name_list, default=d.methods,
                       help="comma-separated stage-2 methods: any registered method (ce, focal, cb, cb_focal, cb_resample, "
                       "ldam_drw, balanced_softmax, logit_adjust, logit_adjust_posthoc, crt, mwnet, l2rw, ot), "
-                      "ot-no-meta-ce (OT without its meta-set cross-entropy term) or cb+meta (class-balanced "
+                      "ot-no-meta-ce (OT without its meta-set cross-entropy term), ot-no-step (OT's loss "
+                      "without any OT step), ot-kl / ot-cc (the solved kl_regularized / class_conditional "
+                      "objectives, see docs/ot_weights.md) or cb+meta (class-balanced "
                       "re-weighting trained on train + meta set)")
     demo.add_argument("--stage1-epochs", type=int, default=d.stage1_epochs, help="epochs of stage 1 (plain CE, whole network)")
     demo.add_argument("--stage2-epochs", type=int, default=d.stage2_epochs, help="epochs of stage 2 (classifier only)")
     demo.add_argument("--ot", metavar="KEY=VALUE", action="append", default=[],
                       help="option of the OT method, repeatable, e.g. --ot init=uniform --ot meta_ce=0 "
-                      "(keys: init, beta, eps, cost, alpha, label_scale, steps, lr, weighting, targets, meta_ce, tol, max_iter)")
+                      "(keys: init, beta, eps, cost, alpha, label_scale, steps, lr, weighting, targets, meta_ce, tol, max_iter, "
+                      "objective, scope, lam)")
     demo.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     demo.add_argument("--threads", type=int, default=1, help="torch CPU threads (the demo's MLP is fastest on one)")
     demo.add_argument("--progress", action="store_true", help="show a progress bar per epoch")

@@ -6,8 +6,9 @@ validation split (15 per class) and an exponentially long-tailed train set (n_ma
 the rarest class keeps 5 examples). Stage 1 trains an MLP with cross-entropy; stage 2 re-trains its
 classifier on the frozen backbone with each method. Many / medium / few-shot groups use the
 thresholds > 50 / 15-50 / < 15 training examples (the CIFAR thresholds 100 / 20 do not fit data
-this small). ``ot-no-meta-ce`` is OT re-weighting without its meta-set cross-entropy term, to show
-where the gain comes from.
+this small). ``ot-no-meta-ce`` is OT re-weighting without its meta-set cross-entropy term and
+``ot-no-step`` the same loss without any OT step, to show where the gain comes from; ``ot-kl`` and
+``ot-cc`` use the solved weight objectives (``docs/ot_weights.md``).
 
 Every baseline of :mod:`otreweight.methods` fits the demo's budget as a stage-2 method on the
 frozen backbone (:data:`DEMO_METHODS`); the default ``methods`` keep ``otreweight demo`` under about
@@ -70,6 +71,12 @@ DEMO_METHODS["ot-no-meta-ce"] = {**DEMO_METHODS["ot"], "meta_ce": 0.0}
 # Class-balanced re-weighting that also trains on the meta set: the fair partner of ``ot``, which
 # sees the meta examples through its meta-set cross-entropy term.
 DEMO_METHODS["cb+meta"] = {"method": "cb", "beta": 0.9999, "meta_in_train": True}
+# OT's loss with no OT step at all: the class-balanced start and the meta-set term alone.
+DEMO_METHODS["ot-no-step"] = {**DEMO_METHODS["ot"], "steps": 0}
+# The solved, well-posed weight objectives (docs/ot_weights.md), with the reference loss: the
+# weights of all training examples are solved once per epoch against the meta prototypes.
+DEMO_METHODS["ot-kl"] = {**DEMO_METHODS["ot"], "objective": "kl_regularized", "scope": "dataset", "lam": 0.1}
+DEMO_METHODS["ot-cc"] = {**DEMO_METHODS["ot"], "objective": "class_conditional", "scope": "dataset", "lam": 0.1}
 
 
 def digits_split(seed: int, cfg: DemoConfig) -> tuple[SplitArrays, object]:
@@ -88,6 +95,22 @@ def digits_split(seed: int, cfg: DemoConfig) -> tuple[SplitArrays, object]:
         test=(x_test, y_test),
     )
     return data, split
+
+
+def demo_stages(cfg: DemoConfig, seed: int) -> tuple[FitConfig, FitConfig]:
+    """The demo's stage-1 (whole MLP, plain CE) and stage-2 (classifier only) settings for one seed."""
+    common = dict(seed=seed, progress=cfg.progress, many_threshold=cfg.many_threshold,
+                  few_threshold=cfg.few_threshold)
+    stage1 = FitConfig(epochs=cfg.stage1_epochs, batch_size=64, lr=0.1, momentum=0.9,
+                       weight_decay=5e-4, trainable="all", warmup_epochs=3, **common)
+    stage2 = FitConfig(epochs=cfg.stage2_epochs, batch_size=16, lr=0.01, momentum=0.9, nesterov=True,
+                       weight_decay=5e-4, trainable="classifier", **common)
+    return stage1, stage2
+
+
+def demo_model():
+    """The demo's MLP, 64-128-64-10."""
+    return create_model("mlp", in_features=64, num_classes=10, hidden=(128, 64))
 
 
 def run_demo(cfg: DemoConfig, log=print) -> dict:
@@ -117,14 +140,8 @@ def _run(cfg: DemoConfig, methods: dict, log) -> dict:
             log(split.summary([str(c) for c in range(10)]))
             log(f"test: {len(data.test[1])} examples (balanced); many/medium/few thresholds: "
                 f"> {cfg.many_threshold} / {cfg.few_threshold}-{cfg.many_threshold} / < {cfg.few_threshold} training examples\n")
-        common = dict(seed=seed, progress=cfg.progress, many_threshold=cfg.many_threshold,
-                      few_threshold=cfg.few_threshold)
-        stage1 = FitConfig(epochs=cfg.stage1_epochs, batch_size=64, lr=0.1, momentum=0.9,
-                           weight_decay=5e-4, trainable="all", warmup_epochs=3, **common)
-        stage2 = FitConfig(epochs=cfg.stage2_epochs, batch_size=16, lr=0.01, momentum=0.9, nesterov=True,
-                           weight_decay=5e-4, trainable="classifier", **common)
-        model_fn = lambda: create_model("mlp", in_features=64, num_classes=10, hidden=(128, 64))  # noqa: E731
-        runs.append(run_two_stage(model_fn, data, stage1, stage2, methods, cfg.device))
+        stage1, stage2 = demo_stages(cfg, seed)
+        runs.append(run_two_stage(demo_model, data, stage1, stage2, methods, cfg.device))
         log(f"seed {seed} done ({time.perf_counter() - t0:.1f} s)")
     rows = summarize(runs)
     return {"rows": rows, "runs": runs, "seconds": time.perf_counter() - t0}

@@ -280,7 +280,18 @@ def fit(
         weight_decay=config.weight_decay,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, config.lr_factor)
-    method.bind(TrainInfo(num_classes, y_tr, train_counts, device, model, optimizer, config.epochs))
+    plain_tr = []  # un-augmented training features of a frozen backbone, computed on first use
+
+    def train_features() -> torch.Tensor:
+        if not frozen:
+            return compute_features(model, x_tr, config.eval_batch_size, channels_last).float()
+        if augment is None and cached_tr is not None:
+            return cached_tr
+        if not plain_tr:
+            plain_tr.append(compute_features(model, x_tr, config.eval_batch_size, channels_last).float())
+        return plain_tr[0]
+
+    method.bind(TrainInfo(num_classes, y_tr, train_counts, device, model, optimizer, config.epochs, train_features))
     sample_p = None
     if method.sampling == "class_balanced":
         sample_p = (1.0 / torch.as_tensor(train_counts, dtype=torch.float64))[y_tr.cpu()]

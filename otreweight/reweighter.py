@@ -25,6 +25,40 @@ How the weights enter the classification loss (``weighting``):
 Initialisation (``init``): ``"uniform"`` (every score 1) or ``"class_balanced"`` (each example
 starts with its class's effective-number weight, the :math:`K` class weights summing to :math:`K`;
 the authors' code).
+
+**Objectives** (``objective``). The default ``"reference"`` is the scheme above: a few small
+gradient steps per batch on :math:`\mathrm{OT}_\varepsilon(a, b)`, whose minimiser over
+:math:`a` is degenerate (it piles each target's mass on the examples nearest to it), so the
+weights are held near their start only by ``steps`` and ``lr``. Two well-posed alternatives are
+*solved to convergence* by POT (:func:`~otreweight.transport.semi_relaxed_ot`) instead:
+
+* ``"kl_regularized"``: :math:`a^* = \arg\min_{a} \mathrm{OT}_\varepsilon(a, b)
+  + \lambda\,\mathrm{KL}(a\,\|\,p)`, the prior :math:`p` being the normalised starting scores
+  (``init``: uniform or class-balanced). Unique minimiser;
+  :math:`a^* = p^{\lambda/(\lambda+\varepsilon)} (Kv)^{\varepsilon/(\lambda+\varepsilon)}`
+  interpolates between the prior (``lam`` :math:`\to\infty`) and the reference minimiser
+  (``lam`` :math:`\to 0`); the label cost moves mass between classes, the feature cost within
+  and between them.
+* ``"class_conditional"``: exact class balance, OT only *inside* each class. Class :math:`c`
+  receives the mass its targets carry (:math:`1/K` for a balanced meta set, renormalised over the
+  classes present), and inside the class the same regularised problem is solved against that
+  class's targets only, with a uniform prior over the class's examples:
+  :math:`a^*_c = \arg\min \mathrm{OT}_\varepsilon(a_c, b_c) + \lambda\,\mathrm{KL}(a_c\,\|\,u_c)`.
+  Examples far from their class's meta examples (outliers, mislabelled examples) lose weight;
+  ``lam = inf`` gives exact inverse-frequency class balance.
+
+For both, the loss weight of example :math:`i` is :math:`w_i = a^*_i\,S` with :math:`S` the sum of
+the starting scores over the solved examples, so a solve that returns the prior reproduces the
+starting scores exactly (``init="class_balanced"``, ``objective="kl_regularized"``, ``lam=inf``
+*is* class-balanced re-weighting): any difference is the OT part. ``weighting`` then only picks
+the reduction over the batch (``"raw"``: sum, as the authors' code; ``"normalized"``: mean, as
+:class:`~otreweight.methods.class_balanced.ClassBalancedCE`).
+
+**Scope** (``scope``). ``"batch"`` solves on each mini-batch (``step``), the batch's examples
+against all targets; a batch of 16 rarely holds every class. ``"dataset"`` solves once per
+epoch on the whole training set (:meth:`OTReweighter.refresh`, an ``N x m`` problem, with the
+features of every training example) and the batches then use those weights; ``step`` only
+reads them. ``"dataset"`` needs a solved objective.
 """
 from __future__ import annotations
 
@@ -36,14 +70,16 @@ from ._errors import OTReweightError, check_choice, check_finite, check_labels, 
 from .class_weights import effective_number_weights
 from .cost import COSTS, LABEL_SCALES, cost_matrix
 from .targets import MetaTargets
-from .transport import entropic_ot
+from .transport import entropic_ot, semi_relaxed_ot
 
 INITS = ("uniform", "class_balanced")
 WEIGHTINGS = ("raw", "normalized")
+OBJECTIVES = ("reference", "kl_regularized", "class_conditional")
+SCOPES = ("batch", "dataset")
 
 
 class OTReweighter(nn.Module):
-    """Per-example scores learned by entropic OT against balanced meta targets.
+    r"""Per-example scores learned by entropic OT against balanced meta targets.
 
     Parameters
     ----------
@@ -61,11 +97,21 @@ class OTReweighter(nn.Module):
         Cost between batch and targets; ``alpha`` mixes feature and label costs (0.5) and
         ``label_scale`` is ``"reference"`` (0 / 2/K) or ``"unit"`` (0 / 1).
     steps, lr : int, float
-        Gradient steps on the batch's scores per batch and their step size (1 and 0.01).
+        Gradient steps on the batch's scores per batch and their step size (1 and 0.01);
+        ``objective="reference"`` only.
     weighting : {"raw", "normalized"}
         How the weights multiply the per-example loss (see the module docstring).
     tol, max_iter : float, int
         Sinkhorn stopping rule passed to POT.
+    objective : {"reference", "kl_regularized", "class_conditional"}
+        ``"reference"`` (default): gradient steps on the OT value. The other two solve a
+        regularised weight problem to convergence (see the module docstring).
+    scope : {"batch", "dataset"}
+        Solve per mini-batch (default) or once per epoch on the whole training set
+        (:meth:`refresh`; solved objectives only).
+    lam : float
+        :math:`\lambda`, weight of :math:`\mathrm{KL}(a\,\|\,\text{prior})` in the solved
+        objectives (``inf``: the prior itself). Smaller values let OT move the weights further.
 
     Attributes
     ----------
@@ -91,6 +137,9 @@ class OTReweighter(nn.Module):
         weighting: str = "raw",
         tol: float = 1e-6,
         max_iter: int = 1000,
+        objective: str = "reference",
+        scope: str = "batch",
+        lam: float = 0.1,
     ) -> None:
         super().__init__()
         labels = torch.as_tensor(np.asarray(train_labels)).long()
@@ -112,9 +161,29 @@ class OTReweighter(nn.Module):
         self.beta = float(beta)
         self.tol = float(tol)
         self.max_iter = int(max_iter)
+        self.objective = check_choice("OT objective", objective, OBJECTIVES)
+        self.scope = check_choice("OT scope", scope, SCOPES)
+        if self.scope == "dataset" and self.objective == "reference":
+            raise OTReweightError(
+                "scope='dataset' solves the weights once per epoch and needs a solved objective: "
+                "objective='kl_regularized' or 'class_conditional'"
+            )
+        try:
+            self.lam = float(lam)
+        except (TypeError, ValueError):
+            raise OTReweightError(f"lam (weight of the KL term) must be a number > 0 or inf, got {lam!r}") from None
+        if not self.lam > 0:
+            raise OTReweightError(f"lam (weight of the KL term) must be > 0 or inf, got {lam!r}")
         self.register_buffer("labels", labels)
         self.register_buffer("scores", self.initial_scores())
+        # The starting scores, kept for the solved objectives (their prior and scale); not saved.
+        self.register_buffer("start", self.scores.clone(), persistent=False)
         self.last_ot_value: torch.Tensor | None = None
+
+    @property
+    def solved(self) -> bool:
+        """Whether the weights are solved to convergence (any objective but ``"reference"``)."""
+        return self.objective != "reference"
 
     def initial_scores(self) -> torch.Tensor:
         """The starting scores: ones, or each example's class effective-number weight."""
@@ -148,7 +217,9 @@ class OTReweighter(nn.Module):
         -------
         torch.Tensor, shape (n,)
             Detached loss weights: the updated raw scores (``weighting="raw"``) or
-            ``n * softmax(scores)`` (``"normalized"``).
+            ``n * softmax(scores)`` (``"normalized"``); for the solved objectives the solved
+            weights ``a* S`` (re-solved on this batch with ``scope="batch"``; the weights of the
+            last :meth:`refresh` with ``scope="dataset"``).
         """
         if idx.numel() == 0:
             raise OTReweightError("empty batch: the OT step needs at least one example")
@@ -158,18 +229,14 @@ class OTReweighter(nn.Module):
             )
         check_finite("batch features", features)
         idx = idx.to(self.scores.device).long()
+        if self.solved:
+            if self.scope == "batch":
+                w, self.last_ot_value = self._solve(features, labels, targets, self.start[idx])
+                self.scores[idx] = w.to(self.scores.dtype)
+            return self.loss_weights(idx)
         s = self.scores[idx].to(torch.float64)
         if self.steps > 0:
-            cost = cost_matrix(
-                self.cost,
-                features.detach().to(torch.float64),
-                labels,
-                targets.features.detach().to(torch.float64),
-                targets.labels,
-                self.num_classes,
-                self.alpha,
-                self.label_scale,
-            )
+            cost = self._cost(features, labels, targets)
             for k in range(self.steps):
                 s = s.detach().requires_grad_(True)
                 a = torch.softmax(s, dim=0)
@@ -187,21 +254,82 @@ class OTReweighter(nn.Module):
             self.scores[idx] = s.to(self.scores.dtype)
         return self.loss_weights(idx)
 
+    def _cost(self, features, labels, targets: MetaTargets) -> torch.Tensor:
+        return cost_matrix(
+            self.cost,
+            features.detach().to(torch.float64),
+            labels,
+            targets.features.detach().to(torch.float64),
+            targets.labels,
+            self.num_classes,
+            self.alpha,
+            self.label_scale,
+        )
+
+    def _solve(self, features, labels, targets: MetaTargets, start: torch.Tensor):
+        """Loss weights ``a* S`` (``S = start.sum()``) of a solved objective, and its value."""
+        cost = self._cost(features, labels, targets)
+        start = start.to(torch.float64)
+        scale = start.sum()
+        b = torch.full((len(targets),), 1.0 / len(targets), dtype=torch.float64, device=cost.device)
+        solve = dict(eps=self.eps, lam=self.lam, tol=self.tol, max_iter=self.max_iter)
+        if self.objective == "kl_regularized":
+            res = semi_relaxed_ot(cost, start / scale, b, **solve)
+            return res.weights * scale, res.value
+        # class_conditional: each class gets its targets' mass (renormalised over the classes
+        # present) and OT spreads it over the class's examples, against that class's targets
+        # only: one solve in which mass never crosses classes, i.e. one problem per class.
+        labels = labels.to(cost.device).long()
+        tlabels = targets.labels.to(cost.device).long()
+        keep = torch.isin(tlabels, torch.unique(labels))
+        b = b[keep] / b[keep].sum()
+        tlabels = tlabels[keep]
+        class_mass = torch.zeros(self.num_classes, dtype=torch.float64, device=cost.device).index_add_(0, tlabels, b)
+        class_count = torch.bincount(labels, minlength=self.num_classes).to(torch.float64)
+        prior = class_mass[labels] / class_count[labels]
+        res = semi_relaxed_ot(cost[:, keep], prior, b, allowed=labels[:, None] == tlabels[None, :], **solve)
+        return res.weights * scale, res.value
+
+    def refresh(self, features: torch.Tensor, targets: MetaTargets) -> None:
+        """Solve the weights of every training example at once (``scope="dataset"``).
+
+        Parameters
+        ----------
+        features : torch.Tensor, shape (N, d)
+            Features of the whole training set, row ``i`` for example id ``i``.
+        targets : MetaTargets
+            Meta targets, carrying uniform mass.
+        """
+        if self.scope != "dataset":
+            raise OTReweightError("refresh solves on the whole training set; it needs scope='dataset'")
+        if features.shape[0] != self.labels.shape[0]:
+            raise OTReweightError(
+                f"refresh needs the features of all {self.labels.shape[0]} training examples, got {features.shape[0]} rows"
+            )
+        check_finite("training features", features)
+        labels = self.labels.to(features.device)
+        w, self.last_ot_value = self._solve(features, labels, targets, self.start.to(features.device))
+        self.scores.copy_(w.to(self.scores))
+
     def loss_weights(self, idx: torch.Tensor) -> torch.Tensor:
         """Loss weights of a batch from its current scores (see ``weighting``)."""
         s = self.scores[idx.to(self.scores.device).long()]
-        if self.weighting == "raw":
+        if self.weighting == "raw" or self.solved:
             return s.detach().clone()
         return (torch.softmax(s, dim=0) * s.shape[0]).detach()
 
     def weights(self, normalize: bool = False) -> torch.Tensor:
         """All learned per-example weights, shape ``(N,)``, on the CPU.
 
-        ``normalize=False`` returns the raw scores (the weights of ``weighting="raw"``);
+        ``normalize=False`` returns the raw scores (the weights of ``weighting="raw"``; for the
+        solved objectives, the loss weights);
         ``normalize=True`` the softmax over the whole training set times ``N`` (mean 1), i.e. the
-        relative mass each example would receive in a batch with all others.
+        relative mass each example would receive in a batch with all others (for the solved
+        objectives: the loss weights rescaled to mean 1).
         """
         s = self.scores.detach().cpu()
+        if normalize and self.solved:
+            return (s.double() / s.double().sum() * s.shape[0]).float()
         if normalize:
             return torch.softmax(s.double(), dim=0).float() * s.shape[0]
         return s.clone()
@@ -226,4 +354,5 @@ class OTReweighter(nn.Module):
         return (
             f"n={self.scores.shape[0]}, K={self.num_classes}, init={self.init}, cost={self.cost}, "
             f"eps={self.eps}, steps={self.steps}, lr={self.lr}, weighting={self.weighting}"
+            + (f", objective={self.objective}, scope={self.scope}, lam={self.lam}" if self.solved else "")
         )

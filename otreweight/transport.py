@@ -15,10 +15,18 @@ By the envelope theorem the gradient with respect to :math:`a` is the optimal du
 exactly that gradient, so no Sinkhorn iteration is back-propagated. (With POT's default
 ``reg_type="KL"``, i.e. :math:`\varepsilon\,\mathrm{KL}(\pi \| a b^\top)`, the regulariser itself
 depends on :math:`a` and the potential is *not* the gradient of the value; we therefore use the
-entropy form, whose optimal plan is the same.)
+entropy form, whose optimal plan is the same.) The value POT reports, and :func:`entropic_ot`
+returns, is :math:`\langle\pi, C\rangle + \varepsilon\sum\pi\log\pi`: for plans of unit mass
+it exceeds the formula above by the constant :math:`\varepsilon`, which changes no minimiser
+and no gradient.
+
+:func:`semi_relaxed_ot` solves the regularised weight problem
+:math:`\min_a \mathrm{OT}_\varepsilon(a, b) + \lambda\,\mathrm{KL}(a\|p)` to convergence (the
+``kl_regularized`` and ``class_conditional`` objectives of :class:`~otreweight.OTReweighter`).
 """
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -106,3 +114,179 @@ def entropic_ot(
             "features for extreme values"
         )
     return OTResult(res.value, res.value_linear, res.plan)
+
+
+@dataclass
+class SemiRelaxedResult:
+    r"""Result of :func:`semi_relaxed_ot`.
+
+    Attributes
+    ----------
+    weights : torch.Tensor
+        The minimiser :math:`a^* = \pi^* 1` over the source weights, shape ``(n,)``, summing to
+        the mass of ``b``.
+    plan : torch.Tensor
+        The optimal plan :math:`\pi^*`, shape ``(n, m)``.
+    value : torch.Tensor
+        The objective at the minimiser, :math:`\mathrm{OT}_\varepsilon(a^*, b) + \lambda\,
+        \mathrm{KL}(a^* \| p)`, with :math:`\mathrm{OT}_\varepsilon` in the convention of
+        :func:`entropic_ot` (POT's ``value``: :math:`\langle\pi, C\rangle + \varepsilon\sum\pi\log\pi`).
+    value_linear : torch.Tensor
+        :math:`\langle \pi^*, C\rangle`.
+    """
+
+    weights: torch.Tensor
+    plan: torch.Tensor
+    value: torch.Tensor
+    value_linear: torch.Tensor
+
+
+# exp(-x) underflows to 0 in float64 beyond x ~ 745; keep every row of exp(-C/eps) non-zero.
+_MAX_EXPONENT = 700.0
+
+
+def semi_relaxed_objective(cost: torch.Tensor, plan: torch.Tensor, prior: torch.Tensor, eps: float, lam: float) -> torch.Tensor:
+    r"""The objective of :func:`semi_relaxed_ot` at a plan whose column sums are ``b``:
+    :math:`\langle\pi, C\rangle + \varepsilon\sum_{ij}\pi_{ij}\log\pi_{ij} + \lambda\,\mathrm{KL}(\pi 1\,\|\,p)`
+    (zero entries of :math:`\pi` contribute 0; no KL term for ``lam = inf``)."""
+    value = (plan * cost).sum() + eps * torch.special.xlogy(plan, plan).sum()
+    if math.isfinite(lam):
+        a = plan.sum(1)
+        value = value + lam * (torch.special.xlogy(a, a) - torch.special.xlogy(a, prior)).sum()
+    return value
+
+
+def semi_relaxed_ot(
+    cost: torch.Tensor,
+    prior: torch.Tensor,
+    b: torch.Tensor | None = None,
+    eps: float = 0.1,
+    lam: float = 1.0,
+    tol: float = 1e-9,
+    max_iter: int = 1000,
+    allowed: torch.Tensor | None = None,
+) -> SemiRelaxedResult:
+    r"""The weights minimising :math:`\mathrm{OT}_\varepsilon(a, b) + \lambda\,\mathrm{KL}(a\,\|\,p)` over the simplex.
+
+    **Problem.** For a cost :math:`C \in \mathbb{R}^{n\times m}`, target masses :math:`b` (uniform
+    :math:`1/m` by default, total mass 1) and a prior :math:`p` on the :math:`n` examples (same
+    total mass as :math:`b`),
+
+    .. math::
+
+        F(a) = \mathrm{OT}_\varepsilon(a, b) + \lambda\,\mathrm{KL}(a\,\|\,p), \qquad
+        a^* = \operatorname*{arg\,min}_{a \ge 0,\ \sum_i a_i = \sum_j b_j} F(a).
+
+    Writing :math:`\mathrm{OT}_\varepsilon` as a minimum over plans and minimising jointly over
+    :math:`a` and :math:`\pi`, :math:`a = \pi 1` is eliminated and the problem is the
+    *semi-relaxed* entropic transport problem
+
+    .. math::
+
+        \min_{\pi \ge 0,\ \pi^\top 1 = b}\ \langle \pi, C\rangle
+            + \varepsilon \sum_{ij} \pi_{ij}\log\pi_{ij} + \lambda\,\mathrm{KL}(\pi 1\,\|\,p),
+
+    exact on the target side, penalised on the source side (on plans of equal mass the
+    generalised KL used by POT equals the KL above). The objective is strictly convex in
+    :math:`\pi` (entropy), so the plan and the weights :math:`a^* = \pi^* 1` are **unique**:
+    unlike :math:`\lambda = 0` (the reference objective, whose minimiser piles each target's mass
+    on its nearest examples as :math:`\varepsilon \to 0`), :math:`\lambda > 0` makes the weight
+    problem well posed.
+
+    **Solution.** Stationarity in :math:`\pi_{ij}` with a multiplier :math:`g_j` for the column
+    constraint gives :math:`\pi_{ij} = u_i K_{ij} v_j`, :math:`K = e^{-C/\varepsilon}`,
+    :math:`v = e^{g/\varepsilon}` and :math:`u_i = (p_i / a_i)^{\lambda/\varepsilon}`. With
+    :math:`a = u \odot Kv` this is the fixed point
+
+    .. math::
+
+        u = \Big(\frac{p}{K v}\Big)^{\lambda/(\lambda+\varepsilon)}, \qquad v = \frac{b}{K^\top u},
+        \qquad a^* = u \odot K v = p^{\lambda/(\lambda+\varepsilon)} \odot (K v)^{\varepsilon/(\lambda+\varepsilon)},
+
+    i.e. unbalanced Sinkhorn with marginal penalties :math:`(\lambda, \infty)` and reference
+    measure :math:`1_n 1_m^\top` (Chizat et al. 2018), which POT iterates:
+    ``ot.solve(C, p, b, reg=eps, c=1, reg_type="KL", unbalanced=(lam, inf), unbalanced_type="KL")``.
+    The weights interpolate geometrically between the prior (:math:`\lambda \to \infty`) and the
+    reference minimiser :math:`a^0_i = \sum_j b_j K_{ij} / \sum_k K_{kj}` (:math:`\lambda \to 0`),
+    and are strictly positive (no example loses all its mass). Equivalently
+    :math:`a^* \propto p \odot e^{-f/\lambda}` with :math:`f` the dual potential of
+    :math:`\mathrm{OT}_\varepsilon(a^*, b)` - the gradient :func:`entropic_ot` returns - which is
+    the first-order condition of :math:`F` on the simplex (the tests check it).
+
+    Subtracting from every column of :math:`C` its minimum changes :math:`F` by a constant only
+    (the column masses are fixed), so the solve uses the shifted cost; ``eps`` must keep
+    :math:`e^{-C/\varepsilon}` representable (POT iterates in the scaling domain).
+
+    Parameters
+    ----------
+    cost : torch.Tensor
+        ``(n, m)``; not differentiated.
+    prior : torch.Tensor
+        ``(n,)``, positive, with the mass of ``b``.
+    b : torch.Tensor, optional
+        Target masses ``(m,)``, uniform :math:`1/m` when omitted.
+    eps, lam : float
+        :math:`\varepsilon > 0`; :math:`\lambda > 0` or ``inf`` (then :math:`a^* = p`).
+    tol, max_iter : float, int
+        POT's stopping rule (relative change of the scalings) and iteration cap.
+    allowed : torch.Tensor of bool, optional
+        ``(n, m)``: the pairs that may exchange mass; the others get an infinite cost (their
+        entries of :math:`e^{-C/\varepsilon}` are exactly 0, so the plan is 0 there). With
+        ``allowed[i, j] = [y_i = y'_j]`` and a prior giving each class the mass of its targets,
+        the problem splits into one independent problem per class (``class_conditional``).
+        Every row and column needs an allowed entry.
+
+    Returns
+    -------
+    SemiRelaxedResult
+    """
+    eps = check_positive("eps (entropic regularisation)", eps)
+    lam = float(lam)
+    if not (lam > 0):  # also refuses NaN
+        raise OTReweightError(f"lam (weight of the KL term) must be > 0 or inf, got {lam}")
+    if cost.ndim != 2 or cost.shape[0] == 0 or cost.shape[1] == 0:
+        raise OTReweightError(f"the cost matrix must be 2-d and non-empty, got shape {tuple(cost.shape)}")
+    if prior.shape != (cost.shape[0],):
+        raise OTReweightError(f"the prior has shape {tuple(prior.shape)}, expected ({cost.shape[0]},)")
+    if not bool((prior > 0).all()):
+        raise OTReweightError("the prior must be > 0 for every example")
+    cost = cost.detach().to(torch.float64)
+    prior = prior.detach().to(cost)
+    b = torch.full((cost.shape[1],), 1.0 / cost.shape[1]).to(cost) if b is None else b.detach().to(cost)
+    if allowed is not None:
+        allowed = allowed.to(device=cost.device, dtype=torch.bool)
+        if allowed.shape != cost.shape or not bool(allowed.any(1).all()) or not bool(allowed.any(0).all()):
+            raise OTReweightError("allowed must have the cost's shape and an allowed pair in every row and column")
+        # exp(-(max + 1000 eps) / eps) is exactly 0 in float64: these pairs carry no mass.
+        cost = torch.where(allowed, cost, cost[allowed].max() + 1000.0 * eps)
+    if math.isinf(lam):  # the KL term pins the weights to the prior: balanced OT
+        plan = entropic_ot(cost, prior, b, eps=eps, tol=tol, max_iter=max_iter).plan.detach()
+        return _semi_relaxed_result(cost, plan, prior, prior, eps, lam, allowed)
+    shifted = cost - cost.min(dim=0, keepdim=True).values
+    worst = float(shifted.min(dim=1).values.max()) / eps
+    if worst > _MAX_EXPONENT:
+        raise OTReweightError(
+            f"eps={eps} is too small for this cost: an example is {worst * eps:.3g} farther than the nearest "
+            f"example from every target, and exp(-{worst:.0f}) underflows; raise eps"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        res = ot.solve(
+            shifted, prior, b, reg=eps, c=torch.ones_like(shifted), reg_type="KL",
+            unbalanced=(lam, float("inf")), unbalanced_type="KL", tol=tol, max_iter=max_iter,
+        )
+    plan = res.plan
+    weights = plan.sum(1)
+    if not bool(torch.isfinite(plan).all()) or not bool((weights > 0).all()):
+        raise OTReweightError(
+            f"the semi-relaxed OT solve failed (eps={eps}, lam={lam}): non-finite or zero weights; raise eps"
+        )
+    return _semi_relaxed_result(cost, plan, weights, prior, eps, lam, allowed)
+
+
+def _semi_relaxed_result(cost, plan, weights, prior, eps, lam, allowed) -> SemiRelaxedResult:
+    if allowed is not None:  # the plan is 0 off the allowed pairs (up to round-off in the balanced solve)
+        plan = torch.where(allowed, plan, torch.zeros_like(plan))
+        cost = torch.where(allowed, cost, torch.zeros_like(cost))
+    value = semi_relaxed_objective(cost, plan, prior, eps, lam)
+    return SemiRelaxedResult(weights, plan, value, (plan * cost).sum())

@@ -8,7 +8,8 @@ model selection. A method only turns a batch into a loss:
 1. ``bind(info)`` once before training, with the class counts, training labels, device, model
    and optimiser (post-hoc logit adjustment shifts the classifier's bias here, since it needs the
    class prior);
-2. ``start_epoch(epoch, meta)`` at the start of every epoch (e.g. to rebuild meta targets);
+2. ``start_epoch(epoch, meta)`` at the start of every epoch (e.g. to rebuild meta targets; a
+   method that needs the features of the whole training set calls ``info.train_features()``);
 3. ``loss(batch, meta)`` for every mini-batch, returning a scalar to minimise;
 4. ``state_dict()`` / ``load_state_dict()`` for whatever the method learns itself (OT scores).
 
@@ -23,7 +24,7 @@ Adding a method never touches the loop: subclass :class:`Method` and register it
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
@@ -40,6 +41,11 @@ class TrainInfo:
     model: torch.nn.Module | None = None
     optimizer: torch.optim.Optimizer | None = None
     epochs: int = 0
+    # Detached backbone features of every training example, row i for example id i, computed in
+    # eval mode without augmentation; ``None`` outside the training loop. With a frozen backbone
+    # the loop computes them once; otherwise every call is one forward pass over the training set
+    # (call it at most once per epoch, e.g. in ``start_epoch``).
+    train_features: Callable[[], torch.Tensor] | None = None
 
 
 @dataclass

@@ -10,6 +10,12 @@ with :math:`w_i` the raw score (``weighting="raw"``, summed, as the authors' cod
 :math:`|B|\,\mathrm{softmax}(s_B)_i` averaged over the batch (``"normalized"``), and the meta-set
 cross-entropy term weighted by ``meta_ce`` (10 in the authors' code; 0 turns it off).
 Meta targets are rebuilt at the start of every epoch from the current backbone.
+
+With a solved objective (``objective="kl_regularized"`` or ``"class_conditional"``, see
+:class:`~otreweight.reweighter.OTReweighter`) :math:`w_i` is the solved weight
+:math:`a^*_i S`, summed (``"raw"``) or averaged (``"normalized"``) over the batch; with
+``scope="dataset"`` the weights of all training examples are solved at the start of every epoch
+from the training features the loop provides (``TrainInfo.train_features``).
 """
 from __future__ import annotations
 
@@ -53,6 +59,13 @@ class OTReweight(Method):
         else:
             feats = meta.features()
         self.targets = build_targets(self.targets_kind, feats, meta.y, self.info.num_classes)
+        if self.reweighter.scope == "dataset":
+            if self.info.train_features is None:
+                raise OTReweightError(
+                    "scope='dataset' needs the features of the whole training set; train with "
+                    "otreweight.engine.fit, or call reweighter.refresh(features, targets) yourself"
+                )
+            self.reweighter.refresh(self.info.train_features(), self.targets)
 
     def loss(self, batch, meta):
         w = self.reweighter.step(batch.idx, batch.features, batch.y, self.targets)
