@@ -153,6 +153,15 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024, ch
     return torch.cat(out)
 
 
+def cached_features(cache: dict, model: nn.Module, x: torch.Tensor, batch_size: int = 1024,
+                    channels_last: bool = False) -> torch.Tensor:
+    """:func:`compute_features` of ``x``, memoised in ``cache`` (for a backbone that does not change)."""
+    hit = cache.get(id(x))
+    if hit is None or hit[0] is not x:  # the stored input keeps its id from being reused
+        hit = cache[id(x)] = (x, compute_features(model, x, batch_size, channels_last).float())
+    return hit[1]
+
+
 def _layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
 
@@ -160,8 +169,9 @@ def _layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
 class _Meta:
     """The meta set as methods see it (:class:`otreweight.methods.base.MetaView`)."""
 
-    def __init__(self, model, x, y, num_classes, frozen, batch_size, channels_last):
+    def __init__(self, model, x, y, num_classes, frozen, batch_size, channels_last, frozen_features=None):
         self.model, self.x, self.y = model, x, y
+        self.frozen_features = frozen_features
         self.num_classes, self.frozen = num_classes, frozen
         self.batch_size, self.channels_last = batch_size, channels_last
         self._features = self._mean_features = None
@@ -172,7 +182,10 @@ class _Meta:
 
     def features(self):
         if self._features is None:
-            self._features = compute_features(self.model, self.x, self.batch_size, self.channels_last)
+            if self.frozen and self.frozen_features is not None:
+                self._features = self.frozen_features(self.x)
+            else:
+                self._features = compute_features(self.model, self.x, self.batch_size, self.channels_last)
         return self._features
 
     def class_mean_features(self):
@@ -201,6 +214,7 @@ def fit(
     on_epoch_end: Callable[[int, dict], None] | None = None,
     checkpoint=None,
     resume: bool = False,
+    feature_cache: dict | None = None,
 ) -> FitResult:
     """Train ``model`` with ``method`` on ``train = (x, y)``, select on ``val = (x, y)``.
 
@@ -228,6 +242,10 @@ def fit(
         state (OT scores), every RNG state, the history and the best state so far.
     resume : bool
         Continue from ``checkpoint`` if it exists; the run then ends exactly as an uninterrupted one.
+    feature_cache : dict, optional
+        With ``trainable="classifier"``: frozen-backbone features of the (un-augmented) inputs, shared
+        by every run given the same dict. Only share it between runs whose backbones are identical
+        (e.g. several stage-2 methods from one stage-1 model); then no features are computed twice.
     """
     config = (config or FitConfig()).validate()
     device = pick_device(device)
@@ -263,7 +281,8 @@ def fit(
         check_labels("meta labels", y_me, num_classes)
         if method.uses_meta:
             check_meta_classes(y_me, num_classes)
-        meta_view = _Meta(model, x_me, y_me, num_classes, frozen, config.eval_batch_size, channels_last)
+        meta_view = _Meta(model, x_me, y_me, num_classes, frozen, config.eval_batch_size, channels_last,
+                          lambda x: frozen_features(x))
     check_choice("sampling", method.sampling, SAMPLINGS)
     method.prepare_model(model)
     if frozen:
@@ -280,16 +299,15 @@ def fit(
         weight_decay=config.weight_decay,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, config.lr_factor)
-    plain_tr = []  # un-augmented training features of a frozen backbone, computed on first use
+    cache = {} if feature_cache is None else feature_cache
+
+    def frozen_features(x: torch.Tensor) -> torch.Tensor:
+        return cached_features(cache, model, x, config.eval_batch_size, channels_last)
 
     def train_features() -> torch.Tensor:
         if not frozen:
             return compute_features(model, x_tr, config.eval_batch_size, channels_last).float()
-        if augment is None and cached_tr is not None:
-            return cached_tr
-        if not plain_tr:
-            plain_tr.append(compute_features(model, x_tr, config.eval_batch_size, channels_last).float())
-        return plain_tr[0]
+        return frozen_features(x_tr)
 
     method.bind(TrainInfo(num_classes, y_tr, train_counts, device, model, optimizer, config.epochs, train_features))
     sample_p = None
@@ -299,9 +317,9 @@ def fit(
     # With a frozen backbone and no augmentation, features cannot change: compute them once.
     cached_tr = cached_va = None
     if frozen:
-        cached_va = compute_features(model, x_va, config.eval_batch_size, channels_last)
+        cached_va = frozen_features(x_va)
         if augment is None:
-            cached_tr = compute_features(model, x_tr, config.eval_batch_size, channels_last)
+            cached_tr = frozen_features(x_tr)
 
     def evaluate_val() -> dict:
         if cached_va is not None:

@@ -43,7 +43,7 @@ from .class_weights import effective_number_weights
 from .data.longtail import make_long_tailed
 from .data.sources import ArrayDataset, load_dataset
 from .data.transforms import PadCropFlip, channel_stats, to_tensor_images
-from .engine import FitConfig, compute_features, fit, predict_logits
+from .engine import FitConfig, cached_features, fit, predict_logits
 from .metrics import classification_metrics
 from .methods import create_method
 from .models import MODELS, create_model
@@ -247,6 +247,12 @@ class Prepared:
             self.augment = PadCropFlip(pad=d["pad"], flip=d["flip"], fill=fill)
         self.input_shape = tuple(self.train[0].shape[1:])
 
+    def train_with_meta(self) -> tuple:
+        """The training set with the meta set appended (built once, so its features can be shared)."""
+        if not hasattr(self, "_train_with_meta"):
+            self._train_with_meta = tuple(torch.cat([a, b]) for a, b in zip(self.train, self.meta))
+        return self._train_with_meta
+
     def to_inputs(self, x: np.ndarray, device) -> torch.Tensor:
         return normalize_inputs(x, self.mean, self.std, self.is_image, device)
 
@@ -306,10 +312,12 @@ def model_bundle(cfg, prep: Prepared, state: dict) -> dict:
 
 
 def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, device, resume: bool, log,
-              meta_in_train: bool = False) -> dict:
+              meta_in_train: bool = False, feature_cache: dict | None = None) -> dict:
     """Train one stage into ``out/name``; skip it if it already finished and ``resume`` is set.
 
     ``meta_in_train`` appends the meta set to the training data when ``method`` does not use it.
+    ``feature_cache`` shares frozen-backbone features between classifier-only stages that start
+    from the same model (see :func:`otreweight.engine.fit`).
     """
     sdir = out / name
     final_path = sdir / "final.json"
@@ -337,12 +345,11 @@ def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, devi
     if resume and ckpt.exists():
         history.extend(torch.load(ckpt, map_location="cpu", weights_only=False)["history"])
         log(f"{name}: resuming from epoch {len(history)}")
-    train = prep.train
-    if meta_in_train and not method.uses_meta:
-        train = (torch.cat([prep.train[0], prep.meta[0]]), torch.cat([prep.train[1], prep.meta[1]]))
+    train = prep.train_with_meta() if meta_in_train and not method.uses_meta else prep.train
     res = fit(
         model, method, train, prep.val, prep.meta, fit_cfg, device, prep.augment,
         num_classes=len(prep.classes), tag=name, on_epoch_end=on_epoch_end, checkpoint=ckpt, resume=resume,
+        feature_cache=feature_cache if fit_cfg.trainable == "classifier" else None,
     )
     if not res.history or res.history[-1]["epoch"] == 0:
         atomic_save("".join(json.dumps(r, default=_json_default) + "\n" for r in res.history), sdir / "metrics.jsonl")
@@ -351,7 +358,8 @@ def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, devi
     eval_bs = fit_cfg.eval_batch_size
     if fit_cfg.trainable == "classifier" and method.trains:
         # The backbone did not change: one feature pass over the test set serves both heads.
-        feats = compute_features(model, prep.test[0], eval_bs, prep.is_image)
+        feats = cached_features({} if feature_cache is None else feature_cache, model, prep.test[0], eval_bs,
+                                prep.is_image)
         with torch.no_grad():
             pred_last = model.classifier(feats).argmax(1).cpu().numpy()
             model.load_state_dict(res.best_state)
@@ -448,6 +456,7 @@ def run_experiment(cfg: dict, resume: bool = False, log=print, dataset: ArrayDat
         results["stage1"] = run_stage("stage1", model, create_method("ce"), fit1, prep, cfg, out, device, resume, log,
                                       cfg["stage1"]["meta_in_train"])
     stage1_state = copy.deepcopy(model.state_dict())
+    shared = {}  # frozen stage-1 features, shared by every classifier-only variant that starts from stage 1
     for v in cfg["stage2"]:
         if v["start"] == "scratch":
             seed_everything(cfg["seed"])  # the same initialisation as stage 1
@@ -458,7 +467,8 @@ def run_experiment(cfg: dict, resume: bool = False, log=print, dataset: ArrayDat
         method = create_method(v["method"], **(v["options"] or {}))
         fit2 = stage_fit_config(v, cfg, cfg["seed"])
         results[f"stage2_{v['name']}"] = run_stage(
-            f"stage2_{v['name']}", m2, method, fit2, prep, cfg, out, device, resume, log, v["meta_in_train"]
+            f"stage2_{v['name']}", m2, method, fit2, prep, cfg, out, device, resume, log, v["meta_in_train"],
+            shared if v["start"] == "stage1" else None,
         )
     _write_json(out / "results.json", results)
     return results

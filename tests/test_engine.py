@@ -195,3 +195,22 @@ def test_accelerator_code_path_runs_on_the_cpu():
     assert np.isfinite(res.history[-1]["train_loss"])
     assert torch.isfinite(method.reweighter.scores).all()
     assert m.convs[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_frozen_features_are_computed_once_across_runs(data, monkeypatch):
+    import otreweight.engine as engine
+
+    calls = []
+    real = engine.compute_features
+    monkeypatch.setattr(engine, "compute_features", lambda m, x, *a, **k: calls.append(x.shape[0]) or real(m, x, *a, **k))
+    base = model()
+    x_tr, y_tr = (torch.as_tensor(a) for a in data["train"])
+    x_va, y_va = (torch.as_tensor(a) for a in data["val"])
+    x_me, y_me = (torch.as_tensor(a) for a in data["meta"])
+    cfg = FitConfig(epochs=2, batch_size=8, lr=0.01, trainable="classifier", progress=False)
+    cache = {}
+    for name in ("cb", "ot", "ce"):
+        m = model()
+        m.load_state_dict(base.state_dict())
+        fit(m, create_method(name), (x_tr, y_tr), (x_va, y_va), (x_me, y_me), cfg, device="cpu", feature_cache=cache)
+    assert sorted(calls) == sorted([x_tr.shape[0], x_va.shape[0], x_me.shape[0]])  # each set once, for three runs
