@@ -68,6 +68,8 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], dest="overrides", help="extra config overrides")
     ap.add_argument("--out", required=True, help="folder for the per-seed runs and the tables")
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--summarize-only", action="store_true",
+                    help="only build the tables from the seeds' finished runs (<out>/seed<N>/results.json)")
     args = ap.parse_args(argv)
 
     out = Path(args.out)
@@ -81,6 +83,9 @@ def main(argv=None) -> int:
             sets.append(f"stage1.epochs={args.stage1_epochs}")
         if args.stage2_epochs:
             sets.append(f"stage2.*.epochs={args.stage2_epochs}")
+        if args.summarize_only:
+            per_seed.append(json.loads((out / f"seed{seed}" / "results.json").read_text()))
+            continue
         cfg = load_config(resolve_config_path(args.config), sets)
         resume = args.resume and (out / f"seed{seed}" / "config.yaml").exists()
         per_seed.append(run_experiment(cfg, resume=resume, log=lambda m: print(m, flush=True)))
