@@ -60,7 +60,7 @@ class FitConfig:
     milestones: tuple = ()
     lr_factors: tuple = ()
     select_metric: str = "balanced_accuracy"
-    eval_batch_size: int = 1024
+    eval_batch_size: int = 256  # ResNet-32 on 2 CPU cores: 433 images/s at 256, 268 at 1024
     many_threshold: int = 100
     few_threshold: int = 20
     seed: int = 0
@@ -134,7 +134,7 @@ def _as_tensor(name: str, x, device, dtype=None) -> torch.Tensor:
 
 
 @torch.no_grad()
-def compute_features(model: nn.Module, x: torch.Tensor, batch_size: int = 1024, channels_last: bool = False):
+def compute_features(model: nn.Module, x: torch.Tensor, batch_size: int = 256, channels_last: bool = False):
     """Backbone features of ``x`` in eval mode, without gradients (restores the training flag)."""
     was_training = model.training
     model.eval()
@@ -144,7 +144,7 @@ def compute_features(model: nn.Module, x: torch.Tensor, batch_size: int = 1024, 
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024, channels_last: bool = False):
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 256, channels_last: bool = False):
     """Logits of ``x`` in eval mode, without gradients (restores the training flag)."""
     was_training = model.training
     model.eval()
@@ -153,7 +153,7 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024, ch
     return torch.cat(out)
 
 
-def cached_features(cache: dict, model: nn.Module, x: torch.Tensor, batch_size: int = 1024,
+def cached_features(cache: dict, model: nn.Module, x: torch.Tensor, batch_size: int = 256,
                     channels_last: bool = False) -> torch.Tensor:
     """:func:`compute_features` of ``x``, memoised in ``cache`` (for a backbone that does not change)."""
     hit = cache.get(id(x))
@@ -461,7 +461,7 @@ def evaluate(
     y,
     train_counts=None,
     device: str | torch.device | None = None,
-    batch_size: int = 1024,
+    batch_size: int = 256,
     many_threshold: int = 100,
     few_threshold: int = 20,
 ) -> dict:

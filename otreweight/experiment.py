@@ -508,7 +508,7 @@ def evaluate_checkpoint(path, source: str, root=None, split: str = "test", devic
     cl = inp["is_image"]
     if cl:
         model.to(memory_format=torch.channels_last)
-    pred = predict_logits(model, xt, 1024, cl).argmax(1).cpu().numpy()
+    pred = predict_logits(model, xt, 256, cl).argmax(1).cpu().numpy()
     th = bundle["thresholds"]
     return classification_metrics(y, pred, bundle["train_counts"], bundle["num_classes"], th["many"], th["few"])
 
