@@ -59,9 +59,17 @@ def combined_cost(
     r""":math:`\alpha\,C^{feat} + (1-\alpha)\,C^{label}`."""
     if not 0.0 <= float(alpha) <= 1.0:
         raise OTReweightError(f"cost mixing coefficient alpha must lie in [0, 1], got {alpha}")
-    fc = feature_cost(features, target_features)
-    lc = label_cost(labels, target_labels, num_classes, label_scale).to(fc.dtype)
-    return alpha * fc + (1.0 - alpha) * lc
+    check_choice("label scale", label_scale, LABEL_SCALES)
+    if features.shape[-1] != target_features.shape[-1]:
+        feature_cost(features, target_features)  # raises the one-line error
+    # alpha (1 - <f, g>) + (1 - alpha) s [y != y'] in three passes over the (n, m) matrix
+    # (matrix product, comparison, fused add) instead of one per term.
+    f = F.normalize(features, dim=1, eps=1e-12)
+    g = F.normalize(target_features, dim=1, eps=1e-12)
+    cost = torch.addmm(torch.full((), float(alpha), dtype=f.dtype, device=f.device), f, g.T, alpha=-float(alpha))
+    different = labels.view(-1, 1).to(cost.device) != target_labels.view(1, -1).to(cost.device)
+    scale = 2.0 / num_classes if label_scale == "reference" else 1.0
+    return cost.add_(different.to(cost.dtype), alpha=(1.0 - float(alpha)) * scale)
 
 
 def _feature_only(features, labels, target_features, target_labels, num_classes, alpha, label_scale):
