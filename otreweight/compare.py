@@ -87,6 +87,15 @@ ABLATION_AXES = {"cost": ("feature", "label", "combined"), "targets": ("prototyp
 
 
 # ----------------------------------------------------------------------------- plan
+def make_variant(name: str, method: str, options: dict, start: str = "stage1", trainable: str = "classifier",
+                 recipe: dict | None = None, meta_in_train: bool = False) -> dict:
+    """One stage-2 variant of a comparison plan: ``method`` with ``options``, the recipe keys
+    (epochs, batch_size, lr, ...) taken from ``recipe`` (default: the stage-2 defaults)."""
+    v = _variant(name, method, options, start, trainable, {**STAGE2_DEFAULTS, **(recipe or {})})
+    v["meta_in_train"] = bool(meta_in_train)
+    return v
+
+
 def _variant(name: str, method: str, options: dict, start: str, trainable: str, recipe: dict) -> dict:
     v = copy.deepcopy(STAGE2_DEFAULTS)
     v.update(copy.deepcopy({k: recipe[k] for k in RECIPE_KEYS}))
@@ -231,6 +240,21 @@ def run_comparison(cfg: dict, methods=None, seeds=(0, 1, 2), preset: str = "base
     ``method``, ``seeds`` and ``<metric>_mean`` / ``<metric>_std`` (metrics in percent,
     ``seconds_per_epoch``, ``total_seconds``).
     """
+    check_choice("selection", which, ("best", "last"))
+    plan = plan_comparison(cfg, methods, preset, mode, meta_in_train, method_sets)
+    suffix = "_ablation" if preset == "ablation" else "_compare"
+    out = Path(output) if output else Path(str(cfg["output_dir"]).rstrip("/") + suffix)
+    return run_plan(cfg, plan, seeds, out, preset=preset, mode=mode, meta_in_train=meta_in_train, resume=resume,
+                    which=which, log=log, dataset=dataset)
+
+
+def run_plan(cfg: dict, plan: list[dict], seeds, output, preset: str = "custom", mode: str = "custom",
+             meta_in_train: bool = False, resume: bool = False, which: str = "best", log=print, dataset=None) -> dict:
+    """Run a comparison plan (a list of stage-2 variants, e.g. from :func:`plan_comparison` and
+    :func:`make_variant`) over seeds into ``output``; the tables as :func:`run_comparison`.
+
+    ``meta_in_train`` sets stage 1's flag; each variant carries its own ``meta_in_train``.
+    """
     from .experiment import run_experiment
 
     check_choice("selection", which, ("best", "last"))
@@ -243,9 +267,10 @@ def run_comparison(cfg: dict, methods=None, seeds=(0, 1, 2), preset: str = "base
             "one stage-1 checkpoint cannot serve several seeds (each seed draws its own split); "
             "put {seed} in stage1.checkpoint, e.g. runs/c10_seed{seed}/stage1/best.pt"
         )
-    plan = plan_comparison(cfg, methods, preset, mode, meta_in_train, method_sets)
-    suffix = "_ablation" if preset == "ablation" else "_compare"
-    out = Path(output) if output else Path(str(cfg["output_dir"]).rstrip("/") + suffix)
+    names = [v["name"] for v in plan]
+    if len(set(names)) != len(names):
+        raise OTReweightError(f"the plan names a method twice: {','.join(names)}")
+    out = Path(output)
     seed_cfgs = {s: seed_config(cfg, plan, s, out, meta_in_train) for s in seeds}  # validate all before running
     _check_or_write_plan(out, plan, cfg, seeds, preset, mode, meta_in_train, resume)
 

@@ -6,7 +6,7 @@ import pytest
 
 from otreweight import OTReweightError
 from otreweight.cli import main
-from otreweight.compare import plan_comparison, run_comparison
+from otreweight.compare import make_variant, plan_comparison, run_comparison, run_plan
 from otreweight.experiment import load_config, run_experiment
 from otreweight.methods import METHODS
 from otreweight.methods.ce import CrossEntropy
@@ -187,3 +187,15 @@ def test_cli_print_plan_and_one_line_errors(capsys):
     rc = main(["compare", "--config", "cifar10_lt_if100", "--print-plan", "--methods", "ce,nope"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("otreweight: error:") and "\n" not in err and "nope" in err
+
+
+def test_run_plan_runs_custom_variants_and_rejects_duplicate_names(tiny_npz, tmp_path):
+    cfg = tiny_config(tiny_npz, tmp_path / "run")
+    recipe = {"epochs": 1, "batch_size": 16}
+    plan = [make_variant("cb_fed", "cb", {}, recipe=recipe, meta_in_train=True),
+            make_variant("ot_cc", "ot", {"objective": "class_conditional", "scope": "dataset", "lam": 0.1}, recipe=recipe)]
+    res = run_plan(cfg, plan, [0], tmp_path / "custom", log=lambda *a: None)
+    assert [r["method"] for r in res["rows"]] == ["cb_fed", "ot_cc"]
+    assert all(r["balanced_accuracy_mean"] is not None for r in res["rows"])
+    with pytest.raises(OTReweightError, match="names a method twice"):
+        run_plan(cfg, plan + plan[:1], [0], tmp_path / "dup", log=lambda *a: None)
