@@ -14,6 +14,7 @@ meta-CE term or not at all):
 * family ``A`` - the weights alone, with cb's loss and recipe (meta_ce=0, normalized weights,
   batch 128, lr 0.1), solved once per epoch on the whole training set (scope=dataset):
   ``A_kl_cb_<lam>`` (kl_regularized, class-balanced prior; lam=inf reproduces ``cb`` exactly),
+  ``A_kl_uni_<lam>`` (kl_regularized, uniform prior, label cost 0/1: balance from OT alone),
   ``A_cc_<lam>`` (class_conditional), ``A_cc_whole_<lam>`` (class_conditional, every meta example
   a target);
 * family ``B`` - the reference loss and recipe (meta_ce=10, raw weights, batch 16):
@@ -62,6 +63,9 @@ def build_plan(cfg: dict, epochs: int, lams) -> list[dict]:
     b = {**ot_opts, "scope": "dataset"}
     for lam in [*lams, INF]:
         plan.append(make_variant(f"A_kl_cb_{lam:g}", "ot", {**a, "objective": "kl_regularized", "lam": lam}, recipe=cb_recipe))
+    for lam in lams:
+        plan.append(make_variant(f"A_kl_uni_{lam:g}", "ot", {**a, "objective": "kl_regularized", "lam": lam,
+                                                              "init": "uniform", "label_scale": "unit"}, recipe=cb_recipe))
     for lam in lams:
         plan.append(make_variant(f"A_cc_{lam:g}", "ot", {**a, "objective": "class_conditional", "lam": lam}, recipe=cb_recipe))
         plan.append(make_variant(f"A_cc_whole_{lam:g}", "ot", {**a, "objective": "class_conditional", "lam": lam,
