@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--stage2-epochs", type=int, default=d.stage2_epochs, help="epochs of stage 2 (classifier only)")
     demo.add_argument("--ot", metavar="KEY=VALUE", action="append", default=[],
                       help="option of the OT method, repeatable, e.g. --ot init=uniform --ot meta_ce=0 "
-                      "(keys: init, beta, eps, cost, alpha, label_scale, steps, lr, weighting, targets, meta_ce, tol, max_iter, "
+                      "(keys: init, beta, eps, cost, alpha, label_scale, steps, lr, weighting, targets, meta_ce, tol, max_iter, solver, "
                       "objective, scope, lam)")
     demo.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     demo.add_argument("--threads", type=int, default=1, help="torch CPU threads (the demo's MLP is fastest on one)")

@@ -161,3 +161,18 @@ def test_bad_batches():
         OTReweighter([0, 1, 2], num_classes=2)
     with pytest.raises(OTReweightError, match="feature sizes differ"):
         rw.step(torch.tensor([0, 1]), torch.randn(2, 5), labels[:2], tg)
+
+
+def test_solver_choice_gives_the_same_update():
+    """The scaling (CPU default) and log-domain Sinkhorn forms move the scores identically."""
+    g = torch.Generator().manual_seed(3)
+    labels = torch.arange(64) % 4
+    feats = torch.randn(64, 8, generator=g).abs()
+    targets = build_targets("whole", torch.randn(20, 8, generator=g).abs(), torch.arange(4).repeat_interleave(5), 4)
+    out = {}
+    for solver in ("log", "scaling", "auto"):
+        rw = OTReweighter(labels.numpy(), solver=solver, steps=3, lr=1.0, tol=1e-10)
+        out[solver] = rw.step(torch.arange(64), feats, labels, targets)
+    assert not torch.allclose(out["log"], OTReweighter(labels.numpy()).scores)
+    assert torch.allclose(out["log"], out["scaling"], rtol=0, atol=1e-6)
+    assert torch.equal(out["auto"], out["scaling"])
