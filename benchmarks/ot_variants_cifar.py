@@ -162,6 +162,46 @@ def cmd_report(args) -> None:
     text = "\n".join(lines) + "\n"
     (out / "report.md").write_text(text)
     print(text)
+    if args.figures:
+        class_share_figure(out, [n for n in args.figure_rows.split(",") if n in complete], Path(args.figures))
+
+
+def class_share_figure(out: Path, names: list[str], folder: Path) -> None:
+    """Bar chart: each class's share of the total loss weight, at the start (class-balanced) and
+    after training for the given rows, mean over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def shares(name, key):
+        vals = []
+        for npz in sorted(out.glob(f"seed*/seed_*/stage2_{name}/weights.npz")):
+            d = np.load(npz)
+            w, y = d[key].astype(np.float64), d["labels"]
+            vals.append(np.bincount(y, weights=w, minlength=int(y.max()) + 1) / w.sum())
+        return np.mean(vals, axis=0)
+
+    counts = None
+    for npz in sorted(out.glob(f"seed*/seed_*/stage2_{names[0]}/weights.npz"))[:1]:
+        counts = np.bincount(np.load(npz)["labels"])
+    series = [("class-balanced start", shares(names[0], "initial"))] + [(n, shares(n, "scores")) for n in names]
+    k = len(series[0][1])
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    width = 0.8 / len(series)
+    for i, (label, sh) in enumerate(series):
+        ax.bar(np.arange(k) + (i - (len(series) - 1) / 2) * width, 100 * sh, width, label=label)
+    ax.axhline(100 / k, color="grey", lw=0.8, ls="--", label="1/K")
+    ax.set_xticks(np.arange(k))
+    ax.set_xticklabels([f"{c}\n(n={n})" for c, n in enumerate(counts)] if counts is not None else range(k), fontsize=7)
+    ax.set_ylabel("share of the loss weight (%)")
+    ax.set_xlabel("class (training examples)")
+    ax.set_title("CIFAR-10-LT IF 100: class shares of the learned loss weights (mean over seeds)", fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    folder.mkdir(parents=True, exist_ok=True)
+    fig.savefig(folder / "ot_weights_cifar_per_class.png", dpi=120)
+    plt.close(fig)
 
 
 def main(argv=None):
@@ -180,6 +220,8 @@ def main(argv=None):
     r.add_argument("--out", required=True)
     p = sub.add_parser("report")
     p.add_argument("--out", required=True)
+    p.add_argument("--figures", help="folder for the per-class figure (e.g. docs/figures)")
+    p.add_argument("--figure-rows", default="ot,A_kl_cb_0.3,A_kl_uni_0.03,A_cc_0.1")
     args = ap.parse_args(argv)
     {"run": cmd_run, "report": cmd_report}[args.cmd](args)
 
