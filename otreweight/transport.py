@@ -10,7 +10,7 @@ simplex (one per training example) and target weights :math:`b` (uniform :math:`
     \qquad U(a,b) = \{\pi \ge 0 : \pi 1 = a,\ \pi^\top 1 = b\}.
 
 It is solved by Sinkhorn in POT: log-domain by :func:`ot.solve` with ``reg_type="entropy"``, or,
-on the CPU when :math:`\max C/\varepsilon` is small enough for :math:`e^{-C/\varepsilon}` to be
+on the CPU when :math:`\max |C|/\varepsilon` is small enough for :math:`e^{-C/\varepsilon}` to be
 safe in floating point, by POT's scaling form (:func:`ot.bregman.sinkhorn_knopp`), which
 exponentiates the cost once instead of every iteration and is 5-7x faster there (same plan,
 same potentials; see ``method`` in :func:`entropic_ot`).
@@ -91,8 +91,8 @@ def entropic_ot(
         :math:`K = e^{-C/\varepsilon}` (one exponential, then matrix-vector products); the value
         :math:`\langle\pi, C\rangle + \varepsilon\sum\pi\log\pi` and the envelope gradient
         :math:`f = \varepsilon \log u` (centred) are attached with POT's ``set_gradients``
-        exactly as ``ot.solve`` does. It needs :math:`\max C/\varepsilon \le` 50, so
-        that no entry of :math:`K` underflows. ``"auto"`` (default) takes ``"scaling"`` for CPU
+        exactly as ``ot.solve`` does. It needs :math:`\max |C|/\varepsilon \le` 50, so
+        that no entry of :math:`K` underflows or overflows. ``"auto"`` (default) takes ``"scaling"`` for CPU
         tensors when that holds and ``"log"`` otherwise (on an accelerator the check would cost
         a host sync per call, and the log-domain iterations are cheap there).
 
@@ -113,13 +113,13 @@ def entropic_ot(
     if b is None:
         b = torch.full((cost.shape[1],), 1.0 / cost.shape[1], dtype=a.dtype, device=a.device)
     if method != "log":
-        safe = cost.device.type == "cpu" and float(cost.detach().max()) / eps <= _MAX_SCALING_EXPONENT
+        safe = cost.device.type == "cpu" and float(cost.detach().abs().max()) / eps <= _MAX_SCALING_EXPONENT
         if method == "scaling" and not safe:
             if cost.device.type != "cpu":
                 raise OTReweightError("method='scaling' runs on CPU tensors only; use method='log' or 'auto'")
             raise OTReweightError(
-                f"method='scaling' needs max(cost)/eps <= {_MAX_SCALING_EXPONENT:g}, got "
-                f"{float(cost.detach().max()) / eps:.3g}; use method='log' or 'auto', or raise eps"
+                f"method='scaling' needs max|cost|/eps <= {_MAX_SCALING_EXPONENT:g}, got "
+                f"{float(cost.detach().abs().max()) / eps:.3g}; use method='log' or 'auto', or raise eps"
             )
         if safe:
             return _entropic_ot_scaling(cost, a, b.to(a.dtype), eps, tol, max_iter)

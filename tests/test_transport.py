@@ -77,7 +77,7 @@ def test_auto_falls_back_to_log_domain_when_exp_would_underflow():
     res = entropic_ot(cost, a, eps=0.001, tol=1e-9, max_iter=100_000)
     assert torch.isfinite(res.value)
     assert torch.allclose(res.plan.sum(1), a, atol=1e-6)
-    with pytest.raises(OTReweightError, match="max\\(cost\\)/eps"):
+    with pytest.raises(OTReweightError, match="max\\|cost\\|/eps"):
         entropic_ot(cost, a, eps=0.001, method="scaling")
 
 
