@@ -159,6 +159,17 @@ def cmd_report(args) -> None:
                  [f"{100 * np.mean([x['moved'] for x in wst]):.2f}%", f"{100 * np.mean([x['share'] for x in wst]):.2f} pts",
                   f"{np.mean([x['cv'] for x in wst]):.3f}", f"{np.mean([x['ess'] for x in wst]):.3f}"])
         lines.append(f"| {n}{mark} | {_ms([x['val'] for x in r])} | {_ms([x['test'] for x in r])} | " + " | ".join(wcols) + " |")
+    # paired differences on the same splits and stage-1 models: chosen variants against the baselines
+    pairs = [(chosen.get(f), base) for f in ("A_kl_cb", "A_kl_uni", "A_cc", "A_cc_whole") for base in ("cb", "crt")]
+    pairs += [(chosen.get(f), base) for f in ("B_kl_cb", "B_cc") for base in ("ot", "cb+meta")]
+    pairs += [("ot", "ot_no_step"), ("ot", "cb+meta"), ("ot", "cb")]
+    lines += ["", "Paired differences (same seed, same stage-1 model), mean ± std over seeds:", "",
+              "| comparison | val | test |", "|---|---|---|"]
+    for left, right in pairs:
+        if left in complete and right in complete:
+            dv = [rows[left][s]["val"] - rows[right][s]["val"] for s in seeds]
+            dt = [rows[left][s]["test"] - rows[right][s]["test"] for s in seeds]
+            lines.append(f"| {left} − {right} | {np.mean(dv):+.1f} ± {np.std(dv):.1f} | {np.mean(dt):+.1f} ± {np.std(dt):.1f} |")
     text = "\n".join(lines) + "\n"
     (out / "report.md").write_text(text)
     print(text)
