@@ -53,7 +53,8 @@ Output folder::
     <output>/compare.png          balanced accuracy per method, mean +- std
 
 An interrupted comparison resumes with ``resume=True`` (``--resume``): finished stages are
-skipped, unfinished ones continue from their checkpoints.
+skipped, unfinished ones continue from their checkpoints. Seeds (or methods) added to a finished
+comparison with ``resume=True`` join its tables beside the ones already there.
 """
 from __future__ import annotations
 
@@ -274,12 +275,18 @@ def run_plan(cfg: dict, plan: list[dict], seeds, output, preset: str = "custom",
     seed_cfgs = {s: seed_config(cfg, plan, s, out, meta_in_train) for s in seeds}  # validate all before running
     _check_or_write_plan(out, plan, cfg, seeds, preset, mode, meta_in_train, resume)
 
+    # Seeds finished by an earlier run of this comparison (e.g. adding a seed with --resume) stay
+    # in the tables.
     results: dict[int, dict] = {}
-    for s in seeds:
-        log(f"== seed {s} ({len(results) + 1}/{len(seeds)}): {', '.join(v['name'] for v in plan)}")
+    for s in json.loads((out / "compare.json").read_text()).get("seeds", []):
+        done = out / f"seed_{s}" / "results.json"
+        if s not in seeds and done.exists():
+            results[int(s)] = json.loads(done.read_text())
+    for i, s in enumerate(seeds):
+        log(f"== seed {s} ({i + 1}/{len(seeds)}): {', '.join(v['name'] for v in plan)}")
         results[s] = run_experiment(seed_cfgs[s], resume=resume, log=lambda msg, s=s: log(f"[seed {s}] {msg}"),
                                     dataset=dataset)
-        files = write_tables(out, plan, results, which, cfg)
+        files = write_tables(out, plan, dict(sorted(results.items())), which, cfg)
     log(f"comparison written to {files['md']}")
     return {"rows": summarize_comparison(plan, results, which), "plan": plan, "output": out, "files": files}
 

@@ -93,6 +93,12 @@ def test_compare_cli_adds_a_method_to_a_finished_comparison(tiny_npz, tmp_path, 
     assert rows[1]["seconds_per_epoch_mean"] == ""  # post-hoc adjustment trains nothing
     plan = json.loads((tmp_path / "c" / "compare.json").read_text())["plan"]
     assert [v["name"] for v in plan] == ["ce", "logit_adjust_posthoc", "crt"]
+    # adding a seed later keeps the finished seed in the table
+    seed1 = [a if a != "0" else "1" for a in args]
+    assert main([*seed1, "--methods", "ce,logit_adjust_posthoc,crt", "--resume"]) == 0
+    rows = rows_of(tmp_path / "c" / "compare.csv")
+    assert all(r["seeds"] == "2" for r in rows)
+    assert json.loads((tmp_path / "c" / "compare.json").read_text())["seeds"] == [0, 1]
 
 
 def test_plans_of_the_presets_and_modes():
