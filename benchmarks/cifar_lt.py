@@ -93,6 +93,9 @@ def main(argv=None) -> int:
     rows.sort(key=lambda r: (r["stage"] != "stage1", r["stage"], r["which"] != "best"))
     env = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
            f"torch {torch.__version__}, python {platform.python_version()}")
+    if args.summarize_only:  # the runs' threads and times are theirs, not this process's
+        env = (f"{platform.processor() or platform.machine()}, torch {torch.__version__}, python "
+               f"{platform.python_version()}; tables rebuilt from the per-seed results (threads as set in each run's config)")
     md = (f"Command: `python {' '.join(sys.argv)}`\n\nHardware: {env}; wall time {time.time() - t0:.0f} s\n\n"
           + markdown(rows) + "\n")
     (out / "results.md").write_text(md)
