@@ -241,7 +241,6 @@ def run_comparison(cfg: dict, methods=None, seeds=(0, 1, 2), preset: str = "base
     ``method``, ``seeds`` and ``<metric>_mean`` / ``<metric>_std`` (metrics in percent,
     ``seconds_per_epoch``, ``total_seconds``).
     """
-    check_choice("selection", which, ("best", "last"))
     plan = plan_comparison(cfg, methods, preset, mode, meta_in_train, method_sets)
     suffix = "_ablation" if preset == "ablation" else "_compare"
     out = Path(output) if output else Path(str(cfg["output_dir"]).rstrip("/") + suffix)

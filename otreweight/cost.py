@@ -23,15 +23,29 @@ from ._errors import OTReweightError, check_choice
 LABEL_SCALES = ("reference", "unit")
 
 
-def feature_cost(features: torch.Tensor, target_features: torch.Tensor) -> torch.Tensor:
-    r"""Cosine cost :math:`C_{ij} = 1 - \langle f_i, g_j\rangle / (\|f_i\|\,\|g_j\|)`."""
+def _unit_rows(features: torch.Tensor, target_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both feature sets scaled to unit rows (checked to have the same width)."""
     if features.shape[-1] != target_features.shape[-1]:
         raise OTReweightError(
             f"feature sizes differ: batch has {features.shape[-1]}, meta targets have "
             f"{target_features.shape[-1]}; compute both with the same backbone"
         )
-    f = F.normalize(features, dim=1, eps=1e-12)
-    g = F.normalize(target_features, dim=1, eps=1e-12)
+    return F.normalize(features, dim=1, eps=1e-12), F.normalize(target_features, dim=1, eps=1e-12)
+
+
+def _label_distance(num_classes: int, scale: str) -> float:
+    """The label cost between two different classes: :math:`2/K` (``"reference"``) or 1 (``"unit"``)."""
+    check_choice("label scale", scale, LABEL_SCALES)
+    return 2.0 / num_classes if scale == "reference" else 1.0
+
+
+def _different(labels: torch.Tensor, target_labels: torch.Tensor) -> torch.Tensor:
+    return labels.view(-1, 1) != target_labels.view(1, -1).to(labels.device)
+
+
+def feature_cost(features: torch.Tensor, target_features: torch.Tensor) -> torch.Tensor:
+    r"""Cosine cost :math:`C_{ij} = 1 - \langle f_i, g_j\rangle / (\|f_i\|\,\|g_j\|)`."""
+    f, g = _unit_rows(features, target_features)
     return 1.0 - f @ g.T
 
 
@@ -40,11 +54,8 @@ def label_cost(
 ) -> torch.Tensor:
     r"""One-hot label distance: :math:`2/K` (``"reference"``) or :math:`1` (``"unit"``) between
     different classes, :math:`0` within a class."""
-    check_choice("label scale", scale, LABEL_SCALES)
-    different = (labels.view(-1, 1) != target_labels.view(1, -1)).to(torch.get_default_dtype())
-    if scale == "reference":
-        different = different * (2.0 / num_classes)
-    return different.to(labels.device)
+    distance = _label_distance(num_classes, scale)
+    return _different(labels, target_labels).to(torch.get_default_dtype()) * distance
 
 
 def combined_cost(
@@ -56,20 +67,17 @@ def combined_cost(
     alpha: float = 0.5,
     label_scale: str = "reference",
 ) -> torch.Tensor:
-    r""":math:`\alpha\,C^{feat} + (1-\alpha)\,C^{label}`."""
+    r""":math:`\alpha\,C^{feat} + (1-\alpha)\,C^{label}`, computed as
+    :math:`\alpha - \alpha \langle \hat f_i, \hat g_j\rangle + (1-\alpha) d\,[y_i \ne y'_j]` in three
+    passes over the :math:`n \times m` matrix (matrix product, comparison, fused add); :math:`d` is
+    the label distance of ``label_scale``."""
     if not 0.0 <= float(alpha) <= 1.0:
         raise OTReweightError(f"cost mixing coefficient alpha must lie in [0, 1], got {alpha}")
-    check_choice("label scale", label_scale, LABEL_SCALES)
-    if features.shape[-1] != target_features.shape[-1]:
-        feature_cost(features, target_features)  # raises the one-line error
-    # alpha (1 - <f, g>) + (1 - alpha) s [y != y'] in three passes over the (n, m) matrix
-    # (matrix product, comparison, fused add) instead of one per term.
-    f = F.normalize(features, dim=1, eps=1e-12)
-    g = F.normalize(target_features, dim=1, eps=1e-12)
-    cost = torch.addmm(torch.full((), float(alpha), dtype=f.dtype, device=f.device), f, g.T, alpha=-float(alpha))
-    different = labels.view(-1, 1).to(cost.device) != target_labels.view(1, -1).to(cost.device)
-    scale = 2.0 / num_classes if label_scale == "reference" else 1.0
-    return cost.add_(different.to(cost.dtype), alpha=(1.0 - float(alpha)) * scale)
+    distance = _label_distance(num_classes, label_scale)
+    f, g = _unit_rows(features, target_features)
+    alpha = float(alpha)
+    cost = torch.addmm(torch.full((), alpha, dtype=f.dtype, device=f.device), f, g.T, alpha=-alpha)
+    return cost.add_(_different(labels.to(cost.device), target_labels).to(cost.dtype), alpha=(1.0 - alpha) * distance)
 
 
 def _feature_only(features, labels, target_features, target_labels, num_classes, alpha, label_scale):
