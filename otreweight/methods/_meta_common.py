@@ -1,4 +1,4 @@
-"""What the two bilevel re-weighters share: meta-batch sampling and the pass counters."""
+"""What the two bilevel re-weighters share: meta-batch sampling, the pass counters and the look-ahead meta loss."""
 from __future__ import annotations
 
 import time
@@ -68,3 +68,16 @@ class MetaBatches:
     def load_state_dict(self, state: dict) -> None:
         self.gen.set_state(state["gen"])
         self._order, self._pos = state["order"], state["pos"]
+
+
+def lookahead_meta_loss(lookahead, meta_batches: MetaBatches, counter: PassCounter, weighted_loss: torch.Tensor,
+                        meta) -> torch.Tensor:
+    """The meta-set loss of the model after one virtual SGD step on ``weighted_loss`` (with the
+    graph back to whatever ``weighted_loss`` depends on); counts that step's backward and the
+    meta forward."""
+    virtual = lookahead.step(weighted_loss)
+    counter.backward += 1
+    index = meta_batches.next(meta.y.shape[0], meta.y.device)
+    meta_loss = lookahead.meta_loss(virtual, meta, index)
+    counter.forward += 1
+    return meta_loss

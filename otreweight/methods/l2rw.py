@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from . import METHODS
 from ._lookahead import LookAhead
-from ._meta_common import MetaBatches, PassCounter
+from ._meta_common import MetaBatches, PassCounter, lookahead_meta_loss
 from .base import Method
 
 
@@ -44,11 +44,7 @@ class L2RW(Method):
         c = self.counter
         c.start()
         eps = torch.zeros_like(losses, requires_grad=True)
-        virtual = self.lookahead.step((eps * losses.float()).sum())
-        c.backward += 1
-        index = self.meta_batches.next(meta.y.shape[0], meta.y.device)
-        meta_loss = self.lookahead.meta_loss(virtual, meta, index)
-        c.forward += 1
+        meta_loss = lookahead_meta_loss(self.lookahead, self.meta_batches, c, (eps * losses.float()).sum(), meta)
         (grad_eps,) = torch.autograd.grad(meta_loss, eps)
         c.backward += 1
         w = (-grad_eps).clamp_min(0.0)

@@ -27,7 +27,7 @@ from torch import nn
 from .._errors import OTReweightError
 from . import METHODS
 from ._lookahead import LookAhead
-from ._meta_common import MetaBatches, PassCounter
+from ._meta_common import MetaBatches, PassCounter, lookahead_meta_loss
 from .base import Method
 
 
@@ -82,11 +82,7 @@ class MetaWeightNet(Method):
         c = self.counter
         c.start()
         w = _normalise(self.weight_net(losses.detach().float()))
-        virtual = self.lookahead.step((w * losses.float()).sum())
-        c.backward += 1
-        index = self.meta_batches.next(meta.y.shape[0], meta.y.device)
-        meta_loss = self.lookahead.meta_loss(virtual, meta, index)
-        c.forward += 1
+        meta_loss = lookahead_meta_loss(self.lookahead, self.meta_batches, c, (w * losses.float()).sum(), meta)
         grads = torch.autograd.grad(meta_loss, list(self.weight_net.parameters()))
         c.backward += 1
         self.meta_optimizer.zero_grad(set_to_none=True)
