@@ -174,7 +174,40 @@ def cmd_report(args) -> None:
     (out / "report.md").write_text(text)
     print(text)
     if args.figures:
-        class_share_figure(out, [n for n in args.figure_rows.split(",") if n in complete], Path(args.figures))
+        names = [n for n in args.figure_rows.split(",") if n in complete]
+        class_share_figure(out, names, Path(args.figures))
+        per_example_figure(out, names, Path(args.figures))
+
+
+def per_example_figure(out: Path, names: list[str], folder: Path, seed: int = 0) -> None:
+    """Per class, the spread of the learned weights relative to each example's start, w / w0
+    (one seed): box = quartiles, whiskers = 1st / 99th percentile."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.4), sharey=True, squeeze=False)
+    for ax, name in zip(axes[0], names):
+        npz = next(iter(sorted(out.glob(f"seed*/seed_{seed}/stage2_{name}/weights.npz"))), None)
+        if npz is None:
+            continue
+        d = np.load(npz)
+        r, y = d["scores"].astype(np.float64) / d["initial"].astype(np.float64), d["labels"]
+        k = int(y.max()) + 1
+        ax.boxplot([r[y == c] for c in range(k)], whis=(1, 99), showfliers=False)
+        ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+        ax.set_yscale("log")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("class (0 = most examples)", fontsize=8)
+        ax.set_xticks(range(1, k + 1))
+        ax.set_xticklabels(range(k), fontsize=7)
+    axes[0][0].set_ylabel("learned / starting weight")
+    fig.suptitle(f"CIFAR-10-LT IF 100, seed {seed}: per-example weight relative to its start", fontsize=9)
+    fig.tight_layout()
+    folder.mkdir(parents=True, exist_ok=True)
+    fig.savefig(folder / "ot_weights_cifar_per_example.png", dpi=120)
+    plt.close(fig)
 
 
 def class_share_figure(out: Path, names: list[str], folder: Path) -> None:
