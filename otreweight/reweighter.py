@@ -107,7 +107,7 @@ class OTReweighter(nn.Module):
     solver : {"auto", "log", "scaling"}
         Sinkhorn form of the reference step (see :func:`~otreweight.transport.entropic_ot`):
         ``"auto"`` (default) uses POT's scaling iterations on the CPU when
-        :math:`\max |C|/\varepsilon` allows it (5-7x faster there) and log-domain ``ot.solve``
+        :math:`\max |C|/\varepsilon` allows it (2-5x faster per update there, BENCHMARKS.md) and log-domain ``ot.solve``
         otherwise; the two give the same update to the solver's tolerance.
     objective : {"reference", "kl_regularized", "class_conditional"}
         ``"reference"`` (default): gradient steps on the OT value. The other two solve a
