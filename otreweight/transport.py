@@ -12,8 +12,8 @@ simplex (one per training example) and target weights :math:`b` (uniform :math:`
 It is solved by Sinkhorn in POT: log-domain by :func:`ot.solve` with ``reg_type="entropy"``, or,
 on the CPU when :math:`\max |C|/\varepsilon` is small enough for :math:`e^{-C/\varepsilon}` to be
 safe in floating point, by POT's scaling form (:func:`ot.bregman.sinkhorn_knopp`), which
-exponentiates the cost once instead of every iteration and makes a weight update 2-5x faster there (same plan,
-same potentials; see ``method`` in :func:`entropic_ot`).
+exponentiates the cost once instead of every iteration and makes a weight update 2-5x faster
+there (same plan, same potentials; see ``method`` in :func:`entropic_ot`).
 By the envelope theorem the gradient with respect to :math:`a` is the optimal dual potential
 :math:`f` (defined up to a constant, which POT centres); POT's ``grad="envelope"`` attaches
 exactly that gradient, so no Sinkhorn iteration is back-propagated. (With POT's default
