@@ -4,8 +4,10 @@ from __future__ import annotations
 import time
 
 import torch
+import torch.nn.functional as F
 
 from .._errors import OTReweightError
+from .base import Method
 
 
 class PassCounter:
@@ -81,3 +83,32 @@ def lookahead_meta_loss(lookahead, meta_batches: MetaBatches, counter: PassCount
     meta_loss = lookahead.meta_loss(virtual, meta, index)
     counter.forward += 1
     return meta_loss
+
+
+def normalise(w: torch.Tensor) -> torch.Tensor:
+    """``w / w.sum()``, or ``w`` unchanged when its sum is not positive (all weights zero)."""
+    total = w.sum()
+    return w / total if bool(total > 0) else w
+
+
+class LookAheadReweighter(Method):
+    """The loss both bilevel re-weighters share: per-example cross-entropy times the batch weights
+    of :meth:`batch_weights` (normalised, detached), summed; counts the loop's own forward and
+    backward of the batch beside the look-ahead's passes."""
+
+    uses_meta = True
+
+    def batch_weights(self, losses: torch.Tensor, meta) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def loss(self, batch, meta):
+        losses = F.cross_entropy(batch.logits, batch.y, reduction="none")
+        self.counter.steps += 1
+        self.counter.forward += 1  # the loop's forward of the batch
+        w = self.batch_weights(losses, meta)
+        self.counter.backward += 1  # the loop's backward of the returned loss
+        self.last_weights = w
+        return (w * losses).sum()
+
+    def stats(self) -> dict:
+        return self.counter.summary()

@@ -17,17 +17,14 @@ gets none. No weight is kept between batches. Cost: about 3 forward-backward pas
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from . import METHODS
 from ._lookahead import LookAhead
-from ._meta_common import MetaBatches, PassCounter, lookahead_meta_loss
-from .base import Method
+from ._meta_common import LookAheadReweighter, MetaBatches, PassCounter, lookahead_meta_loss, normalise
 
 
-class L2RW(Method):
+class L2RW(LookAheadReweighter):
     name = "l2rw"
-    uses_meta = True
 
     def __init__(self, meta_batch_size: int | None = None) -> None:
         self.meta_batches = MetaBatches(meta_batch_size)
@@ -39,7 +36,7 @@ class L2RW(Method):
         self.lookahead = LookAhead(info.model, info.optimizer)
         self.meta_batches.seed(int(torch.randint(2**31 - 1, ())))  # from the run's seeded global RNG
 
-    def example_weights(self, losses: torch.Tensor, meta) -> torch.Tensor:
+    def batch_weights(self, losses: torch.Tensor, meta) -> torch.Tensor:
         """The normalised, detached weights of a batch from its per-example losses (with graph)."""
         c = self.counter
         c.start()
@@ -47,23 +44,9 @@ class L2RW(Method):
         meta_loss = lookahead_meta_loss(self.lookahead, self.meta_batches, c, (eps * losses.float()).sum(), meta)
         (grad_eps,) = torch.autograd.grad(meta_loss, eps)
         c.backward += 1
-        w = (-grad_eps).clamp_min(0.0)
-        total = w.sum()
-        w = w / total if total > 0 else w
+        w = normalise((-grad_eps).clamp_min(0.0))
         c.stop()
         return w.detach()
-
-    def loss(self, batch, meta):
-        losses = F.cross_entropy(batch.logits, batch.y, reduction="none")
-        self.counter.steps += 1
-        self.counter.forward += 1  # the loop's forward of the batch
-        w = self.example_weights(losses, meta)
-        self.counter.backward += 1  # the loop's backward of the returned loss
-        self.last_weights = w
-        return (w * losses).sum()
-
-    def stats(self) -> dict:
-        return self.counter.summary()
 
     def state_dict(self):
         return {"meta_batches": self.meta_batches.state_dict()}

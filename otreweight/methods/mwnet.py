@@ -21,14 +21,12 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .._errors import OTReweightError
 from . import METHODS
 from ._lookahead import LookAhead
-from ._meta_common import MetaBatches, PassCounter, lookahead_meta_loss
-from .base import Method
+from ._meta_common import LookAheadReweighter, MetaBatches, PassCounter, lookahead_meta_loss, normalise
 
 
 class WeightNet(nn.Module):
@@ -42,14 +40,8 @@ class WeightNet(nn.Module):
         return self.net(losses[:, None]).squeeze(1)
 
 
-def _normalise(w: torch.Tensor) -> torch.Tensor:
-    total = w.sum()
-    return w / total if bool(total > 0) else w
-
-
-class MetaWeightNet(Method):
+class MetaWeightNet(LookAheadReweighter):
     name = "mwnet"
-    uses_meta = True
 
     def __init__(self, hidden: int = 100, meta_lr: float = 1e-5, meta_momentum: float = 0.9,
                  meta_weight_decay: float = 5e-4, meta_batch_size: int | None = 100) -> None:
@@ -81,7 +73,7 @@ class MetaWeightNet(Method):
         """Steps 1-2: look-ahead with the current MLP, one SGD step of the MLP; returns the meta loss."""
         c = self.counter
         c.start()
-        w = _normalise(self.weight_net(losses.detach().float()))
+        w = normalise(self.weight_net(losses.detach().float()))
         meta_loss = lookahead_meta_loss(self.lookahead, self.meta_batches, c, (w * losses.float()).sum(), meta)
         grads = torch.autograd.grad(meta_loss, list(self.weight_net.parameters()))
         c.backward += 1
@@ -92,19 +84,11 @@ class MetaWeightNet(Method):
         c.stop()
         return float(meta_loss.detach())
 
-    def loss(self, batch, meta):
-        losses = F.cross_entropy(batch.logits, batch.y, reduction="none")
-        self.counter.steps += 1
-        self.counter.forward += 1  # the loop's forward of the batch
+    def batch_weights(self, losses: torch.Tensor, meta) -> torch.Tensor:
+        """Steps 1-2 (:meth:`update_weight_net`), then step 3's weights from the updated MLP."""
         self.update_weight_net(losses, meta)
         with torch.no_grad():
-            w = _normalise(self.weight_net(losses.detach().float()))
-        self.counter.backward += 1  # the loop's backward of the returned loss
-        self.last_weights = w
-        return (w * losses).sum()
-
-    def stats(self) -> dict:
-        return self.counter.summary()
+            return normalise(self.weight_net(losses.detach().float()))
 
     def state_dict(self):
         if self.weight_net is None:
