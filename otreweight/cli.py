@@ -147,7 +147,9 @@ def cmd_train(args) -> int:
 
     cfg = load_config(resolve_config_path(args.config), args.overrides)
     if args.print_config:
-        print(yaml.safe_dump(cfg, sort_keys=False), end="")
+        from .config import dump_config
+
+        print(dump_config(cfg), end="")
         return 0
     run_experiment(cfg, resume=args.resume, log=print)
     if not args.no_report:

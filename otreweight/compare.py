@@ -68,20 +68,17 @@ from pathlib import Path
 import numpy as np
 
 from ._errors import OTReweightError, check_choice
-from .experiment import STAGE2_DEFAULTS, _set_dotted, validate_config
+from .config import Stage2Config, as_run_config, recipe_keys, set_dotted
 from .methods import METHODS
 from .utils import atomic_save, load_yaml
 
 PRESETS = ("baselines", "ablation")
 MODES = ("paper", "decoupled")
-RECIPE_KEYS = ("epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay", "warmup_epochs", "milestones",
-               "lr_factors")
+RECIPE_KEYS = recipe_keys()  # the stage fields marked as a recipe in otreweight.config.FitConfig
 DEFAULT_METHODS = ("ce", "focal", "cb", "ldam_drw", "balanced_softmax", "logit_adjust_posthoc", "crt", "mwnet", "l2rw",
                    "ot")
 METRICS = ("accuracy", "balanced_accuracy", "many", "medium", "few")
-END_TO_END = ("focal", "cb", "cb_focal", "cb_resample", "ldam_drw", "balanced_softmax", "logit_adjust", "mwnet", "l2rw")
-CRT_RECIPE = {"epochs": 10, "batch_size": 128, "lr": 0.1, "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4,
-              "warmup_epochs": 0, "milestones": [0.6], "lr_factors": [0.1]}
+CRT_RECIPE = dict(METHODS.get("crt").recipe)  # declared on the method class (Method.recipe)
 # The OT ablation axes: option -> values tried (each variant changes one option of the reference).
 ABLATION_AXES = {"cost": ("feature", "label", "combined"), "targets": ("prototype", "whole"),
                  "init": ("uniform", "class_balanced"), "meta_ce": (0.0, 10.0), "steps": (0, 1, 5)}
@@ -92,23 +89,31 @@ def make_variant(name: str, method: str, options: dict, start: str = "stage1", t
                  recipe: dict | None = None, meta_in_train: bool = False) -> dict:
     """One stage-2 variant of a comparison plan: ``method`` with ``options``, the recipe keys
     (epochs, batch_size, lr, ...) taken from ``recipe`` (default: the stage-2 defaults)."""
-    v = _variant(name, method, options, start, trainable, {**STAGE2_DEFAULTS, **(recipe or {})})
+    v = _variant(name, method, options, start, trainable, {**_stage2_defaults(), **(recipe or {})})
     v["meta_in_train"] = bool(meta_in_train)
     return v
 
 
+def _stage2_defaults() -> dict:
+    return Stage2Config().to_dict()
+
+
+def end_to_end_methods() -> tuple[str, ...]:
+    """The registered methods whose papers train them from scratch (``Method.end_to_end``)."""
+    return tuple(n for n in METHODS.names() if getattr(METHODS.get(n), "end_to_end", False))
+
+
 def _variant(name: str, method: str, options: dict, start: str, trainable: str, recipe: dict) -> dict:
-    v = copy.deepcopy(STAGE2_DEFAULTS)
-    v.update(copy.deepcopy({k: recipe[k] for k in RECIPE_KEYS}))
+    v = _stage2_defaults()
+    v.update(copy.deepcopy({k: recipe[k] for k in RECIPE_KEYS if k in recipe}))
     v.update(name=name, method=method, options=copy.deepcopy(options), start=start, trainable=trainable)
     return v
 
 
 def ot_reference(cfg: dict) -> dict:
     """The config's classifier-only OT variant (else its first OT variant, else the stage-2 defaults)."""
-    ots = [v for v in cfg["stage2"] if v["method"] == "ot"]
-    ref = next((v for v in ots if v["trainable"] == "classifier"), ots[0] if ots else STAGE2_DEFAULTS)
-    return copy.deepcopy(ref)
+    ots = [v.to_dict() for v in as_run_config(cfg).stage2 if v.method == "ot"]
+    return next((v for v in ots if v["trainable"] == "classifier"), ots[0] if ots else _stage2_defaults())
 
 
 def _ot_defaults() -> dict:
@@ -132,9 +137,10 @@ def plan_comparison(cfg: dict, methods=None, preset: str = "baselines", mode: st
     """
     check_choice("compare preset", preset, PRESETS)
     check_choice("compare mode", mode, MODES)
+    cfg = as_run_config(cfg)
     ref = ot_reference(cfg)
     ot_recipe = {k: ref[k] for k in RECIPE_KEYS}
-    s1_recipe = {k: cfg["stage1"][k] for k in RECIPE_KEYS}
+    s1_recipe = {k: v for k, v in cfg.stage1.to_dict().items() if k in RECIPE_KEYS}
     if preset == "ablation":
         known = ablation_variants(cfg)
         methods = list(methods or ["ce", *known])
@@ -148,7 +154,7 @@ def plan_comparison(cfg: dict, methods=None, preset: str = "baselines", mode: st
     plan = []
     for name in methods:
         if name == "ce":
-            if cfg["stage1"]["checkpoint"]:
+            if cfg.stage1.checkpoint:
                 plan.append(_variant("ce", "ce", {}, "stage1", "classifier", {**ot_recipe, "epochs": 0}))
             else:
                 plan.append({"name": "ce", "stage": "stage1"})
@@ -160,11 +166,11 @@ def plan_comparison(cfg: dict, methods=None, preset: str = "baselines", mode: st
             raise OTReweightError(f"unknown ablation {name!r}; choose among: ce, {', '.join(known)}")
         elif name not in METHODS:
             raise OTReweightError(f"unknown method {name!r}; choose among: {', '.join(METHODS.names())}")
-        elif name == "logit_adjust_posthoc":
+        elif not METHODS.get(name).trains:  # post-hoc: scores the stage-1 model, trains nothing
             plan.append(_variant(name, name, {}, "stage1", "classifier", {**ot_recipe, "epochs": 0}))
-        elif name == "crt":
-            plan.append(_variant(name, name, {}, "stage1", "classifier", CRT_RECIPE))
-        elif name in END_TO_END and mode == "paper":
+        elif METHODS.get(name).recipe:  # a recipe of its own (cRT)
+            plan.append(_variant(name, name, {}, "stage1", "classifier", METHODS.get(name).recipe))
+        elif METHODS.get(name).end_to_end and mode == "paper":
             plan.append(_variant(name, name, {}, "scratch", "all", s1_recipe))
         else:  # decoupled losses, and any other registered method: like OT's stage 2
             plan.append(_variant(name, name, {}, "stage1", "classifier", ot_recipe))
@@ -207,19 +213,19 @@ def _apply_method_sets(plan: list[dict], method_sets) -> None:
         if not targets or "method" not in targets[0]:
             raise OTReweightError(f"--method-set {item}: the ce row is stage 1 itself; change it with --set stage1.{rest}")
         for v in targets:
-            if rest.split(".")[0] not in STAGE2_DEFAULTS or rest in ("name", "method"):
+            if rest.split(".")[0] not in _stage2_defaults() or rest in ("name", "method"):
                 raise OTReweightError(
                     f"--method-set {item}: unknown key {rest!r}; keys: "
-                    f"{', '.join(k for k in STAGE2_DEFAULTS if k not in ('name', 'method'))}, options.<option>"
+                    f"{', '.join(k for k in _stage2_defaults() if k not in ('name', 'method'))}, options.<option>"
                 )
             if v.get("options") is None:
                 v["options"] = {}
-            _set_dotted(v, rest, load_yaml(value))
+            set_dotted(v, rest, load_yaml(value))
 
 
 def seed_config(cfg: dict, plan: list[dict], seed: int, output: Path, meta_in_train: bool) -> dict:
     """The run config of one seed: the comparison's stage-2 variants, its own output folder."""
-    c = copy.deepcopy(cfg)
+    c = as_run_config(cfg).to_dict()
     c["seed"] = int(seed)
     c["output_dir"] = str(output / f"seed_{seed}")
     c["stage1"]["meta_in_train"] = bool(meta_in_train)
@@ -227,8 +233,7 @@ def seed_config(cfg: dict, plan: list[dict], seed: int, output: Path, meta_in_tr
     if ckpt:
         c["stage1"]["checkpoint"] = str(ckpt).format(seed=seed)
     c["stage2"] = [copy.deepcopy(v) for v in plan if "method" in v]
-    validate_config(c)
-    return c
+    return as_run_config(c)
 
 
 # ----------------------------------------------------------------------------- run
@@ -299,15 +304,16 @@ def _check_or_write_plan(out: Path, plan, cfg, seeds, preset, mode, meta_in_trai
     path = out / "compare.json"
     if path.exists() and not resume:
         raise OTReweightError(f"{out} already holds a comparison; pass --resume to continue it, or choose another --output")
-    record = {"config": {k: cfg[k] for k in ("data", "model", "stage1")}, "seeds": seeds, "preset": preset,
+    plain = as_run_config(cfg).to_dict()
+    record = {"config": {k: plain[k] for k in ("data", "model", "stage1")}, "seeds": seeds, "preset": preset,
               "mode": mode, "meta_in_train": meta_in_train, "plan": plan}
     if path.exists():
         old = json.loads(path.read_text())
-        if old.get("config", {}).get("data") != _plain(cfg["data"]) or old.get("config", {}).get("model") != _plain(cfg["model"]):
+        if old.get("config", {}).get("data") != _plain(plain["data"]) or old.get("config", {}).get("model") != _plain(plain["model"]):
             raise OTReweightError(f"{out} holds a comparison on other data or another model; use another --output")
         old_plan = {v["name"]: v for v in old.get("plan", [])}
         changed = [v["name"] for v in plan if v["name"] in old_plan and old_plan[v["name"]] != _plain(v)]
-        if changed or old.get("config", {}).get("stage1") != _plain(cfg["stage1"]):
+        if changed or old.get("config", {}).get("stage1") != _plain(plain["stage1"]):
             what = ", ".join(changed) if changed else "stage1"
             raise OTReweightError(
                 f"the settings of {what} changed since {out} was started; resume with the same settings or use another --output"

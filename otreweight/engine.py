@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -30,80 +30,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._errors import OTReweightError, check_choice, check_finite, check_labels, check_same_length
+from .config import TRAINABLE, FitConfig, resume_keys  # noqa: F401  (FitConfig is re-exported)
+from .optim import build_optimizer, build_scheduler
 from .methods.base import Batch, Method, TrainInfo
 from .metrics import classification_metrics
 from .targets import class_means, check_meta_classes
 from .utils import atomic_save, pick_device, rng_state, seed_everything, set_rng_state
 
-TRAINABLE = ("all", "classifier")
 SAMPLINGS = ("instance", "class_balanced")
-
-
-@dataclass
-class FitConfig:
-    """Hyper-parameters of one training run (one stage).
-
-    The learning rate follows ``lr * factor(epoch)``: linear warm-up ``(e+1)/warmup_epochs`` for
-    the first ``warmup_epochs``, then ``lr_factors[i]`` from epoch ``milestones[i]`` on (absolute
-    multipliers, e.g. ``milestones=(160, 180), lr_factors=(0.01, 1e-4)``). Milestones below 1 are
-    fractions of ``epochs`` (``(0.8, 0.9)`` is 160 and 180 of 200 epochs, and scales with a budget).
-    """
-
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
-    trainable: str = "all"
-    warmup_epochs: int = 0
-    milestones: tuple = ()
-    lr_factors: tuple = ()
-    select_metric: str = "balanced_accuracy"
-    eval_batch_size: int = 256  # ResNet-32 on 2 CPU cores: 433 images/s at 256, 268 at 1024
-    many_threshold: int = 100
-    few_threshold: int = 20
-    seed: int = 0
-    progress: bool = True
-    channels_last: bool | None = None  # None: on for 4-d (image) inputs
-    amp: str = "auto"  # "auto": bf16 autocast on CUDA, off elsewhere; "bf16"; "none"
-    compile: bool = False  # torch.compile the backbone's training forward
-
-    def validate(self) -> "FitConfig":
-        check_choice("trainable part", self.trainable, TRAINABLE)
-        if int(self.epochs) != self.epochs or self.epochs < 0:
-            raise OTReweightError(f"epochs must be an integer >= 0, got {self.epochs}")
-        if int(self.batch_size) != self.batch_size or self.batch_size < 1:
-            raise OTReweightError(f"batch_size must be an integer >= 1, got {self.batch_size}")
-        for name in ("lr", "momentum", "weight_decay"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise OTReweightError(f"{name} must be a finite number >= 0, got {value!r}")
-        if self.lr <= 0:
-            raise OTReweightError(f"lr must be > 0, got {self.lr}")
-        if len(self.milestones) != len(self.lr_factors):
-            raise OTReweightError("milestones and lr_factors must have the same length")
-        check_choice("selection metric", self.select_metric, ("accuracy", "balanced_accuracy", "gmean"))
-        check_choice("amp mode", self.amp, ("auto", "bf16", "none"))
-        return self
-
-    def milestone_epochs(self) -> list[int]:
-        """Milestones in epochs; a milestone below 1 is a fraction of ``epochs`` (0.8 of 200 = 160)."""
-        return [int(round(m * self.epochs)) if m < 1 else int(m) for m in self.milestones]
-
-    def lr_factor(self, epoch: int) -> float:
-        if epoch < self.warmup_epochs:
-            return (epoch + 1) / self.warmup_epochs
-        factor = 1.0
-        for m, f in zip(self.milestone_epochs(), self.lr_factors):
-            if epoch >= m:
-                factor = f
-        return factor
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["milestones"], d["lr_factors"] = list(self.milestones), list(self.lr_factors)
-        return d
 
 
 @dataclass
@@ -294,11 +228,8 @@ def fit(
         for p in model.parameters():
             p.requires_grad_(True)
         params = list(model.parameters())
-    optimizer = torch.optim.SGD(
-        params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0,
-        weight_decay=config.weight_decay,
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, config.lr_factor)
+    optimizer = build_optimizer(params, config)
+    scheduler = build_scheduler(optimizer, config)
     cache = {} if feature_cache is None else feature_cache
 
     def frozen_features(x: torch.Tensor) -> torch.Tensor:
@@ -429,8 +360,6 @@ def fit(
     return result
 
 
-_RESUME_KEYS = ("epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay", "trainable",
-                "warmup_epochs", "milestones", "lr_factors", "select_metric", "seed")
 
 
 def _load_checkpoint(path, config, model, optimizer, scheduler, method, gen, result) -> int:
@@ -439,7 +368,7 @@ def _load_checkpoint(path, config, model, optimizer, scheduler, method, gen, res
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same advice
         raise OTReweightError(f"cannot read checkpoint {path} ({type(err).__name__}); delete it or start without --resume") from None
     old = ck.get("config", {})
-    changed = [k for k in _RESUME_KEYS if k in old and old[k] != config.to_dict()[k]]
+    changed = [k for k in resume_keys() if k in old and old[k] != config.to_dict()[k]]
     if changed:
         raise OTReweightError(
             f"checkpoint {path} was written with different settings ({', '.join(changed)}); "

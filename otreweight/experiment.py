@@ -31,7 +31,6 @@ from __future__ import annotations
 import copy
 import inspect
 import json
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -43,174 +42,23 @@ from .class_weights import effective_number_weights
 from .data.longtail import make_long_tailed
 from .data.sources import ArrayDataset, load_dataset
 from .data.transforms import PadCropFlip, channel_stats, to_tensor_images
-from .engine import FitConfig, cached_features, fit, predict_logits
+from .config import (FitConfig, RunConfig, as_run_config, config_dir, dump_config, load_config,  # noqa: F401
+                     resolve_config_path)
+from .engine import cached_features, fit, predict_logits
 from .metrics import classification_metrics
 from .methods import create_method
 from .models import MODELS, create_model
 from .registry import check_options
 from .utils import atomic_save, load_yaml, pick_device, seed_everything
 
-DEFAULTS: dict = {
-    "name": "run",
-    "output_dir": "runs/run",
-    "seed": 0,
-    "device": "auto",
-    "threads": None,
-    "progress": True,
-    "data": {
-        "source": "cifar10",
-        "root": "data",
-        "download": True,
-        "cache_dir": None,
-        "imbalance_factor": 100,
-        "profile": "exp",
-        "n_meta_per_class": 10,
-        "n_val_per_class": 20,
-        "n_max": None,
-        "normalize": True,
-        "augment": "pad_crop_flip",
-        "pad": 4,
-        "flip": True,
-        "many_threshold": 100,
-        "few_threshold": 20,
-    },
-    "model": {"name": "resnet32", "options": {}},
-    "stage1": {
-        "checkpoint": None,
-        "epochs": 200,
-        "batch_size": 128,
-        "lr": 0.1,
-        "momentum": 0.9,
-        "nesterov": False,
-        "weight_decay": 2.0e-4,
-        "warmup_epochs": 5,
-        "milestones": [0.8, 0.9],
-        "lr_factors": [0.01, 0.0001],
-        "amp": "auto",
-        "compile": False,
-        "meta_in_train": False,
-    },
-    "stage2": [],
-}
-
-STAGE2_DEFAULTS: dict = {
-    "name": "ot_classifier",
-    "method": "ot",
-    "options": {},
-    "trainable": "classifier",
-    "epochs": 90,
-    "batch_size": 16,
-    "lr": 2.0e-5,
-    "momentum": 0.9,
-    "nesterov": True,
-    "weight_decay": 5.0e-4,
-    "warmup_epochs": 0,
-    "milestones": [],
-    "lr_factors": [],
-    "amp": "auto",
-    "compile": False,
-    "meta_in_train": False,
-    "start": "stage1",
-}
-
-AUGMENTS = ("none", "pad_crop_flip")
-STARTS = ("stage1", "scratch")
-_FIT_KEYS = {f.name for f in fields(FitConfig)}
-
-
-# ----------------------------------------------------------------------------- config
-def _merge(base: dict, override: dict, where: str = "") -> dict:
-    out = copy.deepcopy(base)
-    for key, value in (override or {}).items():
-        if key not in base:
-            raise OTReweightError(f"unknown config key {where + key!r}; known keys here: {', '.join(base)}")
-        if isinstance(base[key], dict) and key != "options" and isinstance(value, dict):
-            out[key] = _merge(base[key], value, f"{where}{key}.")
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def _set_dotted(cfg: dict, dotted: str, value) -> None:
-    parts = dotted.split(".")
-    targets = [cfg]
-    for i, part in enumerate(parts[:-1]):
-        nxt = []
-        for t in targets:
-            if isinstance(t, list):
-                if part == "*":
-                    nxt.extend(t)
-                    continue
-                if not part.isdigit() or int(part) >= len(t):
-                    raise OTReweightError(f"--set {dotted}: {part!r} is not an index of a list of {len(t)}")
-                nxt.append(t[int(part)])
-            else:
-                if part not in t:
-                    raise OTReweightError(f"--set {dotted}: unknown key {'.'.join(parts[: i + 1])!r}")
-                if t[part] is None and part == "options":
-                    t[part] = {}
-                nxt.append(t[part])
-        targets = nxt
-    for t in targets:
-        if isinstance(t, list):
-            raise OTReweightError(f"--set {dotted}: give a list index or * before the last key")
-        if parts[-1] not in t and not _is_options(parts):
-            raise OTReweightError(f"--set {dotted}: unknown key {dotted!r}")
-        t[parts[-1]] = value
-
-
-def _is_options(parts) -> bool:
-    return len(parts) >= 2 and parts[-2] == "options"
-
-
-def load_config(path=None, overrides: list[str] | None = None) -> dict:
-    """Defaults, then the YAML file at ``path``, then ``KEY=VALUE`` overrides (values parsed as YAML)."""
-    user: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.exists():
-            raise OTReweightError(f"config file {p} does not exist; see configs/ for examples")
-        try:
-            user = load_yaml(p.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise OTReweightError(f"config file {p} is not valid YAML: {str(err).splitlines()[0]}") from None
-        if not isinstance(user, dict):
-            raise OTReweightError(f"config file {p} must hold a mapping at the top level")
-    stage2 = user.pop("stage2", [])
-    cfg = _merge(DEFAULTS, user)
-    if not isinstance(stage2, list):
-        raise OTReweightError("config key 'stage2' must be a list of stage-2 variants")
-    cfg["stage2"] = [_merge(STAGE2_DEFAULTS, v or {}, f"stage2[{i}].") for i, v in enumerate(stage2)]
-    for item in overrides or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise OTReweightError(f"--set expects KEY=VALUE, got {item!r}")
-        _set_dotted(cfg, key.strip(), load_yaml(value))
-    validate_config(cfg)
-    return cfg
-
-
-def validate_config(cfg: dict) -> None:
+def validate_config(cfg) -> RunConfig:
     """Check names and numbers early, before any data is loaded or any epoch is run."""
-    check_choice("augmentation", cfg["data"]["augment"], AUGMENTS)
-    MODELS.get(cfg["model"]["name"])
-    names = [v["name"] for v in cfg["stage2"]]
-    if len(set(names)) != len(names):
-        raise OTReweightError(f"stage-2 variant names must be unique, got {names}")
-    stage_fit_config(cfg["stage1"], cfg, 0).validate()
-    for v in cfg["stage2"]:
-        create_method(v["method"], **(v["options"] or {}))
-        check_choice(f"start of stage-2 variant {v['name']!r}", v["start"], STARTS)
-        stage_fit_config(v, cfg, 0).validate()
+    return as_run_config(cfg)
 
 
-def stage_fit_config(stage: dict, cfg: dict, seed: int) -> FitConfig:
-    kw = {k: v for k, v in stage.items() if k in _FIT_KEYS}
-    kw["milestones"], kw["lr_factors"] = tuple(kw.get("milestones", ())), tuple(kw.get("lr_factors", ()))
-    return FitConfig(
-        seed=seed, progress=bool(cfg["progress"]),
-        many_threshold=cfg["data"]["many_threshold"], few_threshold=cfg["data"]["few_threshold"], **kw,
-    )
+def stage_fit_config(stage, cfg, seed: int) -> FitConfig:
+    """The loop's :class:`FitConfig` of ``stage`` in run ``cfg`` with ``seed``."""
+    return as_run_config(cfg).stage_fit(stage, seed)
 
 
 # ----------------------------------------------------------------------------- data
@@ -218,23 +66,23 @@ class Prepared:
     """The arrays of one run on the training device, and how inputs were normalised."""
 
     def __init__(self, cfg: dict, dataset: ArrayDataset, device: torch.device) -> None:
-        d = cfg["data"]
+        d = cfg.data
         self.classes = list(dataset.classes)
         self.split = make_long_tailed(
-            dataset.y_train, d["imbalance_factor"], profile=d["profile"], n_meta_per_class=d["n_meta_per_class"],
-            n_val_per_class=d["n_val_per_class"], n_max=d["n_max"], num_classes=dataset.num_classes, seed=cfg["seed"],
+            dataset.y_train, d.imbalance_factor, profile=d.profile, n_meta_per_class=d.n_meta_per_class,
+            n_val_per_class=d.n_val_per_class, n_max=d.n_max, num_classes=dataset.num_classes, seed=cfg.seed,
         )
         self.is_image = dataset.x_train.ndim == 4
         x_tr = dataset.x_train[self.split.train]
         if self.is_image:
-            if d["normalize"]:
+            if d.normalize:
                 self.mean, self.std = channel_stats(x_tr)
             else:
                 self.mean, self.std = [0.0] * x_tr.shape[-1], [1.0 / 255.0] * x_tr.shape[-1]
         else:
             x = x_tr.astype(np.float64)
-            self.mean = x.mean(0).tolist() if d["normalize"] else [0.0] * x.shape[1]
-            self.std = np.maximum(x.std(0), 1e-8).tolist() if d["normalize"] else [1.0] * x.shape[1]
+            self.mean = x.mean(0).tolist() if d.normalize else [0.0] * x.shape[1]
+            self.std = np.maximum(x.std(0), 1e-8).tolist() if d.normalize else [1.0] * x.shape[1]
         conv = lambda x: self.to_inputs(x, device)  # noqa: E731
         y = dataset.y_train
         self.train = (conv(x_tr), torch.as_tensor(y[self.split.train], device=device))
@@ -242,9 +90,9 @@ class Prepared:
         self.meta = (conv(dataset.x_train[self.split.meta]), torch.as_tensor(y[self.split.meta], device=device))
         self.test = (conv(dataset.x_test), torch.as_tensor(dataset.y_test, device=device))
         self.augment = None
-        if self.is_image and d["augment"] == "pad_crop_flip":
+        if self.is_image and d.augment == "pad_crop_flip":
             fill = [-m / s for m, s in zip(self.mean, self.std)]
-            self.augment = PadCropFlip(pad=d["pad"], flip=d["flip"], fill=fill)
+            self.augment = PadCropFlip(pad=d.pad, flip=d.flip, fill=fill)
         self.input_shape = tuple(self.train[0].shape[1:])
 
     def train_with_meta(self) -> tuple:
@@ -301,12 +149,12 @@ def _json_default(o):
 def model_bundle(cfg, prep: Prepared, state: dict) -> dict:
     """What ``otreweight evaluate`` needs to rebuild and score a model on new data."""
     return {
-        "model": {"name": cfg["model"]["name"], "options": cfg["model"]["options"] or {}},
+        "model": {"name": cfg.model.name, "options": cfg.model.options or {}},
         "num_classes": len(prep.classes),
         "classes": prep.classes,
         "input": {"is_image": prep.is_image, "mean": prep.mean, "std": prep.std, **prep.model_kwargs()},
         "train_counts": prep.split.train_counts.tolist(),
-        "thresholds": {"many": cfg["data"]["many_threshold"], "few": cfg["data"]["few_threshold"]},
+        "thresholds": {"many": cfg.data.many_threshold, "few": cfg.data.few_threshold},
         "state_dict": {k: v.detach().cpu() for k, v in state.items()},
     }
 
@@ -354,7 +202,7 @@ def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, devi
     if not res.history or res.history[-1]["epoch"] == 0:
         atomic_save("".join(json.dumps(r, default=_json_default) + "\n" for r in res.history), sdir / "metrics.jsonl")
     counts = prep.split.train_counts
-    th = dict(many_threshold=cfg["data"]["many_threshold"], few_threshold=cfg["data"]["few_threshold"])
+    th = dict(many_threshold=cfg.data.many_threshold, few_threshold=cfg.data.few_threshold)
     eval_bs = fit_cfg.eval_batch_size
     if fit_cfg.trainable == "classifier" and method.trains:
         # The backbone did not change: one feature pass over the test set serves both heads.
@@ -399,50 +247,56 @@ def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, devi
     return final
 
 
-def run_experiment(cfg: dict, resume: bool = False, log=print, dataset: ArrayDataset | None = None) -> dict:
+def _check_resumable(cfg: RunConfig, old: dict, out: Path) -> None:
+    """Refuse to resume a run folder whose saved config differs in data, model, seed or a stage."""
+    new = cfg.to_dict()
+    if old.get("data") != new["data"] or old.get("model") != new["model"] or old.get("seed") != new["seed"]:
+        raise OTReweightError(f"{out} holds a run with other data, model or seed settings; use another output_dir")
+    old_stage2 = {v.get("name"): v for v in old.get("stage2", []) if isinstance(v, dict)}
+    changed = (["stage1"] if old.get("stage1") != new["stage1"] else []) + [
+        v["name"] for v in new["stage2"] if v["name"] in old_stage2 and old_stage2[v["name"]] != v
+    ]
+    if changed:
+        raise OTReweightError(
+            f"{out} holds a run whose settings for {', '.join(changed)} differ from this config; "
+            "resume with the same settings (new stage-2 variants may be added) or use another output_dir"
+        )
+
+
+def run_experiment(cfg: RunConfig | dict, resume: bool = False, log=print, dataset: ArrayDataset | None = None) -> dict:
     """Run stage 1 and every stage-2 variant of ``cfg``; return ``{stage: final metrics}``."""
-    out = Path(cfg["output_dir"])
-    device = pick_device(cfg["device"])
-    if cfg["threads"]:
-        torch.set_num_threads(int(cfg["threads"]))
+    cfg = as_run_config(cfg)
+    out = Path(cfg.output_dir)
+    device = pick_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
     cfg_path = out / "config.yaml"
     if cfg_path.exists() and not resume:
         raise OTReweightError(
             f"{out} already holds a run; pass --resume to continue it, or choose another output_dir"
         )
     if cfg_path.exists() and resume:
-        old = load_yaml(cfg_path.read_text())
-        if old.get("data") != cfg["data"] or old.get("model") != cfg["model"] or old.get("seed") != cfg["seed"]:
-            raise OTReweightError(f"{out} holds a run with other data, model or seed settings; use another output_dir")
-        old_stage2 = {v["name"]: v for v in old.get("stage2", [])}
-        changed = (["stage1"] if old.get("stage1") != cfg["stage1"] else []) + [
-            v["name"] for v in cfg["stage2"] if v["name"] in old_stage2 and old_stage2[v["name"]] != v
-        ]
-        if changed:
-            raise OTReweightError(
-                f"{out} holds a run whose settings for {', '.join(changed)} differ from this config; "
-                "resume with the same settings (new stage-2 variants may be added) or use another output_dir"
-            )
+        _check_resumable(cfg, load_yaml(cfg_path.read_text()) or {}, out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_save(yaml.safe_dump(cfg, sort_keys=False), cfg_path)
+    atomic_save(dump_config(cfg), cfg_path)
 
-    d = cfg["data"]
+    d = cfg.data
     if dataset is None:
-        dataset = load_dataset(d["source"], root=d["root"], download=d["download"], cache_dir=d["cache_dir"])
+        dataset = load_dataset(d.source, root=d.root, download=d.download, cache_dir=d.cache_dir)
     prep = Prepared(cfg, dataset, device)
     log(prep.split.summary(prep.classes))
     test_counts = np.bincount(dataset.y_test, minlength=dataset.num_classes)
     _write_json(out / "split.json", {
         "classes": prep.classes, **prep.split.to_dict(), "test_counts": test_counts.tolist(),
-        "many_threshold": d["many_threshold"], "few_threshold": d["few_threshold"], "source": d["source"],
+        "many_threshold": d.many_threshold, "few_threshold": d.few_threshold, "source": d.source,
     })
     log(f"test: {int(test_counts.sum())} examples; device {device}")
 
     results = {}
-    seed_everything(cfg["seed"])
-    model = build_model(cfg["model"]["name"], cfg["model"]["options"], len(prep.classes), prep.model_kwargs())
-    if cfg["stage1"]["checkpoint"]:
-        bundle = _load_bundle(cfg["stage1"]["checkpoint"])
+    seed_everything(cfg.seed)
+    model = build_model(cfg.model.name, cfg.model.options, len(prep.classes), prep.model_kwargs())
+    if cfg.stage1.checkpoint:
+        bundle = _load_bundle(cfg.stage1.checkpoint)
         try:
             model.load_state_dict(bundle["state_dict"])
         except RuntimeError:
@@ -452,23 +306,23 @@ def run_experiment(cfg: dict, resume: bool = False, log=print, dataset: ArrayDat
             ) from None
         log(f"stage 1: loaded {cfg['stage1']['checkpoint']}")
     else:
-        fit1 = stage_fit_config(cfg["stage1"], cfg, cfg["seed"])
+        fit1 = cfg.stage_fit(cfg.stage1)
         results["stage1"] = run_stage("stage1", model, create_method("ce"), fit1, prep, cfg, out, device, resume, log,
-                                      cfg["stage1"]["meta_in_train"])
+                                      cfg.stage1.meta_in_train)
     stage1_state = copy.deepcopy(model.state_dict())
     shared = {}  # frozen stage-1 features, shared by every classifier-only variant that starts from stage 1
-    for v in cfg["stage2"]:
-        if v["start"] == "scratch":
-            seed_everything(cfg["seed"])  # the same initialisation as stage 1
-            m2 = build_model(cfg["model"]["name"], cfg["model"]["options"], len(prep.classes), prep.model_kwargs())
+    for v in cfg.stage2:
+        if v.start == "scratch":
+            seed_everything(cfg.seed)  # the same initialisation as stage 1
+            m2 = build_model(cfg.model.name, cfg.model.options, len(prep.classes), prep.model_kwargs())
         else:
             m2 = copy.deepcopy(model)
             m2.load_state_dict(stage1_state)
-        method = create_method(v["method"], **(v["options"] or {}))
-        fit2 = stage_fit_config(v, cfg, cfg["seed"])
+        method = create_method(v.method, **(v.options or {}))
+        fit2 = cfg.stage_fit(v)
         results[f"stage2_{v['name']}"] = run_stage(
-            f"stage2_{v['name']}", m2, method, fit2, prep, cfg, out, device, resume, log, v["meta_in_train"],
-            shared if v["start"] == "stage1" else None,
+            f"stage2_{v['name']}", m2, method, fit2, prep, cfg, out, device, resume, log, v.meta_in_train,
+            shared if v.start == "stage1" else None,
         )
     _write_json(out / "results.json", results)
     return results
@@ -513,24 +367,4 @@ def evaluate_checkpoint(path, source: str, root=None, split: str = "test", devic
     return classification_metrics(y, pred, bundle["train_counts"], bundle["num_classes"], th["many"], th["few"])
 
 
-def config_dir() -> Path:
-    """The folder of the ready configs shipped with the package."""
-    return Path(__file__).parent / "configs"
-
-
-def resolve_config_path(name: str) -> Path:
-    """A config path as given, or the name of a shipped config (``cifar10_lt_if100``)."""
-    p = Path(name)
-    if p.exists():
-        return p
-    shipped = config_dir() / (name if name.endswith(".yaml") else f"{name}.yaml")
-    if shipped.exists():
-        return shipped
-    alt = Path("configs") / p.name
-    if alt.exists():
-        return alt
-    names = sorted(q.stem for q in config_dir().glob("*.yaml"))
-    raise OTReweightError(f"config {name!r} not found; give a path or one of: {', '.join(names)}")
-
-
-__all__ = ["DEFAULTS", "evaluate_checkpoint", "load_config", "run_experiment", "resolve_config_path"]
+__all__ = ["RunConfig", "evaluate_checkpoint", "load_config", "run_experiment", "resolve_config_path"]

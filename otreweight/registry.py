@@ -1,4 +1,4 @@
-"""A tiny name -> factory registry, used for models and methods."""
+"""A tiny name -> factory registry, used for models, methods and data sources."""
 from __future__ import annotations
 
 import inspect
@@ -40,10 +40,27 @@ class Registry(Generic[T]):
     def __contains__(self, name: str) -> bool:
         return name in self._factories
 
+    # Read-only mapping views (``registry[name]``, ``dict(registry)``); ``get`` keeps its clear error.
+    def __getitem__(self, name: str) -> Callable[..., T]:
+        return self._factories[name]
+
+    def __iter__(self):
+        return iter(self._factories)
+
+    def __len__(self) -> int:
+        return len(self._factories)
+
+    def keys(self):
+        return self._factories.keys()
+
+    def items(self):
+        return self._factories.items()
+
 
 def check_options(what: str, func: Callable, options: dict, exclude=("self",)) -> None:
     """Raise a one-line error if ``func`` does not accept every keyword in ``options``."""
     params = inspect.signature(func).parameters
+    check_option_types(what, func, options)
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
     accepted = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in exclude]
@@ -52,3 +69,30 @@ def check_options(what: str, func: Callable, options: dict, exclude=("self",)) -
         raise OTReweightError(
             f"{what} has no option {', '.join(map(repr, unknown))}; its options are: {', '.join(accepted) or 'none'}"
         )
+
+
+def check_option_types(what: str, func: Callable, options: dict) -> None:
+    """Raise a one-line error if an option of ``func`` whose default is a number (or a bool) is given
+    something else, e.g. ``meta_ce="ten"`` (names ``func`` does not take are left to :func:`check_options`)."""
+    params = inspect.signature(func).parameters
+    for name, value in options.items():
+        p = params.get(name)
+        if p is None or p.default is inspect.Parameter.empty or p.default is None:
+            continue
+        if isinstance(p.default, bool):
+            if not isinstance(value, bool):
+                raise OTReweightError(f"{what}: option {name} must be true or false, got {value!r}")
+        elif isinstance(p.default, (int, float)):
+            if isinstance(value, bool) or not (isinstance(value, (int, float)) or _numeric_text(value)):
+                raise OTReweightError(f"{what}: option {name} must be a number, got {value!r}")
+
+
+def _numeric_text(value) -> bool:
+    """A string a number reads from (``"inf"``, ``"1e-3"``): accepted where a number is expected."""
+    if not isinstance(value, str):
+        return False
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True

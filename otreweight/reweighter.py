@@ -70,6 +70,7 @@ from ._errors import OTReweightError, check_choice, check_finite, check_labels, 
 from .class_weights import effective_number_weights
 from .cost import COSTS, LABEL_SCALES, cost_matrix
 from .targets import MetaTargets
+from .registry import check_option_types
 from .transport import entropic_ot, semi_relaxed_ot
 
 INITS = ("uniform", "class_balanced")
@@ -149,6 +150,8 @@ class OTReweighter(nn.Module):
         lam: float = 0.1,
     ) -> None:
         super().__init__()
+        check_option_types("OTReweighter", OTReweighter.__init__, dict(
+            beta=beta, eps=eps, alpha=alpha, steps=steps, lr=lr, tol=tol, max_iter=max_iter, lam=lam))
         labels = torch.as_tensor(np.asarray(train_labels)).long()
         if labels.numel() == 0:
             raise OTReweightError("train_labels is empty; the re-weighter needs at least one training example")

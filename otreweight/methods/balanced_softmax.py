@@ -20,6 +20,7 @@ from .logit_adjust import log_prior
 
 class BalancedSoftmax(Method):
     name = "balanced_softmax"
+    end_to_end = True  # its paper trains it from scratch, whole network
 
     def bind(self, info):
         super().bind(info)

@@ -18,6 +18,11 @@ Class attributes tell the loop how to feed the method: ``sampling`` is ``"instan
 every example once per epoch) or ``"class_balanced"`` (draw classes uniformly, then an example of
 the class, with replacement); ``trains = False`` marks a method that only transforms the model in
 ``prepare_model`` / ``bind`` (no epochs are run).
+
+What a comparison protocol needs to know about a method is declared here too (read by
+:mod:`otreweight.compare`): ``end_to_end = True`` marks a loss its paper trains from scratch on the
+whole network (``compare --mode paper`` runs it so); ``recipe`` is a method's own stage recipe
+(epochs, batch size, learning rate, ...) that replaces the config's, e.g. cRT's 10 epochs at lr 0.1.
 Adding a method never touches the loop: subclass :class:`Method` and register it in
 ``otreweight.methods.METHODS``.
 """
@@ -86,6 +91,8 @@ class Method:
     uses_meta: bool = False
     sampling: str = "instance"
     trains: bool = True
+    end_to_end: bool = False
+    recipe: dict | None = None
 
     def prepare_model(self, model: torch.nn.Module) -> None:
         pass

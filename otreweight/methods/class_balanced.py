@@ -14,6 +14,7 @@ from .base import Method
 
 class ClassBalancedCE(Method):
     name = "cb"
+    end_to_end = True  # its paper trains it from scratch, whole network
 
     def __init__(self, beta: float = 0.9999) -> None:
         self.beta = beta

@@ -19,6 +19,9 @@ from .base import Method
 class ClassifierRetraining(Method):
     name = "crt"
     sampling = "class_balanced"
+    # Kang et al.'s classifier re-training recipe, scaled to a short budget.
+    recipe = {"epochs": 10, "batch_size": 128, "lr": 0.1, "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4,
+              "warmup_epochs": 0, "milestones": [0.6], "lr_factors": [0.1]}
 
     def prepare_model(self, model):
         model.classifier.reset_parameters()

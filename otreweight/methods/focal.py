@@ -40,6 +40,7 @@ def _check_gamma(gamma) -> float:
 
 class FocalLoss(Method):
     name = "focal"
+    end_to_end = True  # its paper trains it from scratch, whole network
 
     def __init__(self, gamma: float = 1.0) -> None:
         self.gamma = _check_gamma(gamma)
@@ -53,6 +54,7 @@ class FocalLoss(Method):
 
 class ClassBalancedFocal(Method):
     name = "cb_focal"
+    end_to_end = True  # its paper trains it from scratch, whole network
 
     def __init__(self, gamma: float = 1.0, beta: float = 0.9999) -> None:
         self.gamma = _check_gamma(gamma)

@@ -25,6 +25,7 @@ from ._meta_common import LookAheadReweighter, MetaBatches, PassCounter, lookahe
 
 class L2RW(LookAheadReweighter):
     name = "l2rw"
+    end_to_end = True  # its paper trains it from scratch, whole network
 
     def __init__(self, meta_batch_size: int | None = None) -> None:
         self.meta_batches = MetaBatches(meta_batch_size)

@@ -62,6 +62,7 @@ def ldam_margins(counts, max_margin: float = 0.5) -> torch.Tensor:
 
 class LDAMDRW(Method):
     name = "ldam_drw"
+    end_to_end = True  # its paper trains it from scratch, whole network
 
     def __init__(self, max_margin: float = 0.5, s: float = 30.0, beta: float = 0.9999, drw_epoch: int | None = None,
                  drw_fraction: float = 0.8, head: str = "cosine") -> None:

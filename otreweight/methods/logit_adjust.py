@@ -42,6 +42,7 @@ def _check_tau(tau) -> float:
 
 class LogitAdjustedLoss(Method):
     name = "logit_adjust"
+    end_to_end = True  # its paper trains it from scratch, whole network
 
     def __init__(self, tau: float = 1.0) -> None:
         self.tau = _check_tau(tau)

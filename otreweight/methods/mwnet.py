@@ -42,6 +42,7 @@ class WeightNet(nn.Module):
 
 class MetaWeightNet(LookAheadReweighter):
     name = "mwnet"
+    end_to_end = True  # its paper trains it from scratch, whole network
 
     def __init__(self, hidden: int = 100, meta_lr: float = 1e-5, meta_momentum: float = 0.9,
                  meta_weight_decay: float = 5e-4, meta_batch_size: int | None = 100) -> None:

@@ -17,6 +17,7 @@ from .ce import CrossEntropy
 
 class ClassBalancedResampling(CrossEntropy):
     name = "cb_resample"
+    end_to_end = True  # its paper trains it from scratch, whole network
     sampling = "class_balanced"
 
     def __repr__(self):

@@ -1,0 +1,63 @@
+"""Downloads, checksums and safe extraction of tar archives."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+import zlib
+from pathlib import Path
+
+from .dataset import DataError
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _urlretrieve(url: str, dest: str) -> None:
+    """Download ``url`` to the file ``dest`` (raises OSError when offline)."""
+    from tqdm.auto import tqdm
+
+    with urllib.request.urlopen(url, timeout=60) as r, open(dest, "wb") as f:
+        total = int(r.headers.get("Content-Length") or 0) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {url.rsplit('/', 1)[-1]}",
+                  disable=None) as bar:
+            for chunk in iter(lambda: r.read(1 << 20), b""):
+                f.write(chunk)
+                bar.update(len(chunk))
+
+
+def _safe_extract(archive: Path, dest: Path) -> None:
+    """Extract ``archive`` into ``dest`` without leaving ``dest`` or following links.
+
+    Members land in a temporary folder first; each top-level entry is then
+    renamed into ``dest`` (existing entries are kept).
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest))
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(tmp, filter="data")
+            else:  # Python without extraction filters: check members by hand
+                base = os.path.realpath(tmp)
+                for m in tar.getmembers():
+                    target = os.path.realpath(os.path.join(base, m.name))
+                    if not (m.isfile() or m.isdir()) or os.path.commonpath([base, target]) != base:
+                        raise DataError(f"{archive} has an unsafe member {m.name!r}: refusing to extract it")
+                tar.extractall(tmp)
+        for entry in tmp.iterdir():
+            if not (dest / entry.name).exists():
+                os.replace(entry, dest / entry.name)
+    except (tarfile.TarError, EOFError, zlib.error) as e:
+        raise DataError(f"cannot extract {archive} ({e}): the archive is damaged; delete it and fetch it again") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

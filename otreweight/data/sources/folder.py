@@ -1,0 +1,253 @@
+"""Class-per-folder images, ``train/<class>/*`` and ``test/<class>/*``, plain or in a tar archive.
+
+Registered as ``"folder"``: ``load_dataset("folder:<path>")``, or a plain path
+that exists and does not end in ``.npz``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import zlib
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from pathlib import Path
+
+import numpy as np
+
+from .cache import _cache_path, _fingerprint, _read_cache, _resolve_cache_dir, _write_cache
+from .dataset import ArrayDataset, DataError
+from .registry import register_source
+
+__all__ = ["IMAGE_EXTENSIONS", "load_image_folder"]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+
+
+def _is_archive(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(_ARCHIVE_SUFFIXES)
+
+
+def _is_image_name(name: str) -> bool:
+    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _decode_image(source, image_size=None) -> np.ndarray:
+    """Decode one image (a path, or the bytes of a file) to RGB uint8 (H, W, 3).
+
+    ``image_size=(H, W)`` resizes with bilinear interpolation.
+    """
+    from PIL import Image
+
+    f = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+    with Image.open(f) as im:
+        im = im.convert("RGB")
+        if image_size is not None:
+            h, w = image_size
+            if im.size != (w, h):
+                im = im.resize((w, h), Image.BILINEAR)
+        return np.asarray(im, dtype=np.uint8)
+
+
+def _list_folder(root: Path) -> tuple[str, dict]:
+    """Find ``train/`` and ``test/`` (at ``root`` or one level down) and list them.
+
+    Returns the folder used and ``{split: {class: [(label, path), ...]}}``.
+    """
+    base = root
+    if not (root / "train").is_dir():
+        inner = [d for d in sorted(root.iterdir()) if d.is_dir() and (d / "train").is_dir()]
+        if len(inner) != 1:
+            raise DataError(f"no train/ and test/ folders in {root}: expected "
+                            f"{root}/train/<class>/<image> and {root}/test/<class>/<image>")
+        base = inner[0]
+    listing = {}
+    for split in ("train", "test"):
+        d = base / split
+        if not d.is_dir():
+            raise DataError(f"{base} has no {split}/ folder: expected {base}/{split}/<class>/<image>")
+        listing[split] = {
+            c.name: sorted((f.name, c / f.name) for f in c.iterdir() if f.is_file() and _is_image_name(f.name))
+            for c in d.iterdir() if c.is_dir() and not c.name.startswith(".")
+        }
+    return str(base), listing
+
+
+def _list_archive(archive: Path) -> tuple[str, dict]:
+    """Like :func:`_list_folder` for a tar archive; files are read into memory.
+
+    Nothing is extracted to disk; only regular files are read.
+    """
+    files, dirs = {}, set()
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for m in tar:
+                parts = tuple(p for p in m.name.split("/") if p not in ("", "."))
+                if m.isdir():
+                    dirs.add(parts)
+                elif m.isfile() and len(parts) >= 3 and _is_image_name(parts[-1]):
+                    files[parts] = tar.extractfile(m).read()
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+        raise DataError(f"cannot read {archive} ({e}): the archive is damaged; fetch it again") from None
+
+    def split_dirs(parts):  # (prefix, split, class) when parts ends in <split>/<class>
+        return (parts[:-2], parts[-2], parts[-1]) if len(parts) >= 2 and parts[-2] in ("train", "test") else None
+
+    prefixes = {p[:-3] for p in files if p[-3] in ("train", "test")}
+    prefixes |= {s[0] for s in map(split_dirs, dirs) if s and not s[2].startswith(".")}
+    prefixes = {p for p in prefixes if len(p) <= 1}
+    if len(prefixes) != 1:
+        raise DataError(f"no single train/ and test/ folder pair in {archive}: expected "
+                        "train/<class>/<image> and test/<class>/<image>, at the top or inside one folder")
+    (prefix,) = prefixes
+    listing = {"train": {}, "test": {}}
+    for parts in dirs:
+        s = split_dirs(parts)
+        if s and s[0] == prefix and not s[2].startswith("."):
+            listing[s[1]].setdefault(s[2], [])
+    for parts, raw in files.items():
+        if parts[:-3] == prefix and parts[-3] in ("train", "test") and not parts[-2].startswith("."):
+            listing[parts[-3]].setdefault(parts[-2], []).append((parts[-1], raw))
+    for split in listing.values():
+        for items in split.values():
+            items.sort(key=lambda t: t[0])
+    where = f"{archive}:{'/'.join(prefix)}" if prefix else str(archive)
+    for split in ("train", "test"):
+        if not listing[split]:
+            raise DataError(f"{where} has no {split}/<class>/ folders: expected {split}/<class>/<image>")
+    return where, listing
+
+
+def _decode_all(sources: list, names: list[str], image_size, num_workers) -> np.ndarray:
+    """Decode ``sources`` in parallel into one uint8 array (N, H, W, 3)."""
+    from tqdm.auto import tqdm
+
+    def decode(i):
+        try:
+            return _decode_image(sources[i], image_size)
+        except DataError:
+            raise
+        except Exception as e:  # Pillow raises many kinds of errors for bad files
+            raise DataError(f"cannot decode image {names[i]} ({e}): remove or replace the file") from None
+
+    first = decode(0)
+    out = np.empty((len(sources),) + first.shape, dtype=np.uint8)
+    out[0] = first
+
+    def work(lo, hi):
+        for i in range(lo, hi):
+            img = decode(i)
+            if img.shape != first.shape:
+                raise DataError(
+                    f"image {names[i]} is {img.shape[0]}x{img.shape[1]} but {names[0]} is "
+                    f"{first.shape[0]}x{first.shape[1]}: pass image_size=(H, W) to resize all images"
+                )
+            out[i] = img
+        return hi - lo
+
+    workers = num_workers or min(8, os.cpu_count() or 1)
+    chunk = 256
+    with tqdm(total=len(sources), initial=1, unit="img", desc="decoding images", disable=None) as bar, \
+            ThreadPoolExecutor(max_workers=workers) as pool:
+        pending = {pool.submit(work, lo, min(lo + chunk, len(sources))) for lo in range(1, len(sources), chunk)}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for fut in done:
+                if fut.exception() is not None:
+                    for p in pending:
+                        p.cancel()
+                    raise fut.exception()
+                bar.update(fut.result())
+    return out
+
+
+def load_image_folder(root, cache_dir=None, image_size=None, num_workers=None) -> ArrayDataset:
+    """Load class-per-folder images: ``root/train/<class>/*``, ``root/test/<class>/*``.
+
+    Parameters
+    ----------
+    root : path
+        The folder, or a ``.tar.gz``/``.tgz``/``.tar`` archive holding it;
+        ``train/`` and ``test/`` may sit one folder down (``<name>/train/...``).
+        Archives are read in place, nothing is extracted to disk.
+    cache_dir : path, optional
+        Where decoded arrays are cached; default :func:`default_cache_dir`.
+    image_size : (int, int), optional
+        ``(H, W)`` to resize every image to (bilinear); without it all images
+        must share one size.
+    num_workers : int, optional
+        Decoding threads; default ``min(8, cpu count)``.
+
+    Returns
+    -------
+    ArrayDataset
+        uint8 RGB images ``(N, H, W, 3)``; classes are the sorted folder names
+        of ``train/``; files are taken in sorted order. Extensions
+        .png .jpg .jpeg .bmp (any case); hidden files are skipped.
+
+    Raises
+    ------
+    DataError
+        Layout wrong, class sets differ, a file does not decode, or sizes differ.
+    """
+    root = Path(root).expanduser().absolute()
+    if not root.exists():
+        raise DataError(f"image folder {root} does not exist: give a folder with train/<class>/ and "
+                        "test/<class>/ subfolders, or a .tar.gz of one")
+    if image_size is not None:
+        try:
+            size = tuple(int(v) for v in image_size)
+        except (TypeError, ValueError):
+            size = ()
+        if len(size) != 2 or min(size) < 1:
+            raise DataError(f"image_size={image_size!r} is not (H, W): give two positive integers")
+        image_size = size
+    archive = _is_archive(root)
+    if not archive and not root.is_dir():
+        raise DataError(f"{root} is neither a folder nor a .tar.gz/.tgz/.tar archive: give an image folder or archive")
+
+    cache = _resolve_cache_dir(cache_dir)
+    cpath = _cache_path(cache, "folder", _fingerprint(root), image_size)
+    cached = _read_cache(cpath)
+    if cached is not None:
+        return cached
+
+    where, listing = _list_archive(root) if archive else _list_folder(root)
+    classes = sorted(listing["train"])
+    if not classes:
+        raise DataError(f"{where}/train has no class folders: expected train/<class>/<image>")
+    if set(listing["test"]) != set(classes):
+        only_train = sorted(set(classes) - set(listing["test"]))
+        only_test = sorted(set(listing["test"]) - set(classes))
+        detail = "; ".join(s for s in (
+            f"only in train/: {', '.join(only_train)}" if only_train else "",
+            f"only in test/: {', '.join(only_test)}" if only_test else "") if s)
+        raise DataError(f"{where}: train/ and test/ have different class folders ({detail}); "
+                        "give both splits the same classes")
+    empty = [c for c in classes if not listing["train"][c]]
+    if empty:
+        raise DataError(f"{where}/train/{empty[0]} has no images (.png .jpg .jpeg .bmp): "
+                        "add images or remove the folder")
+
+    sources, names, labels, counts = [], [], [], {}
+    for split in ("train", "test"):
+        n = 0
+        for k, c in enumerate(classes):
+            for fname, src in listing[split][c]:
+                sources.append(src)
+                names.append(f"{where}/{split}/{c}/{fname}")
+                labels.append(k)
+                n += 1
+        counts[split] = n
+    x = _decode_all(sources, names, image_size, num_workers)
+    y = np.asarray(labels, dtype=np.int64)
+    n_train = counts["train"]
+    ds = ArrayDataset(x[:n_train], y[:n_train], x[n_train:], y[n_train:], classes, f"folder:{root}")
+    _write_cache(cpath, ds)
+    return ds
+
+
+@register_source("folder")
+def _folder(root, download=True, cache_dir=None, **kw):
+    return load_image_folder(root, cache_dir=cache_dir, **kw)

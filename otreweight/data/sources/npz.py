@@ -1,0 +1,72 @@
+"""Arrays saved with :func:`numpy.savez`, registered as ``"npz"``.
+
+``load_dataset("npz:<path>")``, or a plain path ending in ``.npz``.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .dataset import _ARRAY_KEYS, ArrayDataset, DataError
+from .registry import register_source
+
+__all__ = ["load_npz"]
+
+
+def load_npz(path) -> ArrayDataset:
+    """Load arrays saved with ``np.savez``.
+
+    Parameters
+    ----------
+    path : path
+        ``.npz`` with keys ``x_train``, ``y_train``, ``x_test``, ``y_test`` and
+        optionally ``classes`` (str array). Without ``classes`` the names are
+        ``"0" .. "K-1"`` with ``K = max label + 1``.
+
+    Returns
+    -------
+    ArrayDataset
+
+    Raises
+    ------
+    DataError
+        Missing file or keys, object arrays, or invalid arrays.
+    """
+    path = Path(path).expanduser().absolute()
+    if not path.is_file():
+        raise DataError(f"{path} does not exist: give an .npz with x_train, y_train, x_test, y_test")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in _ARRAY_KEYS if k not in z.files]
+            if missing:
+                raise DataError(f"{path} lacks keys {', '.join(missing)}: save x_train, y_train, x_test, "
+                                "y_test (and optionally classes) with np.savez")
+            arrays = {k: z[k] for k in _ARRAY_KEYS}
+            classes = z["classes"] if "classes" in z.files else None
+    except DataError:
+        raise
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise DataError(f"{path} holds object arrays: save plain arrays, and classes as a str array "
+                            "(np.array(names, dtype=str))") from None
+        raise DataError(f"cannot read {path} ({e}): save it again with np.savez") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"cannot read {path} ({e}): save it again with np.savez") from None
+    try:
+        if classes is None:
+            ys = [np.asarray(arrays[k]) for k in ("y_train", "y_test")]
+            k = max((int(y.max()) for y in ys if y.size and y.dtype.kind in "iub"), default=0) + 1
+            classes = [str(i) for i in range(k)]
+        else:
+            classes = [str(c) for c in np.asarray(classes).reshape(-1)]
+        return ArrayDataset(classes=classes, name=f"npz:{path}", **arrays)
+    except DataError as e:
+        raise DataError(f"{path}: {e}") from None
+
+
+@register_source("npz")
+def _npz(root, download=True, cache_dir=None, **kw):
+    return load_npz(root, **kw)
