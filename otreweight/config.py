@@ -377,10 +377,15 @@ class DataConfig(Section):
     flip: bool = True
     many_threshold: int = 100
     few_threshold: int = 20
+    loader: str = "auto"  # memory: on the device; stream: DataLoader workers; auto: memory if it fits
+    num_workers: int | None = None  # stream path: worker processes (None: the usable cores, at most 8)
 
     def validate(self) -> "DataConfig":
         _check_fields(self, "data.")
         check_choice("augmentation", self.augment, AUGMENTS)
+        check_choice("data loader", self.loader, ("auto", "memory", "stream"))
+        if self.num_workers is not None and self.num_workers < 0:
+            raise OTReweightError(f"data.num_workers must be an integer >= 0 or null, got {self.num_workers}")
         check_choice("long-tail profile", self.profile, PROFILES)
         for name in ("n_meta_per_class", "n_val_per_class", "pad", "many_threshold", "few_threshold"):
             if getattr(self, name) < 0:

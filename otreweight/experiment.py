@@ -40,11 +40,13 @@ import yaml
 from ._errors import OTReweightError, check_choice
 from .class_weights import effective_number_weights
 from .data.longtail import make_long_tailed
+from .data.dataset import example_shape, subset
+from .data.loaders import build_loader
+from .data.modality import get_modality
 from .data.sources import ArrayDataset, load_dataset
-from .data.transforms import PadCropFlip, channel_stats, to_tensor_images
 from .config import (FitConfig, RunConfig, as_run_config, config_dir, dump_config, load_config,  # noqa: F401
                      resolve_config_path)
-from .engine import cached_features, fit, predict_logits
+from .train import FeatureCache, fit, predict_logits
 from .metrics import classification_metrics
 from .methods import create_method
 from .models import MODELS, create_model
@@ -63,62 +65,54 @@ def stage_fit_config(stage, cfg, seed: int) -> FitConfig:
 
 # ----------------------------------------------------------------------------- data
 class Prepared:
-    """The arrays of one run on the training device, and how inputs were normalised."""
+    """The splits of one run as loaders on the training device, and how inputs were normalised.
 
-    def __init__(self, cfg: dict, dataset: ArrayDataset, device: torch.device) -> None:
+    The long-tailed split is drawn from the training pool's labels alone; the modality of the
+    source computes the normalisation statistics on the long-tailed training split, converts
+    inputs and supplies the augmentation; ``data.loader`` chooses in-memory or streamed loaders
+    (the meta set, small by construction, is always in memory).
+    """
+
+    def __init__(self, cfg: RunConfig, dataset: ArrayDataset, device: torch.device) -> None:
         d = cfg.data
         self.classes = list(dataset.classes)
+        pool, test = dataset.split("train"), dataset.split("test")
         self.split = make_long_tailed(
-            dataset.y_train, d.imbalance_factor, profile=d.profile, n_meta_per_class=d.n_meta_per_class,
+            pool.labels, d.imbalance_factor, profile=d.profile, n_meta_per_class=d.n_meta_per_class,
             n_val_per_class=d.n_val_per_class, n_max=d.n_max, num_classes=dataset.num_classes, seed=cfg.seed,
         )
-        self.is_image = dataset.x_train.ndim == 4
-        x_tr = dataset.x_train[self.split.train]
-        if self.is_image:
-            if d.normalize:
-                self.mean, self.std = channel_stats(x_tr)
-            else:
-                self.mean, self.std = [0.0] * x_tr.shape[-1], [1.0 / 255.0] * x_tr.shape[-1]
-        else:
-            x = x_tr.astype(np.float64)
-            self.mean = x.mean(0).tolist() if d.normalize else [0.0] * x.shape[1]
-            self.std = np.maximum(x.std(0), 1e-8).tolist() if d.normalize else [1.0] * x.shape[1]
-        conv = lambda x: self.to_inputs(x, device)  # noqa: E731
-        y = dataset.y_train
-        self.train = (conv(x_tr), torch.as_tensor(y[self.split.train], device=device))
-        self.val = (conv(dataset.x_train[self.split.val]), torch.as_tensor(y[self.split.val], device=device))
-        self.meta = (conv(dataset.x_train[self.split.meta]), torch.as_tensor(y[self.split.meta], device=device))
-        self.test = (conv(dataset.x_test), torch.as_tensor(dataset.y_test, device=device))
-        self.augment = None
-        if self.is_image and d.augment == "pad_crop_flip":
-            fill = [-m / s for m, s in zip(self.mean, self.std)]
-            self.augment = PadCropFlip(pad=d.pad, flip=d.flip, fill=fill)
-        self.input_shape = tuple(self.train[0].shape[1:])
+        self.modality = get_modality(dataset.modality)
+        self.pool, self.device, self.data_cfg = pool, device, d
+        train = subset(pool, self.split.train)
+        self.stats = self.modality.stats(train.arrays()[0], d.normalize)
+        self.mean, self.std = self.stats["mean"], self.stats["std"]
+        self.train = self._loader(train, "train")
+        self.val = self._loader(subset(pool, self.split.val), "val")
+        self.meta = self._loader(subset(pool, self.split.meta), "meta", mode="memory")
+        self.test = self._loader(test, "test")
+        self.augment = self.modality.augment(d, self.stats)
+        self.example_shape = example_shape(train)
 
-    def train_with_meta(self) -> tuple:
-        """The training set with the meta set appended (built once, so its features can be shared)."""
+    def _loader(self, split, name: str, mode: str | None = None):
+        return build_loader(split, self.modality, self.stats, self.device, mode or self.data_cfg.loader,
+                            self.data_cfg.num_workers, name)
+
+    def train_with_meta(self):
+        """The training set with the meta set appended (ids 0..N+M-1; built once, so its features
+        can be shared)."""
         if not hasattr(self, "_train_with_meta"):
-            self._train_with_meta = tuple(torch.cat([a, b]) for a, b in zip(self.train, self.meta))
+            idx = np.concatenate([self.split.train, self.split.meta])
+            self._train_with_meta = self._loader(subset(self.pool, idx), "train+meta")
         return self._train_with_meta
 
-    def to_inputs(self, x: np.ndarray, device) -> torch.Tensor:
-        return normalize_inputs(x, self.mean, self.std, self.is_image, device)
-
     def model_kwargs(self) -> dict:
-        return {"in_channels": self.input_shape[0]} if self.is_image else {"in_features": self.input_shape[0]}
+        return self.modality.model_kwargs(self.example_shape)
 
-
-def normalize_inputs(x: np.ndarray, mean, std, is_image: bool, device) -> torch.Tensor:
-    if is_image:
-        if x.ndim != 4:
-            raise OTReweightError(f"this model expects images (N, H, W, C), got an array of shape {x.shape}")
-        return to_tensor_images(x, mean, std, device)
-    if x.ndim != 2:
-        raise OTReweightError(f"this model expects feature vectors (N, D), got an array of shape {x.shape}")
-    t = torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)
-    m = torch.as_tensor(mean, dtype=torch.float32, device=device)
-    s = torch.as_tensor(std, dtype=torch.float32, device=device)
-    return (t - m) / s
+    def close(self) -> None:
+        """Stop the worker processes of streamed loaders."""
+        for loader in (self.train, self.val, self.meta, self.test, getattr(self, "_train_with_meta", None)):
+            if loader is not None:
+                loader.close()
 
 
 def build_model(name: str, options: dict, num_classes: int, input_kwargs: dict):
@@ -152,7 +146,8 @@ def model_bundle(cfg, prep: Prepared, state: dict) -> dict:
         "model": {"name": cfg.model.name, "options": cfg.model.options or {}},
         "num_classes": len(prep.classes),
         "classes": prep.classes,
-        "input": {"is_image": prep.is_image, "mean": prep.mean, "std": prep.std, **prep.model_kwargs()},
+        "input": {"modality": prep.modality.name, "stats": prep.stats, "mean": prep.mean, "std": prep.std,
+                  "is_image": prep.modality.name == "image", **prep.model_kwargs()},
         "train_counts": prep.split.train_counts.tolist(),
         "thresholds": {"many": cfg.data.many_threshold, "few": cfg.data.few_threshold},
         "state_dict": {k: v.detach().cpu() for k, v in state.items()},
@@ -160,7 +155,7 @@ def model_bundle(cfg, prep: Prepared, state: dict) -> dict:
 
 
 def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, device, resume: bool, log,
-              meta_in_train: bool = False, feature_cache: dict | None = None) -> dict:
+              meta_in_train: bool = False, feature_cache: FeatureCache | None = None) -> dict:
     """Train one stage into ``out/name``; skip it if it already finished and ``resume`` is set.
 
     ``meta_in_train`` appends the meta set to the training data when ``method`` does not use it.
@@ -204,19 +199,19 @@ def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, devi
     counts = prep.split.train_counts
     th = dict(many_threshold=cfg.data.many_threshold, few_threshold=cfg.data.few_threshold)
     eval_bs = fit_cfg.eval_batch_size
+    cl = prep.modality.channels_last if fit_cfg.channels_last is None else fit_cfg.channels_last
     if fit_cfg.trainable == "classifier" and method.trains:
         # The backbone did not change: one feature pass over the test set serves both heads.
-        feats = cached_features({} if feature_cache is None else feature_cache, model, prep.test[0], eval_bs,
-                                prep.is_image)
+        feats = (FeatureCache() if feature_cache is None else feature_cache).features(model, prep.test, eval_bs, cl)
         with torch.no_grad():
             pred_last = model.classifier(feats).argmax(1).cpu().numpy()
             model.load_state_dict(res.best_state)
             pred_best = model.classifier(feats).argmax(1).cpu().numpy()
     else:
-        pred_last = predict_logits(model, prep.test[0], eval_bs, prep.is_image).argmax(1).cpu().numpy()
+        pred_last = predict_logits(model, prep.test, eval_bs, cl).argmax(1).cpu().numpy()
         model.load_state_dict(res.best_state)
-        pred_best = predict_logits(model, prep.test[0], eval_bs, prep.is_image).argmax(1).cpu().numpy()
-    y_test = prep.test[1].cpu().numpy()
+        pred_best = predict_logits(model, prep.test, eval_bs, cl).argmax(1).cpu().numpy()
+    y_test = prep.test.labels.cpu().numpy()
     k = len(prep.classes)
     final = {
         "stage": name,
@@ -250,7 +245,10 @@ def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, devi
 def _check_resumable(cfg: RunConfig, old: dict, out: Path) -> None:
     """Refuse to resume a run folder whose saved config differs in data, model, seed or a stage."""
     new = cfg.to_dict()
-    if old.get("data") != new["data"] or old.get("model") != new["model"] or old.get("seed") != new["seed"]:
+    how = ("loader", "num_workers")  # how the data reach the device: the same batches either way
+    old_data = {k: v for k, v in (old.get("data") or {}).items() if k not in how}
+    new_data = {k: v for k, v in new["data"].items() if k not in how}
+    if old_data != new_data or old.get("model") != new["model"] or old.get("seed") != new["seed"]:
         raise OTReweightError(f"{out} holds a run with other data, model or seed settings; use another output_dir")
     old_stage2 = {v.get("name"): v for v in old.get("stage2", []) if isinstance(v, dict)}
     changed = (["stage1"] if old.get("stage1") != new["stage1"] else []) + [
@@ -291,7 +289,16 @@ def run_experiment(cfg: RunConfig | dict, resume: bool = False, log=print, datas
         "many_threshold": d.many_threshold, "few_threshold": d.few_threshold, "source": d.source,
     })
     log(f"test: {int(test_counts.sum())} examples; device {device}")
+    try:
+        results = run_stages(cfg, prep, out, device, resume, log)
+    finally:
+        prep.close()
+    _write_json(out / "results.json", results)
+    return results
 
+
+def run_stages(cfg: RunConfig, prep: Prepared, out: Path, device, resume: bool, log) -> dict:
+    """Stage 1 (trained or loaded) and every stage-2 variant on prepared data; ``{stage: final}``."""
     results = {}
     seed_everything(cfg.seed)
     model = build_model(cfg.model.name, cfg.model.options, len(prep.classes), prep.model_kwargs())
@@ -310,7 +317,7 @@ def run_experiment(cfg: RunConfig | dict, resume: bool = False, log=print, datas
         results["stage1"] = run_stage("stage1", model, create_method("ce"), fit1, prep, cfg, out, device, resume, log,
                                       cfg.stage1.meta_in_train)
     stage1_state = copy.deepcopy(model.state_dict())
-    shared = {}  # frozen stage-1 features, shared by every classifier-only variant that starts from stage 1
+    shared = FeatureCache()  # frozen stage-1 features, shared by every classifier-only variant that starts from stage 1
     for v in cfg.stage2:
         if v.start == "scratch":
             seed_everything(cfg.seed)  # the same initialisation as stage 1
@@ -324,7 +331,6 @@ def run_experiment(cfg: RunConfig | dict, resume: bool = False, log=print, datas
             f"stage2_{v['name']}", m2, method, fit2, prep, cfg, out, device, resume, log, v.meta_in_train,
             shared if v.start == "stage1" else None,
         )
-    _write_json(out / "results.json", results)
     return results
 
 
@@ -357,12 +363,26 @@ def evaluate_checkpoint(path, source: str, root=None, split: str = "test", devic
         raise OTReweightError(
             f"{source} has {ds.num_classes} classes but the checkpoint was trained on {bundle['num_classes']}"
         )
-    x, y = (ds.x_test, ds.y_test) if split == "test" else (ds.x_train, ds.y_train)
-    xt = normalize_inputs(x, inp["mean"], inp["std"], inp["is_image"], dev)
-    cl = inp["is_image"]
+    data = ds.split(split)
+    modality = get_modality(inp.get("modality") or ("image" if inp.get("is_image") else "vector"))
+    if ds.modality != modality.name:
+        raise OTReweightError(f"the checkpoint was trained on {modality.name} inputs but {source} holds "
+                              f"{ds.modality} inputs; evaluate it on data of the kind it was trained on")
+    wanted = modality.model_kwargs(example_shape(data))
+    if any(kwargs.get(k) != v for k, v in wanted.items()):
+        have = ", ".join(f"{k}={v}" for k, v in wanted.items())
+        was = ", ".join(f"{k}={kwargs.get(k)}" for k in wanted)
+        raise OTReweightError(f"{source} has {have} but the checkpoint's model was built for {was}")
+    loader = build_loader(data, modality, inp.get("stats") or {"mean": inp["mean"], "std": inp["std"]}, dev,
+                          "auto", None, f"{split} of {source}")
+    y = data.labels
+    cl = modality.channels_last
     if cl:
         model.to(memory_format=torch.channels_last)
-    pred = predict_logits(model, xt, 256, cl).argmax(1).cpu().numpy()
+    try:
+        pred = predict_logits(model, loader, 256, cl).argmax(1).cpu().numpy()
+    finally:
+        loader.close()
     th = bundle["thresholds"]
     return classification_metrics(y, pred, bundle["train_counts"], bundle["num_classes"], th["many"], th["few"])
 

@@ -128,7 +128,7 @@ def test_recipe_and_resume_keys_come_from_the_field_definitions():
 def test_cosine_schedule_and_adamw():
     import torch
 
-    from otreweight.optim import build_optimizer
+    from otreweight.train.optim import build_optimizer
 
     c = FitConfig(epochs=10, warmup_epochs=2, schedule="cosine").validate()
     f = [c.lr_factor(e) for e in range(10)]

@@ -198,7 +198,8 @@ def test_accelerator_code_path_runs_on_the_cpu():
 
 
 def test_frozen_features_are_computed_once_across_runs(data, monkeypatch):
-    import otreweight.engine as engine
+    import otreweight.train.features as engine
+    from otreweight.train import FeatureCache
 
     calls = []
     real = engine.compute_features
@@ -208,7 +209,7 @@ def test_frozen_features_are_computed_once_across_runs(data, monkeypatch):
     x_va, y_va = (torch.as_tensor(a) for a in data["val"])
     x_me, y_me = (torch.as_tensor(a) for a in data["meta"])
     cfg = FitConfig(epochs=2, batch_size=8, lr=0.01, trainable="classifier", progress=False)
-    cache = {}
+    cache = FeatureCache()
     for name in ("cb", "ot", "ce"):
         m = model()
         m.load_state_dict(base.state_dict())

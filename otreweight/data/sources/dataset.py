@@ -52,6 +52,20 @@ class ArrayDataset:
         self.validate()
 
     @property
+    def modality(self) -> str:
+        """``"image"`` for uint8 ``(N, H, W, C)`` arrays, ``"vector"`` for ``(N, D)`` features: the
+        one place the kind of in-memory inputs is read off their shape (``validate`` allows only these)."""
+        return "image" if self.x_train.ndim == 4 else "vector"
+
+    def split(self, which: str):
+        """The ``"train"`` or ``"test"`` split as an :class:`~otreweight.data.dataset.ArraySplit`."""
+        from ..dataset import ArraySplit
+
+        if which not in ("train", "test"):
+            raise DataError(f"unknown split {which!r}; use train or test")
+        return ArraySplit(getattr(self, f"x_{which}"), getattr(self, f"y_{which}"), self.classes, self.modality)
+
+    @property
     def num_classes(self) -> int:
         """Number of classes ``K`` (``len(classes)``)."""
         return len(self.classes)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from ._errors import check_choice
-from .config import OPTIMIZERS, FitConfig
+from .._errors import check_choice
+from ..config import OPTIMIZERS, FitConfig
 
 
 def build_optimizer(params, config: FitConfig) -> torch.optim.Optimizer:

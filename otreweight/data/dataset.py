@@ -1,0 +1,111 @@
+"""The dataset protocol every split implements, and the splits built from arrays and subsets.
+
+A split is anything with
+
+* ``labels`` - int64 array ``(N,)`` of class indices ``0..K-1`` (read without touching inputs, so a
+  long-tailed split of millions of files is drawn from labels alone);
+* ``classes`` - the ``K`` class names;
+* ``modality`` - the name of its :mod:`~otreweight.data.modality` (``image``, ``vector``, ...);
+* ``__len__`` and ``__getitem__(i) -> (raw inputs, label)`` - one example, as stored (e.g. uint8
+  ``(H, W, C)``); decoding happens here, so in a loader worker on the stream path.
+
+Splits that hold their inputs as one array also offer ``arrays() -> (x, y)``: the in-memory path
+of :func:`otreweight.data.loaders.build_loader` normalises them once onto the device.
+"""
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Dataset(Protocol):
+    labels: np.ndarray
+    classes: list
+    modality: str
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int): ...
+
+
+class ArraySplit:
+    """A split held as arrays ``x`` (N, ...) and ``y`` (N,)."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, classes, modality: str) -> None:
+        self.x, self.labels = x, np.asarray(y, dtype=np.int64)
+        self.classes, self.modality = list(classes), modality
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, i: int):
+        return self.x[i], int(self.labels[i])
+
+    def __getitems__(self, idx: list):  # batched fetch (torch DataLoader calls it when present)
+        return list(zip(self.x[np.asarray(idx, dtype=np.int64)], self.labels[np.asarray(idx, dtype=np.int64)]))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.x, self.labels
+
+    @property
+    def example_shape(self) -> tuple:
+        return tuple(self.x.shape[1:])
+
+
+class Subset:
+    """The examples ``indices`` of ``base`` (lazy: nothing is read until an example is asked for)."""
+
+    def __init__(self, base, indices) -> None:
+        self.base, self.indices = base, np.asarray(indices, dtype=np.int64)
+        self.labels = np.asarray(base.labels)[self.indices]
+        self.classes, self.modality = base.classes, base.modality
+
+    def __len__(self) -> int:
+        return int(self.indices.shape[0])
+
+    def __getitem__(self, i: int):
+        return self.base[int(self.indices[i])]
+
+    def __getitems__(self, idx: list):
+        inner = [int(self.indices[i]) for i in idx]
+        if hasattr(self.base, "__getitems__"):
+            return self.base.__getitems__(inner)
+        return [self.base[j] for j in inner]
+
+    def arrays(self):
+        if not hasattr(self.base, "arrays"):
+            raise AttributeError("arrays")
+        x, y = self.base.arrays()
+        return x[self.indices], y[self.indices]
+
+    @property
+    def example_shape(self) -> tuple:
+        return example_shape(self.base)
+
+
+def has_arrays(split) -> bool:
+    """Whether ``split`` holds its inputs as one array (``arrays()`` works without decoding)."""
+    if isinstance(split, Subset):
+        return has_arrays(split.base)
+    return hasattr(split, "arrays")
+
+
+def example_shape(split) -> tuple:
+    """The shape of one raw example of ``split``."""
+    shape = getattr(split, "example_shape", None)
+    if shape is not None and not callable(shape):
+        return tuple(shape)
+    return tuple(np.shape(split[0][0]))
+
+
+def subset(split, indices):
+    """The examples ``indices`` of ``split``: an :class:`ArraySplit` of arrays, else a :class:`Subset`."""
+    if isinstance(split, ArraySplit):
+        idx = np.asarray(indices, dtype=np.int64)
+        return ArraySplit(split.x[idx], split.labels[idx], split.classes, split.modality)
+    return Subset(split, indices)
+
+
+__all__ = ["ArraySplit", "Dataset", "Subset", "example_shape", "has_arrays", "subset"]

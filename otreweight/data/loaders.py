@@ -1,0 +1,202 @@
+"""Loaders: how a split's inputs reach the training device, for data that fits and data that does not.
+
+Both kinds serve the loop through one narrow interface:
+
+* ``labels`` - ``(N,)`` int64 on the device, indexed by example id;
+* ``batches(index_batches)`` - the normalised inputs of each given batch of ids, in order, on the
+  device (the loop draws the ids with :class:`~otreweight.data.samplers.EpochSampler`, so both
+  kinds see the same batches for the same seed);
+* ``chunks(batch_size)`` - the inputs in id order (evaluation, frozen features).
+
+:class:`MemoryLoader` holds the whole split as one normalised tensor on the device (normalised
+once; a batch is an index into it: the fastest path, used whenever the split fits).
+:class:`StreamLoader` keeps the raw examples where they are and reads, decodes and normalises
+each batch in ``torch.utils.data.DataLoader`` worker processes (``num_workers``, persistent across
+epochs, pinned memory on CUDA), copying it to the device as the loop needs it.
+
+:func:`build_loader` picks one (``mode="auto"``: in memory when the split holds arrays whose float
+copy fits the memory budget, streamed otherwise; ``"memory"`` or ``"stream"`` to force it).
+Augmentation is not the loader's business: it runs on the device batch in the loop, with the loop's
+seeded generator, identically on both paths.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from .._errors import OTReweightError, check_choice
+from .dataset import example_shape, has_arrays
+from .modality import Modality
+
+LOADER_MODES = ("auto", "memory", "stream")
+
+
+class MemoryLoader:
+    """A split as one tensor on the device; ``name`` keys its cached frozen features."""
+
+    stream = False
+
+    def __init__(self, x: torch.Tensor, labels: torch.Tensor, name: str = "split", modality: str | None = None) -> None:
+        self.x, self.labels, self.name, self.modality = x, labels, name, modality
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def source(self):
+        """What the inputs are (frozen features cached for a split are recomputed if it changes)."""
+        return self.x
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.x.shape)
+
+    def batches(self, index_batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+        for idx in index_batches:
+            yield self.x[idx]
+
+    def chunks(self, batch_size: int) -> Iterator[torch.Tensor]:
+        for i in range(0, len(self), batch_size):
+            yield self.x[i : i + batch_size]
+
+    def close(self) -> None:
+        pass
+
+
+class _Plan:
+    """The batch sampler a persistent DataLoader iterates: the batches of the next pass."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class _Collate:
+    def __init__(self, modality: Modality, stats: dict) -> None:
+        self.modality, self.stats = modality, stats
+
+    def __call__(self, items):
+        return self.modality.collate(items, self.stats)[0]
+
+
+def _worker_init(_):
+    torch.set_num_threads(1)  # a worker decodes; the training process owns the cores' BLAS threads
+
+
+class StreamLoader:
+    """A split read, decoded and normalised per batch by ``num_workers`` DataLoader workers."""
+
+    stream = True
+
+    def __init__(self, split, modality: Modality, stats: dict, device, num_workers: int = 2,
+                 name: str = "split", prefetch_factor: int = 4) -> None:
+        self.split, self.name, self.device = split, name, torch.device(device)
+        self.modality = modality.name
+        self.labels = torch.as_tensor(np.asarray(split.labels, dtype=np.int64), device=self.device)
+        self._plan = _Plan()
+        workers = max(0, int(num_workers))
+        self._loader = torch.utils.data.DataLoader(
+            split, batch_sampler=self._plan, num_workers=workers, collate_fn=_Collate(modality, stats),
+            pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
+            prefetch_factor=prefetch_factor if workers > 0 else None,
+            worker_init_fn=_worker_init if workers > 0 else None,
+        )
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def source(self):
+        return self.split
+
+    @property
+    def shape(self) -> tuple:
+        return (len(self), *example_shape(self.split))
+
+    def _run(self, batches: list[list[int]]) -> Iterator[torch.Tensor]:
+        self._plan.batches = batches
+        for x in self._loader:
+            yield x.to(self.device, non_blocking=True)
+
+    def batches(self, index_batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+        return self._run([idx.cpu().tolist() for idx in index_batches])
+
+    def chunks(self, batch_size: int) -> Iterator[torch.Tensor]:
+        n = len(self)
+        return self._run([list(range(i, min(n, i + batch_size))) for i in range(0, n, batch_size)])
+
+    def close(self) -> None:
+        """Stop the persistent workers (also done when the loader is garbage-collected)."""
+        it = getattr(self._loader, "_iterator", None)
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+        self._loader._iterator = None
+
+
+def default_num_workers() -> int:
+    """Worker processes of the stream path: the CPU cores this process may use, at most 8."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores))
+
+
+def memory_budget(device: torch.device) -> int:
+    """Bytes a split may take on the device before ``auto`` streams it: half of a GPU's memory,
+    a quarter of the machine's RAM on the CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory // 2)
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        ram = 16 << 30
+    return int(ram // 4)
+
+
+def resolve_mode(split, mode: str, device, budget: int | None = None) -> str:
+    """``memory`` or ``stream`` for ``split`` (see :func:`build_loader`)."""
+    check_choice("data loader", mode, LOADER_MODES)
+    if mode != "auto":
+        return mode
+    if not has_arrays(split):
+        return "stream"
+    budget = memory_budget(torch.device(device)) if budget is None else budget
+    need = len(split) * int(np.prod(example_shape(split))) * 4  # float32 on the device
+    return "memory" if need <= budget else "stream"
+
+
+def build_loader(split, modality: Modality, stats: dict, device, mode: str = "auto", num_workers: int | None = None,
+                 name: str = "split", budget: int | None = None):
+    """A :class:`MemoryLoader` or :class:`StreamLoader` over ``split`` (a dataset of the
+    :mod:`~otreweight.data.dataset` protocol), its inputs normalised with ``stats`` by ``modality``."""
+    device = torch.device(device)
+    if len(split) == 0:
+        raise OTReweightError(f"the {name} split is empty; it needs at least one example")
+    kind = resolve_mode(split, mode, device, budget)
+    workers = default_num_workers() if num_workers is None else int(num_workers)
+    if kind == "stream":
+        return StreamLoader(split, modality, stats, device, workers, name=name)
+    if has_arrays(split):
+        x, y = split.arrays()
+        return MemoryLoader(modality.to_tensor(x, stats, device), torch.as_tensor(np.asarray(y), device=device), name,
+                            modality.name)
+    # A lazy split asked to sit in memory: decode it once through the workers.
+    stream = StreamLoader(split, modality, stats, device, workers, name=name)
+    try:
+        x = torch.cat(list(stream.chunks(1024)))
+    finally:
+        stream.close()
+    return MemoryLoader(x, stream.labels, name, modality.name)
+
+
+__all__ = ["LOADER_MODES", "MemoryLoader", "StreamLoader", "build_loader", "default_num_workers", "memory_budget",
+           "resolve_mode"]

@@ -1,0 +1,140 @@
+"""Modalities: what kind of inputs a dataset holds, and everything that depends on it, in one place.
+
+A :class:`Modality` owns, for its kind of input,
+
+* ``check(x)`` - the raw array shape / dtype it accepts (one-line error otherwise);
+* ``stats(x_train, normalize)`` - normalisation statistics from the training split only;
+* ``to_tensor(x, stats, device)`` - raw examples -> the model's float input (normalised), used once
+  for data held on the device and per batch in the loader workers of the stream path
+  (``collate``);
+* ``augment(data_cfg, stats)`` - the training augmentation, a batched op on the device driven by
+  the loop's seeded generator (``None``: none);
+* ``model_kwargs(example_shape)`` - what a model factory needs to know (``in_channels``,
+  ``in_features``); ``default_model``; ``channels_last`` for conv nets.
+
+Registered now: ``image`` (uint8 ``(N, H, W, C)``, per-channel mean / std, pad-crop-flip) and
+``vector`` (numeric ``(N, D)``, per-feature standardisation, no augmentation). A new modality
+(token ids, point clouds) registers itself with ``@MODALITIES.register("name")`` and is used by
+the loop, the loaders and ``evaluate`` without touching them; a source declares its modality.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .._errors import OTReweightError
+from ..registry import Registry
+from .transforms import PadCropFlip, channel_stats, to_tensor_images
+
+
+class Modality:
+    """Base class: see the module docstring for the contract."""
+
+    name = "modality"
+    default_model = "mlp"
+    channels_last = False
+
+    def check(self, x, what: str = "inputs") -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def stats(self, x_train, normalize: bool = True) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def to_tensor(self, x, stats: dict, device="cpu") -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def collate(self, items: list, stats: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """A list of ``(raw example, label)`` -> ``(inputs, labels)`` on the CPU (loader workers)."""
+        x = np.stack([np.asarray(a) for a, _ in items])
+        y = torch.as_tensor(np.asarray([int(b) for _, b in items], dtype=np.int64))
+        return self.to_tensor(x, stats, "cpu"), y
+
+    def augment(self, data_cfg, stats: dict):
+        return None
+
+    def model_kwargs(self, example_shape: tuple) -> dict:
+        return {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+MODALITIES: Registry[Modality] = Registry("modality")
+
+
+@MODALITIES.register("image")
+class ImageModality(Modality):
+    """uint8 images ``(N, H, W, C)`` -> normalised float ``(N, C, H, W)``; CIFAR pad-crop-flip."""
+
+    name = "image"
+    default_model = "resnet32"
+    channels_last = True
+
+    def check(self, x, what: str = "inputs") -> None:
+        if getattr(x, "ndim", None) != 4:
+            raise OTReweightError(f"this model expects images (N, H, W, C), got an array of shape {np.shape(x)}")
+
+    def stats(self, x_train, normalize: bool = True) -> dict:
+        self.check(x_train)
+        if normalize:
+            mean, std = channel_stats(x_train)
+        else:
+            mean, std = [0.0] * x_train.shape[-1], [1.0 / 255.0] * x_train.shape[-1]
+        return {"mean": mean, "std": std}
+
+    def to_tensor(self, x, stats: dict, device="cpu") -> torch.Tensor:
+        self.check(x)
+        return to_tensor_images(x, stats["mean"], stats["std"], device)
+
+    def augment(self, data_cfg, stats: dict):
+        if data_cfg.augment != "pad_crop_flip":
+            return None
+        fill = [-m / s for m, s in zip(stats["mean"], stats["std"])]
+        return PadCropFlip(pad=data_cfg.pad, flip=data_cfg.flip, fill=fill)
+
+    def model_kwargs(self, example_shape: tuple) -> dict:
+        return {"in_channels": int(example_shape[-1])}
+
+
+@MODALITIES.register("vector")
+class VectorModality(Modality):
+    """Numeric features ``(N, D)`` -> float32, standardised per feature with training statistics."""
+
+    name = "vector"
+    default_model = "mlp"
+
+    def check(self, x, what: str = "inputs") -> None:
+        if getattr(x, "ndim", None) != 2:
+            raise OTReweightError(f"this model expects feature vectors (N, D), got an array of shape {np.shape(x)}")
+
+    def stats(self, x_train, normalize: bool = True) -> dict:
+        self.check(x_train)
+        x = np.asarray(x_train, dtype=np.float64)
+        d = x.shape[1]
+        mean = x.mean(0).tolist() if normalize else [0.0] * d
+        std = np.maximum(x.std(0), 1e-8).tolist() if normalize else [1.0] * d
+        return {"mean": mean, "std": std}
+
+    def to_tensor(self, x, stats: dict, device="cpu") -> torch.Tensor:
+        self.check(x)
+        t = torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)
+        m = torch.as_tensor(stats["mean"], dtype=torch.float32, device=device)
+        s = torch.as_tensor(stats["std"], dtype=torch.float32, device=device)
+        return (t - m) / s
+
+    def model_kwargs(self, example_shape: tuple) -> dict:
+        return {"in_features": int(example_shape[-1])}
+
+
+def get_modality(name: str) -> Modality:
+    """The registered modality ``name`` (a fresh instance)."""
+    return MODALITIES.create(name)
+
+
+def infer_modality(x) -> str:
+    """The modality of raw arrays or tensors handed to the Python API without one: ``image`` for
+    4-d inputs, ``vector`` otherwise (sources declare theirs; this is the API's only guess)."""
+    return "image" if getattr(x, "ndim", 0) == 4 else "vector"
+
+
+__all__ = ["MODALITIES", "ImageModality", "Modality", "VectorModality", "get_modality", "infer_modality"]

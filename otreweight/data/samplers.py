@@ -1,0 +1,68 @@
+"""Which examples each training step sees: one epoch's mini-batches of example ids.
+
+``sampling="instance"`` shuffles every example once per epoch (``torch.randperm``);
+``"class_balanced"`` draws ``N`` ids with replacement, each with probability proportional to
+``1 / n_{y_i}`` (a class is drawn uniformly, then an example of it). Both draw from the loop's
+seeded CPU generator, so an epoch's order is a function of the seed and the epoch, and a run
+resumed from a checkpoint (which stores the generator) draws the same batches. With several
+processes every rank draws the same global order and takes the slice ``rank::world_size``
+(``DistributedSampler`` semantics); with one process that is the whole order.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .._errors import check_choice
+
+SAMPLINGS = ("instance", "class_balanced")
+
+
+class EpochSampler:
+    """Mini-batches of example ids for one epoch at a time.
+
+    Parameters
+    ----------
+    labels : (N,) int tensor or array
+        Training labels, indexed by example id.
+    num_classes : int
+    batch_size : int
+    sampling : {"instance", "class_balanced"}
+    drop_single : bool
+        Drop a last batch of one example (a batch of one breaks batch norm in train mode; that
+        example is reshuffled into the next epoch).
+    rank, world_size : int
+        This process's slice of the global order.
+    """
+
+    def __init__(self, labels, num_classes: int, batch_size: int, sampling: str = "instance",
+                 drop_single: bool = False, rank: int = 0, world_size: int = 1) -> None:
+        self.sampling = check_choice("sampling", sampling, SAMPLINGS)
+        y = torch.as_tensor(np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)).long()
+        self.n = int(y.shape[0])
+        self.batch_size, self.drop_single = int(batch_size), bool(drop_single)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.p = None
+        if self.sampling == "class_balanced":
+            counts = np.bincount(y.numpy(), minlength=num_classes)
+            self.p = (1.0 / torch.as_tensor(counts, dtype=torch.float64))[y]
+
+    def order(self, gen: torch.Generator) -> torch.Tensor:
+        """The epoch's global order of example ids (CPU)."""
+        if self.p is None:
+            return torch.randperm(self.n, generator=gen)
+        return torch.multinomial(self.p, self.n, replacement=True, generator=gen)
+
+    def batches(self, gen: torch.Generator, device="cpu") -> list[torch.Tensor]:
+        """This rank's mini-batches of the next epoch, on ``device``."""
+        perm = self.order(gen).to(device)
+        if self.world_size > 1:
+            perm = perm[self.rank :: self.world_size]
+        n = int(perm.shape[0])
+        starts = list(range(0, n, self.batch_size))
+        if self.drop_single and len(starts) > 1 and n - starts[-1] < 2:
+            starts.pop()
+        return [perm[s : s + self.batch_size] for s in starts]
+
+
+__all__ = ["SAMPLINGS", "EpochSampler"]

@@ -1,0 +1,297 @@
+"""The one training loop, used by both stages and every method.
+
+``fit(model, method, train, val, meta=..., config=...)`` trains ``model`` with the loss of
+``method`` (:mod:`otreweight.methods`), evaluates on the validation split after every epoch and
+keeps the state with the best validation score (``config.select_metric``, balanced accuracy by
+default). The test set never enters it. It is put together from parts of torchvision's reference
+size: :func:`setup` (checks, optimiser, scheduler, method binding, frozen features),
+:func:`train_one_epoch`, :func:`evaluate_split`, checkpoints (:mod:`.checkpoint`).
+
+``config.trainable`` chooses what is trained:
+
+* ``"all"`` - the whole network (stage 1, or the whole-network stage 2). Batch features for OT
+  are the detached features of the training forward pass; the meta features (targets) are
+  recomputed in eval mode once per epoch; meta logits are a train-mode forward of the meta set.
+* ``"classifier"`` - the backbone is frozen in eval mode and only the linear classifier is
+  trained (the authors' stage 2). Features are computed without gradients, in large batches:
+  once for the whole run when there is no augmentation (they cannot change), otherwise once per
+  epoch from a fresh augmented view of every example. Meta features are computed once.
+
+Training and validation data are ``(x, y)`` pairs (arrays or tensors, moved to the device once) or
+loaders of :mod:`otreweight.data.loaders` (in memory or streamed through worker processes).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .._errors import OTReweightError, check_finite, check_labels, check_same_length
+from ..config import FitConfig
+from ..data.loaders import MemoryLoader
+from ..data.modality import get_modality, infer_modality
+from ..data.samplers import EpochSampler
+from ..methods.base import Batch, Method, TrainInfo
+from ..metrics import classification_metrics
+from ..targets import check_meta_classes
+from ..utils import pick_device, seed_everything
+from . import checkpoint as ckpt
+from .features import FeatureCache, compute_features, layout
+from .meta import MetaSet
+from .optim import build_optimizer, build_scheduler
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    ``history`` has one dict per epoch (``epoch``, ``lr``, ``train_loss``, ``seconds``, ``val``
+    metrics); ``best_state`` is the model state of ``best_epoch`` (selected on validation) and
+    ``last_state`` that of the final epoch. The model itself is left in its last state.
+    """
+
+    history: list = field(default_factory=list)
+    best_epoch: int = -1
+    best_score: float = -math.inf
+    best_state: dict | None = None
+    last_state: dict | None = None
+    seconds: float = 0.0
+
+
+def as_tensor(name: str, x, device, dtype=None) -> torch.Tensor:
+    """``x`` as a finite tensor on ``device`` (float64 becomes float32)."""
+    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    if dtype is not None:
+        t = t.to(dtype)
+    elif t.dtype == torch.float64:
+        t = t.float()
+    check_finite(name, t)
+    return t.to(device)
+
+
+def as_loader(name: str, data, device, what: str):
+    """A loader as given, or a :class:`MemoryLoader` of an ``(x, y)`` pair (checked, on ``device``)."""
+    if hasattr(data, "batches") and hasattr(data, "labels"):
+        return data
+    x = as_tensor(f"{what} inputs", data[0], device)
+    y = as_tensor(f"{what} labels", data[1], device, torch.long)
+    check_same_length(**{f"{name}_x": x, f"{name}_y": y})
+    return MemoryLoader(x, y, name)
+
+
+@dataclass
+class Run:
+    """Everything one :func:`fit` works with (built by :func:`setup`)."""
+
+    model: nn.Module
+    method: Method
+    config: FitConfig
+    device: torch.device
+    train: object
+    val: object
+    meta: MetaSet | None
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    gen: torch.Generator
+    sampler: EpochSampler
+    cache: FeatureCache
+    augment: Callable | None
+    num_classes: int
+    train_counts: np.ndarray
+    frozen: bool
+    channels_last: bool
+    use_amp: bool
+    features_fn: Callable
+    tag: str = "train"
+    cached_train: torch.Tensor | None = None
+    cached_val: torch.Tensor | None = None
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp)
+
+    def frozen_features(self, loader) -> torch.Tensor:
+        return self.cache.features(self.model, loader, self.config.eval_batch_size, self.channels_last)
+
+
+def setup(model, method, train, val, meta, config, device, augment, num_classes, tag, feature_cache) -> Run:
+    """Check the data, seed, freeze or unfreeze, build the optimiser and schedule, bind the method."""
+    device = pick_device(device)
+    if num_classes is None:
+        num_classes = model.classifier.out_features
+    train, val = as_loader("train", train, device, "training"), as_loader("val", val, device, "validation")
+    if len(train) == 0 or len(val) == 0:
+        raise OTReweightError("the training set and the validation split must each hold at least one example")
+    y_tr = train.labels
+    check_labels("training labels", y_tr, num_classes)
+    check_labels("validation labels", val.labels, num_classes)
+    if method.uses_meta and meta is None:
+        raise OTReweightError(f"method {method.name!r} needs a meta set (meta=(x, y)); build one with make_long_tailed")
+    channels_last = config.channels_last
+    if channels_last is None:
+        channels_last = get_modality(getattr(train, "modality", None) or infer_modality(train.x)).channels_last
+    frozen = config.trainable == "classifier"
+    gen = seed_everything(config.seed)
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    train_counts = np.bincount(y_tr.cpu().numpy(), minlength=num_classes)
+    cache = FeatureCache() if feature_cache is None else feature_cache
+    meta_view = None
+    if meta is not None:
+        meta_loader = as_loader("meta", meta, device, "meta")
+        check_labels("meta labels", meta_loader.labels, num_classes)
+        if method.uses_meta:
+            check_meta_classes(meta_loader.labels, num_classes)
+        if not isinstance(meta_loader, MemoryLoader):
+            raise OTReweightError("the meta set must be held in memory ((x, y) arrays or a MemoryLoader)")
+        meta_view = MetaSet(model, meta_loader.x, meta_loader.labels, num_classes, frozen, config.eval_batch_size,
+                            channels_last, lambda: cache.features(model, meta_loader, config.eval_batch_size,
+                                                                  channels_last))
+    sampler = EpochSampler(y_tr, num_classes, config.batch_size, method.sampling, drop_single=not frozen)
+    method.prepare_model(model)
+    if frozen:
+        for p in model.backbone_parameters():
+            p.requires_grad_(False)
+        params = list(model.classifier.parameters())
+        model.eval()
+    else:
+        for p in model.parameters():
+            p.requires_grad_(True)
+        params = list(model.parameters())
+    optimizer = build_optimizer(params, config)
+    use_amp = config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda")
+    run = Run(model, method, config, device, train, val, meta_view, optimizer, build_scheduler(optimizer, config),
+              gen, sampler, cache, augment, num_classes, train_counts, frozen, channels_last, use_amp,
+              torch.compile(model.features) if config.compile else model.features, tag)
+
+    def train_features() -> torch.Tensor:
+        if not frozen:
+            return compute_features(model, train, config.eval_batch_size, channels_last).float()
+        return run.frozen_features(train)
+
+    method.bind(TrainInfo(num_classes, y_tr, train_counts, device, model, optimizer, config.epochs, train_features))
+    if frozen:  # features cannot change: the un-augmented ones once per run
+        run.cached_val = run.frozen_features(val)
+        if augment is None:
+            run.cached_train = run.frozen_features(train)
+    return run
+
+
+def _augmented_features(run: Run) -> torch.Tensor:
+    """One augmented view of every training example, its frozen features in large batches."""
+    bs = run.config.eval_batch_size
+    with run.autocast():
+        return torch.cat([compute_features(run.model, run.augment(xb, run.gen), bs, run.channels_last).float()
+                          for xb in run.train.chunks(bs)])
+
+
+def train_one_epoch(run: Run, epoch: int) -> float:
+    """One pass over the sampler's batches; returns the mean training loss."""
+    model, method, config = run.model, run.method, run.config
+    if not run.frozen:
+        model.train()
+    if run.meta is not None:
+        run.meta.invalidate()
+    method.start_epoch(epoch, run.meta)
+    if run.frozen and run.augment is not None:
+        run.cached_train = _augmented_features(run)
+    batches = run.sampler.batches(run.gen, run.device)
+    inputs = run.train.batches(batches) if run.cached_train is None else iter(())
+    total = torch.zeros((), device=run.device)
+    bar = tqdm(batches, desc=f"{run.tag} {epoch + 1}/{config.epochs}", leave=False, disable=not config.progress)
+    for idx in bar:
+        y = run.train.labels[idx]
+        xb = None
+        with run.autocast():
+            if run.cached_train is not None:
+                feats = run.cached_train[idx]
+                logits = model.classifier(feats)
+            else:
+                xb = next(inputs)
+                if run.augment is not None:
+                    xb = run.augment(xb, run.gen)
+                xb = layout(xb, run.channels_last)
+                f = run.features_fn(xb)  # the whole network trains (a frozen backbone is served from the cache)
+                logits = model.classifier(f)
+                feats = f.detach()
+            loss = method.loss(Batch(idx, y, logits.float(), feats.float(), xb), run.meta)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        total += loss.detach() * idx.shape[0]
+    return float(total) / len(run.train)
+
+
+@torch.no_grad()
+def evaluate_split(run: Run) -> dict:
+    """Validation metrics of the model in its current state."""
+    if run.cached_val is not None:
+        logits = run.model.classifier(run.cached_val)
+    else:
+        from .features import predict_logits
+
+        logits = predict_logits(run.model, run.val, run.config.eval_batch_size, run.channels_last)
+    pred = logits.argmax(1).cpu().numpy()
+    return classification_metrics(run.val.labels.cpu().numpy(), pred, run.train_counts, run.num_classes,
+                                  run.config.many_threshold, run.config.few_threshold)
+
+
+def fit(model: nn.Module, method: Method, train, val, meta=None, config: FitConfig | None = None,
+        device="auto", augment=None, num_classes: int | None = None, tag: str = "train",
+        on_epoch_end: Callable[[int, dict], None] | None = None, checkpoint=None, resume: bool = False,
+        feature_cache: FeatureCache | None = None) -> FitResult:
+    """Train ``model`` with ``method`` on ``train``, select on ``val`` (see the module docstring).
+
+    ``train`` / ``val`` / ``meta``: ``(x, y)`` pairs or loaders; a training example's id is its row
+    (the OT scores are keyed on it). ``augment(x_batch, generator)`` runs on device batches.
+    ``checkpoint``: written atomically after every epoch; ``resume=True`` continues from it and
+    ends exactly as an uninterrupted run. ``feature_cache``: frozen features shared by runs
+    with an identical backbone. ``on_epoch_end(epoch, record)`` is called after each evaluation.
+    """
+    config = (config or FitConfig()).validate()
+    run = setup(model, method, train, val, meta, config, device, augment, num_classes, tag, feature_cache)
+    result, first_epoch = FitResult(), 0
+    if resume and ckpt.exists(checkpoint):
+        first_epoch = ckpt.load_checkpoint(checkpoint, config, model, run.optimizer, run.scheduler, method,
+                                           run.gen, result)
+    start = time.perf_counter()
+    for epoch in range(first_epoch, config.epochs if method.trains else 0):
+        t0 = time.perf_counter()
+        train_loss = train_one_epoch(run, epoch)
+        lr = run.optimizer.param_groups[0]["lr"]
+        run.scheduler.step()
+        if not math.isfinite(train_loss):
+            raise OTReweightError(f"{tag}: the training loss became {train_loss} at epoch {epoch + 1}; "
+                                  "lower the learning rate")
+        val_metrics = evaluate_split(run)
+        record = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "seconds": time.perf_counter() - t0,
+                  "val": val_metrics}
+        result.history.append(record)
+        if val_metrics[config.select_metric] > result.best_score:
+            result.best_score, result.best_epoch = val_metrics[config.select_metric], epoch + 1
+            result.best_state = copy.deepcopy(model.state_dict())
+        if checkpoint is not None:
+            ckpt.save_checkpoint(checkpoint, epoch + 1, config, model, run.optimizer, run.scheduler, method,
+                                 run.gen, result)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, record)
+    result.last_state = copy.deepcopy(model.state_dict())
+    if result.best_state is None:  # no epoch ran (zero epochs, or a method that does not train)
+        val_metrics = evaluate_split(run)
+        result.history.append({"epoch": 0, "lr": 0.0, "train_loss": float("nan"), "seconds": 0.0, "val": val_metrics})
+        result.best_epoch, result.best_score = 0, val_metrics[config.select_metric]
+        result.best_state = result.last_state
+    result.seconds = time.perf_counter() - start
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return result
+
+
+__all__ = ["FitResult", "Run", "as_loader", "as_tensor", "evaluate_split", "fit", "setup", "train_one_epoch"]
