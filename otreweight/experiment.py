@@ -40,8 +40,8 @@ import yaml
 from ._errors import OTReweightError, check_choice
 from .class_weights import effective_number_weights
 from .data.longtail import make_long_tailed
-from .data.dataset import example_shape, subset
-from .data.loaders import build_loader
+from .data.dataset import example_shape, has_arrays, subset
+from .data.loaders import build_loader, raw_chunks
 from .data.modality import get_modality
 from .data.sources import ArrayDataset, load_dataset
 from .config import (FitConfig, RunConfig, as_run_config, config_dir, dump_config, load_config,  # noqa: F401
@@ -84,7 +84,10 @@ class Prepared:
         self.modality = get_modality(dataset.modality)
         self.pool, self.device, self.data_cfg = pool, device, d
         train = subset(pool, self.split.train)
-        self.stats = self.modality.stats(train.arrays()[0], d.normalize)
+        if has_arrays(train):
+            self.stats = self.modality.stats(train.arrays()[0], d.normalize)
+        else:  # a lazy source: one pass over the training images through the workers
+            self.stats = self.modality.stats_from_chunks(raw_chunks(train, 512, d.num_workers), d.normalize)
         self.mean, self.std = self.stats["mean"], self.stats["std"]
         self.train = self._loader(train, "train")
         self.val = self._loader(subset(pool, self.split.val), "val")
@@ -280,7 +283,8 @@ def run_experiment(cfg: RunConfig | dict, resume: bool = False, log=print, datas
 
     d = cfg.data
     if dataset is None:
-        dataset = load_dataset(d.source, root=d.root, download=d.download, cache_dir=d.cache_dir)
+        dataset = load_dataset(d.source, root=d.root, download=d.download, cache_dir=d.cache_dir,
+                               lazy=d.loader == "stream")
     prep = Prepared(cfg, dataset, device)
     log(prep.split.summary(prep.classes))
     test_counts = np.bincount(dataset.y_test, minlength=dataset.num_classes)

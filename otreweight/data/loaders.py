@@ -141,6 +141,18 @@ class StreamLoader:
         self._loader._iterator = None
 
 
+def _stack_raw(items):
+    return np.stack([np.asarray(x) for x, _ in items])
+
+
+def raw_chunks(split, batch_size: int = 512, num_workers: int | None = None):
+    """The raw examples of ``split`` in id order, ``batch_size`` at a time, read by worker processes
+    (one pass, e.g. for normalisation statistics of a lazy split)."""
+    workers = default_num_workers() if num_workers is None else int(num_workers)
+    return iter(torch.utils.data.DataLoader(split, batch_size=batch_size, num_workers=workers,
+                                            collate_fn=_stack_raw, worker_init_fn=_worker_init if workers else None))
+
+
 def default_num_workers() -> int:
     """Worker processes of the stream path: the CPU cores this process may use, at most 8."""
     try:
@@ -199,4 +211,4 @@ def build_loader(split, modality: Modality, stats: dict, device, mode: str = "au
 
 
 __all__ = ["LOADER_MODES", "MemoryLoader", "StreamLoader", "build_loader", "default_num_workers", "memory_budget",
-           "resolve_mode"]
+           "raw_chunks", "resolve_mode"]

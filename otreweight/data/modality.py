@@ -43,6 +43,10 @@ class Modality:
     def to_tensor(self, x, stats: dict, device="cpu") -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def stats_from_chunks(self, chunks, normalize: bool = True) -> dict:
+        """:meth:`stats` of a split read in chunks of raw examples (lazy data; one pass)."""
+        return self.stats(np.concatenate(list(chunks)), normalize)
+
     def collate(self, items: list, stats: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """A list of ``(raw example, label)`` -> ``(inputs, labels)`` on the CPU (loader workers)."""
         x = np.stack([np.asarray(a) for a, _ in items])
@@ -85,6 +89,22 @@ class ImageModality(Modality):
     def to_tensor(self, x, stats: dict, device="cpu") -> torch.Tensor:
         self.check(x)
         return to_tensor_images(x, stats["mean"], stats["std"], device)
+
+    def stats_from_chunks(self, chunks, normalize: bool = True) -> dict:
+        """Per-channel mean / std from running sums over uint8 chunks (no copy of the split)."""
+        total = sq = None
+        count = 0
+        for chunk in chunks:
+            c = np.asarray(chunk, dtype=np.float64) / 255.0
+            s1, s2 = c.sum(axis=(0, 1, 2)), (c**2).sum(axis=(0, 1, 2))
+            total, sq = (s1, s2) if total is None else (total + s1, sq + s2)
+            count += c.shape[0] * c.shape[1] * c.shape[2]
+        if total is None:
+            raise OTReweightError("the training split is empty; it needs at least one image")
+        if not normalize:
+            return {"mean": [0.0] * total.shape[0], "std": [1.0 / 255.0] * total.shape[0]}
+        mean = total / count
+        return {"mean": mean.tolist(), "std": np.sqrt(np.maximum(sq / count - mean**2, 1e-12)).tolist()}
 
     def augment(self, data_cfg, stats: dict):
         if data_cfg.augment != "pad_crop_flip":

@@ -19,7 +19,7 @@ from .cache import _cache_path, _fingerprint, _read_cache, _resolve_cache_dir, _
 from .dataset import ArrayDataset, DataError
 from .registry import register_source
 
-__all__ = ["IMAGE_EXTENSIONS", "load_image_folder"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageFileSplit", "LazyImageFolder", "load_image_folder", "open_image_folder"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
@@ -74,20 +74,22 @@ def _list_folder(root: Path) -> tuple[str, dict]:
     return str(base), listing
 
 
-def _list_archive(archive: Path) -> tuple[str, dict]:
-    """Like :func:`_list_folder` for a tar archive; files are read into memory.
+def _list_archive(archive: Path, offsets: bool = False) -> tuple[str, dict]:
+    """Like :func:`_list_folder` for a tar archive; files are read into memory, or, with
+    ``offsets=True`` and an uncompressed tar, listed as ``(archive, offset, size)`` to read later.
 
     Nothing is extracted to disk; only regular files are read.
     """
     files, dirs = {}, set()
     try:
         with tarfile.open(archive, "r:*") as tar:
+            seekable = offsets and tar.fileobj is not None and type(tar.fileobj).__name__ == "BufferedReader"
             for m in tar:
                 parts = tuple(p for p in m.name.split("/") if p not in ("", "."))
                 if m.isdir():
                     dirs.add(parts)
                 elif m.isfile() and len(parts) >= 3 and _is_image_name(parts[-1]):
-                    files[parts] = tar.extractfile(m).read()
+                    files[parts] = (str(archive), m.offset_data, m.size) if seekable else tar.extractfile(m).read()
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
         raise DataError(f"cannot read {archive} ({e}): the archive is damaged; fetch it again") from None
 
@@ -162,6 +164,27 @@ def _decode_all(sources: list, names: list[str], image_size, num_workers) -> np.
     return out
 
 
+def _check_listing(where: str, listing: dict) -> list:
+    """The sorted class names of a listing; one-line errors for missing, differing or empty classes."""
+    classes = sorted(listing["train"])
+    if not classes:
+        raise DataError(f"{where}/train has no class folders: expected train/<class>/<image>")
+    if set(listing["test"]) != set(classes):
+        only_train = sorted(set(classes) - set(listing["test"]))
+        only_test = sorted(set(listing["test"]) - set(classes))
+        detail = "; ".join(s for s in (
+            f"only in train/: {', '.join(only_train)}" if only_train else "",
+            f"only in test/: {', '.join(only_test)}" if only_test else "") if s)
+        raise DataError(f"{where}: train/ and test/ have different class folders ({detail}); "
+                        "give both splits the same classes")
+    empty = [c for c in classes if not listing["train"][c]]
+    if empty:
+        raise DataError(f"{where}/train/{empty[0]} has no images (.png .jpg .jpeg .bmp): "
+                        "add images or remove the folder")
+
+    return classes
+
+
 def load_image_folder(root, cache_dir=None, image_size=None, num_workers=None) -> ArrayDataset:
     """Load class-per-folder images: ``root/train/<class>/*``, ``root/test/<class>/*``.
 
@@ -214,21 +237,7 @@ def load_image_folder(root, cache_dir=None, image_size=None, num_workers=None) -
         return cached
 
     where, listing = _list_archive(root) if archive else _list_folder(root)
-    classes = sorted(listing["train"])
-    if not classes:
-        raise DataError(f"{where}/train has no class folders: expected train/<class>/<image>")
-    if set(listing["test"]) != set(classes):
-        only_train = sorted(set(classes) - set(listing["test"]))
-        only_test = sorted(set(listing["test"]) - set(classes))
-        detail = "; ".join(s for s in (
-            f"only in train/: {', '.join(only_train)}" if only_train else "",
-            f"only in test/: {', '.join(only_test)}" if only_test else "") if s)
-        raise DataError(f"{where}: train/ and test/ have different class folders ({detail}); "
-                        "give both splits the same classes")
-    empty = [c for c in classes if not listing["train"][c]]
-    if empty:
-        raise DataError(f"{where}/train/{empty[0]} has no images (.png .jpg .jpeg .bmp): "
-                        "add images or remove the folder")
+    classes = _check_listing(where, listing)
 
     sources, names, labels, counts = [], [], [], {}
     for split in ("train", "test"):
@@ -248,6 +257,94 @@ def load_image_folder(root, cache_dir=None, image_size=None, num_workers=None) -
     return ds
 
 
+def _read_item(src) -> bytes | str:
+    if isinstance(src, tuple):  # (uncompressed tar, offset, size)
+        with open(src[0], "rb") as fh:
+            fh.seek(src[1])
+            return fh.read(src[2])
+    return src
+
+
+class ImageFileSplit:
+    """One split of a class-per-folder image source, read lazily: an example is decoded when a
+    loader worker asks for it (paths in a folder, member offsets in an uncompressed tar, or the
+    encoded bytes of a compressed archive's members)."""
+
+    modality = "image"
+
+    def __init__(self, items: list, names: list, labels, classes, image_size=None) -> None:
+        self.items, self.names = items, names
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.classes, self.image_size = list(classes), image_size
+        self._shape = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        try:
+            x = _decode_image(_read_item(self.items[i]), self.image_size)
+        except Exception as e:  # noqa: BLE001 - any decoder error names the file
+            raise DataError(f"{self.names[i]} does not decode as an image ({type(e).__name__}): "
+                            "remove or replace the file") from None
+        if self._shape is not None and x.shape != self._shape:
+            raise DataError(f"{self.names[i]} is {x.shape[1]}x{x.shape[0]} but the first image is "
+                            f"{self._shape[1]}x{self._shape[0]}: set data image_size or resize the images")
+        return x, int(self.labels[i])
+
+    @property
+    def example_shape(self) -> tuple:
+        if self._shape is None:
+            self._shape = tuple(self[0][0].shape)
+        return self._shape
+
+
+class LazyImageFolder:
+    """Class-per-folder images listed but not decoded; ``split("train" | "test")`` gives
+    :class:`ImageFileSplit` views whose examples are decoded on demand."""
+
+    modality = "image"
+
+    def __init__(self, splits: dict, classes: list, name: str) -> None:
+        self._splits, self.classes, self.name = splits, classes, name
+        self.y_train, self.y_test = splits["train"].labels, splits["test"].labels
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def split(self, which: str) -> ImageFileSplit:
+        if which not in self._splits:
+            raise DataError(f"unknown split {which!r}; use train or test")
+        return self._splits[which]
+
+
+def open_image_folder(root, image_size=None) -> LazyImageFolder:
+    """List class-per-folder images (as :func:`load_image_folder`, same layout rules and errors)
+    without decoding any: the streamed loader decodes them in its workers."""
+    root = Path(root).expanduser().absolute()
+    if not root.exists():
+        raise DataError(f"image folder {root} does not exist: give a folder with train/<class>/ and "
+                        "test/<class>/ subfolders, or a .tar.gz of one")
+    archive = _is_archive(root)
+    if not archive and not root.is_dir():
+        raise DataError(f"{root} is neither a folder nor a .tar.gz/.tgz/.tar archive: give an image folder or archive")
+    where, listing = _list_archive(root, offsets=True) if archive else _list_folder(root)
+    classes = _check_listing(where, listing)
+    splits = {}
+    for split in ("train", "test"):
+        items, names, labels = [], [], []
+        for k, c in enumerate(classes):
+            for fname, src in listing[split][c]:
+                items.append(str(src) if isinstance(src, Path) else src)
+                names.append(f"{where}/{split}/{c}/{fname}")
+                labels.append(k)
+        splits[split] = ImageFileSplit(items, names, labels, classes, image_size)
+    return LazyImageFolder(splits, classes, f"folder:{root}")
+
+
 @register_source("folder")
-def _folder(root, download=True, cache_dir=None, **kw):
+def _folder(root, download=True, cache_dir=None, lazy=False, **kw):
+    if lazy:
+        return open_image_folder(root, image_size=kw.get("image_size"))
     return load_image_folder(root, cache_dir=cache_dir, **kw)

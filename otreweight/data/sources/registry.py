@@ -50,7 +50,8 @@ def register_source(name: str):
     return deco
 
 
-def load_dataset(spec: str, root=None, download: bool = True, cache_dir=None, **kw) -> ArrayDataset:
+def load_dataset(spec: str, root=None, download: bool = True, cache_dir=None, lazy: bool = False,
+                 **kw) -> ArrayDataset:
     """Load a dataset by name or path.
 
     Parameters
@@ -65,6 +66,10 @@ def load_dataset(spec: str, root=None, download: bool = True, cache_dir=None, **
         Let named sources download missing data.
     cache_dir : path, optional
         Cache of decoded arrays; default :func:`default_cache_dir`.
+    lazy : bool
+        Ask for a lazy dataset (listed, not decoded; examples decoded on demand by the streamed
+        loader's workers) from sources that can give one (image folders and archives); sources that
+        cannot load as usual.
     **kw
         Passed to the loader (e.g. ``image_size`` for image folders).
 
@@ -77,18 +82,26 @@ def load_dataset(spec: str, root=None, download: bool = True, cache_dir=None, **
     DataError
         Unknown name, missing path, or any loader error.
     """
+    import inspect
+
+    def call(kind, **args):
+        fn = SOURCES[kind]
+        if lazy and "lazy" in inspect.signature(fn).parameters:
+            args["lazy"] = True
+        return fn(download=download, cache_dir=cache_dir, **args, **kw)
+
     spec = str(spec)
     key = spec.lower()
     if key in SOURCES and key not in PATH_SOURCES:
-        return SOURCES[key](root=root, download=download, cache_dir=cache_dir, **kw)
+        return call(key, root=root)
     for kind in PATH_SOURCES:
         if spec.startswith(kind + ":"):
-            return SOURCES[kind](root=spec[len(kind) + 1:], download=download, cache_dir=cache_dir, **kw)
+            return call(kind, root=spec[len(kind) + 1:])
     path = Path(spec).expanduser()
     if key.endswith(".npz"):
-        return SOURCES["npz"](root=path, download=download, cache_dir=cache_dir, **kw)
+        return call("npz", root=path)
     if path.exists():
-        return SOURCES["folder"](root=path, download=download, cache_dir=cache_dir, **kw)
+        return call("folder", root=path)
     named = sorted(n for n in SOURCES if n not in PATH_SOURCES)
     raise DataError(f"unknown dataset {spec!r}: use one of {', '.join(named)}, "
                     "a .npz file, or an image folder / .tar.gz archive")
