@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import sys
 import time
 from pathlib import Path
@@ -34,8 +35,9 @@ import numpy as np
 import torch
 
 from otreweight.cost import feature_cost
-from otreweight.demo import DEMO_METHODS, DemoConfig, demo_model, demo_stages, digits_split
-from otreweight.pipeline import run_two_stage
+from otreweight.demo import DEMO_METHODS, DemoConfig, digits_dataset, run_seed as run_demo_seed
+from otreweight.data import make_long_tailed
+from otreweight.experiment import load_model
 from otreweight.targets import class_means
 
 LAMS = (0.01, 0.03, 0.1, 0.3, 1.0)
@@ -74,27 +76,35 @@ def run_seed(seed: int, out: Path, force: bool = False) -> None:
         print(f"seed {seed}: complete in {out}")
         return
     cfg = DemoConfig(seeds=(seed,))
-    data, _ = digits_split(seed, cfg)
-    stage1, stage2 = demo_stages(cfg, seed)
+    dataset = digits_dataset()
     t0 = time.perf_counter()
-    res = run_two_stage(demo_model, data, stage1, stage2, todo, "cpu")
-    if record is None:
-        record = {"seed": seed, "labels": np.asarray(data.train[1]).tolist(), "rows": {}}
-    for name, r in res.items():
-        row = {"val": r["val"]["balanced_accuracy"], "test": r["best"], "best_epoch": r["best_epoch"],
-               "seconds": r["seconds"]}
-        method = r.get("method")
-        rw = getattr(method, "reweighter", None)
-        if rw is not None:
-            row["w"] = np.round(rw.scores.numpy().astype(np.float64), 7).tolist()
-            row["w0"] = np.round(rw.start.numpy().astype(np.float64), 7).tolist()
-            if "cost_own" not in record:  # the frozen stage-1 backbone: the same features for every row
-                feats = method.info.train_features()
-                tg = method.targets
-                protos = class_means(tg.features, tg.labels, tg.num_classes)
-                y = torch.as_tensor(record["labels"])
-                record["cost_own"] = np.round(feature_cost(feats, protos)[torch.arange(len(y)), y].numpy(), 6).tolist()
-        record["rows"][name] = row
+    with tempfile.TemporaryDirectory() as tmp:
+        res = run_demo_seed(cfg, seed, todo, tmp, dataset)
+        lt = make_long_tailed(dataset.y_train, cfg.imbalance_factor, n_meta_per_class=cfg.n_meta_per_class,
+                              n_val_per_class=cfg.n_val_per_class, seed=seed)  # the run's split, drawn again
+        split = {"train": lt.train, "meta": lt.meta}
+        train_idx = np.asarray(split["train"])
+        if record is None:
+            record = {"seed": seed, "labels": dataset.y_train[train_idx].tolist(), "rows": {}}
+        for name, r in res.items():
+            if name == "stage1-ce":
+                continue
+            record["rows"][name] = {"val": r["val_best"]["balanced_accuracy"], "test": r["best"],
+                                    "best_epoch": r["best_epoch"], "seconds": r["seconds"]}
+            wfile = Path(tmp) / f"stage2_{name}" / "weights.npz"
+            if wfile.exists():
+                w = np.load(wfile)
+                record["rows"][name]["w"] = np.round(w["scores"].astype(np.float64), 7).tolist()
+                record["rows"][name]["w0"] = np.round(w["initial"].astype(np.float64), 7).tolist()
+        if "cost_own" not in record:  # the frozen stage-1 backbone: the same features for every row
+            model, _ = load_model(Path(tmp) / "stage1" / "best.pt", "cpu")
+            with torch.no_grad():
+                feats = model.features(torch.as_tensor(dataset.x_train[train_idx]))
+                meta = np.asarray(split["meta"])
+                mf = model.features(torch.as_tensor(dataset.x_train[meta]))
+            protos = class_means(mf, torch.as_tensor(dataset.y_train[meta]), 10)
+            y = torch.as_tensor(record["labels"])
+            record["cost_own"] = np.round(feature_cost(feats, protos)[torch.arange(len(y)), y].numpy(), 6).tolist()
     record["seconds"] = record.get("seconds", 0.0) + time.perf_counter() - t0
     path.write_text(json.dumps(record))
     print(f"seed {seed}: {len(res) - 1} stage-2 runs in {time.perf_counter() - t0:.1f} s", flush=True)

@@ -37,7 +37,7 @@ from otreweight import FitConfig, OTReweighter, build_targets, create_method, cr
 from otreweight.data import load_dataset, make_long_tailed  # noqa: E402
 from otreweight.data.transforms import PadCropFlip, channel_stats, to_tensor_images  # noqa: E402
 from otreweight.engine import compute_features  # noqa: E402
-from otreweight.experiment import _load_bundle  # noqa: E402
+from otreweight.experiment import load_model  # noqa: E402
 
 
 def timed(fn, repeat=5, warmup=1):
@@ -63,9 +63,7 @@ def load_lt(source, meta_per_class, seed=0):
 
 def resnet(stage1, k):
     torch.manual_seed(0)
-    m = create_model("resnet32", num_classes=k)
-    if stage1:
-        m.load_state_dict(_load_bundle(stage1)["state_dict"])
+    m = load_model(stage1)[0].train() if stage1 else create_model("resnet32", num_classes=k)
     return m.to(memory_format=torch.channels_last)
 
 

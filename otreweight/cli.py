@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -73,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--progress", action="store_true", help="show a progress bar per epoch")
     demo.add_argument("--json", metavar="PATH", help="also write per-seed results as JSON to PATH")
     demo.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    demo.add_argument("--output", metavar="DIR", help="keep each seed's run folder (config, metrics, checkpoints) "
+                      "under DIR/seed_<s> (default: a temporary folder, removed afterwards)")
     train = sub.add_parser(
         "train",
         help="run a YAML-configured experiment: long-tailed split, stage 1, stage-2 variants, report",
@@ -204,7 +207,7 @@ def cmd_report(args) -> int:
 
 def cmd_demo(args) -> int:
     from .demo import DemoConfig, print_table, results_json, run_demo
-    from .pipeline import format_table
+    from .summary import format_table
 
     for name, v in (("--stage1-epochs", args.stage1_epochs), ("--stage2-epochs", args.stage2_epochs)):
         if v < 1:
@@ -218,7 +221,10 @@ def cmd_demo(args) -> int:
         stage1_epochs=args.stage1_epochs, stage2_epochs=args.stage2_epochs, device=args.device,
         progress=args.progress, threads=args.threads, ot_options=_parse_kv(args.ot),
     )
-    result = run_demo(cfg)
+    for path in (args.json,):
+        if path and not Path(path).expanduser().absolute().parent.is_dir():
+            raise OTReweightError(f"--json {path}: folder {Path(path).parent} does not exist; create it first")
+    result = run_demo(cfg, output=args.output)
     if args.markdown:
         print(format_table(result["rows"], markdown=True))
     else:

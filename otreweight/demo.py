@@ -10,6 +10,10 @@ this small). ``ot-no-meta-ce`` is OT re-weighting without its meta-set cross-ent
 ``ot-no-step`` the same loss without any OT step, to show where the gain comes from; ``ot-kl`` and
 ``ot-cc`` use the solved weight objectives (``docs/ot_weights.md``).
 
+Each seed is one run of :func:`otreweight.experiment.run_experiment` (the same orchestrator as
+``otreweight train`` and ``compare``) on the digits as an in-memory vector source, written to a
+temporary folder (or ``output``); the table is :mod:`otreweight.summary` over the seeds.
+
 Every baseline of :mod:`otreweight.methods` fits the demo's budget as a stage-2 method on the
 frozen backbone (:data:`DEMO_METHODS`); the default ``methods`` keep ``otreweight demo`` under about
 45 s on one CPU core. ``--methods ce,cb,...,mwnet,l2rw`` runs any of them (all fourteen: ~20 s per seed).
@@ -17,19 +21,22 @@ frozen backbone (:data:`DEMO_METHODS`); the default ``methods`` keep ``otreweigh
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
+from .config import RunConfig, as_run_config
 from .data.longtail import make_long_tailed
-from .engine import FitConfig
+from .data.sources import ArrayDataset
+from .experiment import run_experiment
 from .methods import create_method
-from .models import create_model
-from .pipeline import SplitArrays, format_table, run_two_stage, summarize
+from .summary import format_table, summarize
 
 
 @dataclass
@@ -79,42 +86,23 @@ DEMO_METHODS["ot-kl"] = {**DEMO_METHODS["ot"], "objective": "kl_regularized", "s
 DEMO_METHODS["ot-cc"] = {**DEMO_METHODS["ot"], "objective": "class_conditional", "scope": "dataset", "lam": 0.1}
 
 
-def digits_split(seed: int, cfg: DemoConfig) -> tuple[SplitArrays, object]:
+STAGE1 = {"epochs": 60, "batch_size": 64, "lr": 0.1, "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4,
+          "trainable": "all", "warmup_epochs": 3, "milestones": [], "lr_factors": []}
+STAGE2 = {"epochs": 30, "batch_size": 16, "lr": 0.01, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4,
+          "trainable": "classifier", "warmup_epochs": 0, "milestones": [], "lr_factors": []}
+
+
+def digits_dataset() -> ArrayDataset:
+    """The digits scaled to [0, 1] and flattened; a stratified 30% test set, the same for every seed."""
     digits = load_digits()
     x = (digits.data / 16.0).astype(np.float32)
     y = digits.target.astype(np.int64)
     x_pool, x_test, y_pool, y_test = train_test_split(x, y, test_size=0.3, stratify=y, random_state=0)
-    split = make_long_tailed(
-        y_pool, cfg.imbalance_factor, n_meta_per_class=cfg.n_meta_per_class,
-        n_val_per_class=cfg.n_val_per_class, seed=seed,
-    )
-    data = SplitArrays(
-        train=(x_pool[split.train], y_pool[split.train]),
-        val=(x_pool[split.val], y_pool[split.val]),
-        meta=(x_pool[split.meta], y_pool[split.meta]),
-        test=(x_test, y_test),
-    )
-    return data, split
+    return ArrayDataset(x_pool, y_pool, x_test, y_test, [str(c) for c in range(10)], "digits")
 
 
-def demo_stages(cfg: DemoConfig, seed: int) -> tuple[FitConfig, FitConfig]:
-    """The demo's stage-1 (whole MLP, plain CE) and stage-2 (classifier only) settings for one seed."""
-    common = dict(seed=seed, progress=cfg.progress, many_threshold=cfg.many_threshold,
-                  few_threshold=cfg.few_threshold)
-    stage1 = FitConfig(epochs=cfg.stage1_epochs, batch_size=64, lr=0.1, momentum=0.9,
-                       weight_decay=5e-4, trainable="all", warmup_epochs=3, **common)
-    stage2 = FitConfig(epochs=cfg.stage2_epochs, batch_size=16, lr=0.01, momentum=0.9, nesterov=True,
-                       weight_decay=5e-4, trainable="classifier", **common)
-    return stage1, stage2
-
-
-def demo_model():
-    """The demo's MLP, 64-128-64-10."""
-    return create_model("mlp", in_features=64, num_classes=10, hidden=(128, 64))
-
-
-def run_demo(cfg: DemoConfig, log=print) -> dict:
-    """Run the demo and return ``{"rows": summary rows, "runs": per-seed results, "seconds": total}``."""
+def method_specs(cfg: DemoConfig) -> dict[str, dict]:
+    """``{row name: spec}`` of the demo's stage-2 methods, ``--ot`` options applied, checked early."""
     methods = {}
     for name in cfg.methods:
         spec = dict(DEMO_METHODS.get(name, {"method": name}))
@@ -123,42 +111,76 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
         options = {k: v for k, v in spec.items() if k not in ("method", "meta_in_train")}
         create_method(spec["method"], **options)  # fail on a bad name or option before any training
         methods[name] = spec
+    return methods
+
+
+def demo_run_config(cfg: DemoConfig, seed: int, methods: dict[str, dict], output_dir) -> RunConfig:
+    """The run config of one demo seed: digits as vectors (no standardisation, no augmentation),
+    the MLP 64-128-64-10, stage 1 = whole MLP with CE, one classifier-only stage-2 variant per method."""
+    variants = [{**STAGE2, "epochs": cfg.stage2_epochs, "name": name, "method": spec["method"],
+                 "options": {k: v for k, v in spec.items() if k not in ("method", "meta_in_train")},
+                 "meta_in_train": bool(spec.get("meta_in_train", False))} for name, spec in methods.items()]
+    return as_run_config({
+        "name": "demo", "output_dir": str(output_dir), "seed": int(seed), "device": cfg.device,
+        "progress": cfg.progress,
+        "data": {"source": "digits", "imbalance_factor": cfg.imbalance_factor, "n_meta_per_class": cfg.n_meta_per_class,
+                 "n_val_per_class": cfg.n_val_per_class, "normalize": False, "augment": "none",
+                 "many_threshold": cfg.many_threshold, "few_threshold": cfg.few_threshold, "loader": "memory"},
+        "model": {"name": "mlp", "options": {"hidden": [128, 64]}},
+        "stage1": {**STAGE1, "epochs": cfg.stage1_epochs},
+        "stage2": variants,
+    })
+
+
+def run_seed(cfg: DemoConfig, seed: int, methods: dict[str, dict], output_dir, dataset=None) -> dict:
+    """One seed of the demo into ``output_dir``: ``{row name: stage result}`` (``stage1-ce`` first)."""
+    dataset = digits_dataset() if dataset is None else dataset
+    res = run_experiment(demo_run_config(cfg, seed, methods, output_dir), log=lambda *a: None, dataset=dataset)
+    return {"stage1-ce": res["stage1"], **{name: res[f"stage2_{name}"] for name in methods}}
+
+
+def run_demo(cfg: DemoConfig, log=print, output=None) -> dict:
+    """Run the demo; ``{"rows": summary rows, "runs": per-seed results, "seconds": total}``.
+    Run folders go to ``output/seed_<s>`` (default: a temporary folder, removed afterwards)."""
+    methods = method_specs(cfg)
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)  # the MLP is tiny: one thread beats two fighting for a core
     try:
-        return _run(cfg, methods, log)
+        if output is not None:
+            return _run(cfg, methods, log, Path(output))
+        with tempfile.TemporaryDirectory(prefix="otreweight-demo-") as tmp:
+            return _run(cfg, methods, log, Path(tmp))
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(cfg: DemoConfig, methods: dict, log) -> dict:
+def _run(cfg: DemoConfig, methods: dict, log, output: Path) -> dict:
     t0 = time.perf_counter()
+    dataset = digits_dataset()
     runs = []
     for seed in cfg.seeds:
-        data, split = digits_split(seed, cfg)
         if seed == cfg.seeds[0]:
-            log(split.summary([str(c) for c in range(10)]))
-            log(f"test: {len(data.test[1])} examples (balanced); many/medium/few thresholds: "
+            split = make_long_tailed(dataset.y_train, cfg.imbalance_factor, n_meta_per_class=cfg.n_meta_per_class,
+                                     n_val_per_class=cfg.n_val_per_class, seed=seed)
+            log(split.summary(dataset.classes))
+            log(f"test: {len(dataset.y_test)} examples (balanced); many/medium/few thresholds: "
                 f"> {cfg.many_threshold} / {cfg.few_threshold}-{cfg.many_threshold} / < {cfg.few_threshold} training examples\n")
-        stage1, stage2 = demo_stages(cfg, seed)
-        runs.append(run_two_stage(demo_model, data, stage1, stage2, methods, cfg.device))
+        runs.append(run_seed(cfg, seed, methods, output / f"seed_{seed}", dataset))
         log(f"seed {seed} done ({time.perf_counter() - t0:.1f} s)")
-    rows = summarize(runs)
-    return {"rows": rows, "runs": runs, "seconds": time.perf_counter() - t0}
+    return {"rows": summarize(runs), "runs": runs, "seconds": time.perf_counter() - t0}
 
 
 def results_json(result: dict) -> str:
     """The demo's results as JSON (per-seed test metrics at the validation-selected and last epoch)."""
-    runs = [{name: {k: v for k, v in r.items() if k != "method"} for name, r in run.items()} for run in result["runs"]]
-    return json.dumps({"summary": result["rows"], "runs": runs, "seconds": result["seconds"]}, indent=2)
+    return json.dumps({"summary": result["rows"], "runs": result["runs"], "seconds": result["seconds"]}, indent=2)
 
 
 def print_table(result: dict, log=print) -> None:
     log("Test metrics (%) at the validation-selected epoch, mean ± std over seeds; seconds = training time of that stage")
     log(format_table(result["rows"]))
-    for name in result["rows"]:
-        moved = [run[name["method"]].get("score_change") for run in result["runs"]]
+    for row in result["rows"]:
+        moved = [run[row["method"]].get("score_change") for run in result["runs"]]
         if moved[0] is not None:
-            log(f"{name['method']}: the OT scores moved {100 * np.mean(moved):.2f}% from their start "
+            log(f"{row['method']}: the OT scores moved {100 * np.mean(moved):.2f}% from their start "
                 "(mean |s - s0| / s0 over training examples and seeds)")
     log(f"total {result['seconds']:.1f} s")

@@ -232,6 +232,8 @@ def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, devi
     np.savez(sdir / "predictions.npz", y_true=y_test, pred_best=pred_best, pred_last=pred_last)
     rw = getattr(method, "reweighter", None)
     if rw is not None:
+        start = rw.initial_scores().to(rw.scores.device)
+        final["score_change"] = float(((rw.scores - start).abs() / start.abs().clamp_min(1e-12)).mean())
         np.savez(
             sdir / "weights.npz", labels=rw.labels.cpu().numpy(), scores=rw.weights().numpy(),
             initial=rw.initial_scores().numpy(),
@@ -351,17 +353,25 @@ def _load_bundle(path) -> dict:
     return bundle
 
 
-def evaluate_checkpoint(path, source: str, root=None, split: str = "test", device="auto", download=True,
-                        cache_dir=None) -> dict:
-    """Score a ``best.pt`` on a data source's ``test`` (or ``train``) split; returns the metrics."""
-    check_choice("split", split, ("test", "train"))
+def load_model(path, device="cpu"):
+    """The model of a stage's ``best.pt`` on ``device``, in eval mode, and the checkpoint's bundle
+    (``classes``, ``input`` modality and statistics, ``train_counts``, thresholds)."""
     bundle = _load_bundle(path)
-    dev = pick_device(device)
     inp = bundle["input"]
     kwargs = {k: inp[k] for k in ("in_channels", "in_features") if k in inp}
     model = build_model(bundle["model"]["name"], bundle["model"]["options"], bundle["num_classes"], kwargs)
     model.load_state_dict(bundle["state_dict"])
-    model.to(dev)
+    return model.to(pick_device(device)).eval(), bundle
+
+
+def evaluate_checkpoint(path, source: str, root=None, split: str = "test", device="auto", download=True,
+                        cache_dir=None) -> dict:
+    """Score a ``best.pt`` on a data source's ``test`` (or ``train``) split; returns the metrics."""
+    check_choice("split", split, ("test", "train"))
+    dev = pick_device(device)
+    model, bundle = load_model(path, dev)
+    inp = bundle["input"]
+    kwargs = {k: inp[k] for k in ("in_channels", "in_features") if k in inp}
     ds = load_dataset(source, root=root, download=download, cache_dir=cache_dir)
     if ds.num_classes != bundle["num_classes"]:
         raise OTReweightError(
@@ -391,4 +401,4 @@ def evaluate_checkpoint(path, source: str, root=None, split: str = "test", devic
     return classification_metrics(y, pred, bundle["train_counts"], bundle["num_classes"], th["many"], th["few"])
 
 
-__all__ = ["RunConfig", "evaluate_checkpoint", "load_config", "run_experiment", "resolve_config_path"]
+__all__ = ["RunConfig", "evaluate_checkpoint", "load_model", "load_config", "run_experiment", "resolve_config_path"]
