@@ -56,6 +56,10 @@ class Modality:
     def augment(self, data_cfg, stats: dict):
         return None
 
+    def example_batch(self, n: int, rng: np.random.Generator):  # pragma: no cover - abstract
+        """``n`` random raw examples as the modality's sources give them (for conformance checks)."""
+        raise NotImplementedError
+
     def model_kwargs(self, example_shape: tuple) -> dict:
         return {}
 
@@ -115,6 +119,9 @@ class ImageModality(Modality):
     def model_kwargs(self, example_shape: tuple) -> dict:
         return {"in_channels": int(example_shape[-1])}
 
+    def example_batch(self, n: int, rng: np.random.Generator):
+        return rng.integers(0, 256, (n, 16, 16, 3)).astype(np.uint8)
+
 
 @MODALITIES.register("vector")
 class VectorModality(Modality):
@@ -144,6 +151,9 @@ class VectorModality(Modality):
 
     def model_kwargs(self, example_shape: tuple) -> dict:
         return {"in_features": int(example_shape[-1])}
+
+    def example_batch(self, n: int, rng: np.random.Generator):
+        return rng.normal(0, 2, (n, 7)).astype(np.float32)
 
 
 def get_modality(name: str) -> Modality:

@@ -1,0 +1,70 @@
+"""Every registered method, model, data source and modality passes its conformance check
+(:mod:`otreweight.testing`); a plug-in is tested the day it is registered."""
+import numpy as np
+import pytest
+
+from otreweight.data import SOURCES
+from otreweight.data.modality import MODALITIES
+from otreweight.data.sources import load_dataset
+from otreweight.methods import METHODS
+from otreweight.models import MODELS
+from otreweight.testing import check_method, check_modality, check_model, check_source
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_method(name):
+    check_method(name)
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_model(name):
+    check_model(name)
+
+
+@pytest.mark.parametrize("name", MODALITIES.names())
+def test_modality(name):
+    check_modality(name)
+
+
+def _cifar(tmp_path, name):
+    from test_sources import make_cifar10, make_cifar100
+
+    (make_cifar10 if name == "cifar10" else make_cifar100)(tmp_path / "data")
+    return load_dataset(name, root=tmp_path / "data", download=False, cache_dir=tmp_path / "cache")
+
+
+def _npz(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "v.npz"
+    np.savez(path, x_train=rng.normal(size=(12, 4)), y_train=np.arange(12) % 3, x_test=rng.normal(size=(6, 4)),
+             y_test=np.arange(6) % 3)
+    return load_dataset(str(path))
+
+
+def _folder(tmp_path, lazy=False):
+    from test_loaders import png_folder
+
+    return load_dataset(str(png_folder(tmp_path / "imgs")), cache_dir=tmp_path / "cache", lazy=lazy)
+
+
+# One generated example per registered source; a new source adds its builder here.
+BUILDERS = {
+    "cifar10": lambda p: _cifar(p, "cifar10"),
+    "cifar100": lambda p: _cifar(p, "cifar100"),
+    "npz": _npz,
+    "folder": _folder,
+}
+
+
+def test_every_registered_source_has_a_conformance_builder():
+    assert set(SOURCES.names()) <= set(BUILDERS), "add a builder for the new source to BUILDERS"
+
+
+@pytest.mark.parametrize("name", SOURCES.names())
+def test_source(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("OTREWEIGHT_CACHE", str(tmp_path / "cache"))
+    check_source(BUILDERS[name](tmp_path))
+
+
+def test_lazy_folder_source(tmp_path):
+    check_source(_folder(tmp_path, lazy=True))
