@@ -20,10 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from otreweight.experiment import load_config, resolve_config_path, run_experiment
+from otreweight.summary import mean_std
 
 COLS = ("accuracy", "balanced_accuracy", "many", "medium", "few", "gmean")
 
@@ -33,10 +33,9 @@ def summarize(per_seed: list[dict], which: str) -> list[dict]:
     for stage in per_seed[0]:
         row = {"stage": stage, "which": which, "seeds": len(per_seed)}
         for c in COLS:
-            vals = [100 * r[stage][which][c] for r in per_seed if r[stage][which].get(c) is not None]
-            row[c] = (float(np.mean(vals)), float(np.std(vals))) if vals else None
-        spe = [r[stage]["seconds_per_epoch"] for r in per_seed]
-        row["sec_per_epoch"] = (float(np.mean(spe)), float(np.std(spe)))
+            m, sd = mean_std([100 * r[stage][which][c] for r in per_seed if r[stage][which].get(c) is not None])
+            row[c] = None if m is None else (m, sd)
+        row["sec_per_epoch"] = mean_std([r[stage]["seconds_per_epoch"] for r in per_seed])
         row["best_epoch"] = [r[stage]["best_epoch"] for r in per_seed]
         rows.append(row)
     return rows

@@ -18,10 +18,8 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from otreweight import FitConfig, create_method, create_model, fit, make_long_tailed
@@ -82,6 +80,31 @@ def one_epoch(train, val, aug) -> float:
     return len(train) / res.history[0]["seconds"]
 
 
+def measure(data: str, before: str | None, threads: int, workers: int, repeats: int) -> list[str]:
+    """The rows, alternating, ``repeats`` rounds; Markdown lines of the table."""
+    mem, stream, val, aug = setup(data, workers)
+    rows = {"before": [], "memory": [], "stream": []}
+    for r in range(repeats):
+        if before:
+            b = run_before(before, data, threads)
+            rows["before"].append(b["n"] / b["seconds"])
+        rows["memory"].append(one_epoch(mem, val, aug))
+        rows["stream"].append(one_epoch(stream, val, aug))
+        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f} img/s" for k, v in rows.items() if v), flush=True)
+    stream.close()
+    best = {k: max(v) for k, v in rows.items() if v}
+    lines = [f"## Data paths: stage-1 throughput (CIFAR-10-LT IF 100, {len(mem)} images, ResNet-32, batch 128, "
+             f"augmentation, {threads} torch threads, {workers} workers)\n",
+             "| path | images/s (best of rounds) | rounds | vs memory |", "|---|---|---|---|"]
+    for k, v in rows.items():
+        if v:
+            lines.append(f"| {k} | {best[k]:.0f} | {', '.join(f'{x:.0f}' for x in v)} | {best[k] / best['memory']:.2f}x |")
+    if "before" in best:
+        lines.append(f"\nmemory / before: {best['memory'] / best['before']:.3f}x; stream / memory: "
+                     f"{best['stream'] / best['memory']:.3f}x.")
+    return lines
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="../shared/data/cifar10-jpeg.tar.gz")
@@ -92,27 +115,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    data = str(Path(args.data).resolve())
-    mem, stream, val, aug = setup(data, args.workers)
-    rows = {"before": [], "memory": [], "stream": []}
-    for r in range(args.repeats):
-        if args.before:
-            b = run_before(args.before, data, args.threads)
-            rows["before"].append(b["n"] / b["seconds"])
-        rows["memory"].append(one_epoch(mem, val, aug))
-        rows["stream"].append(one_epoch(stream, val, aug))
-        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f} img/s" for k, v in rows.items() if v), flush=True)
-    stream.close()
-    best = {k: max(v) for k, v in rows.items() if v}
-    lines = [f"## Data paths: stage-1 throughput (CIFAR-10-LT IF 100, {len(mem)} images, ResNet-32, batch 128, "
-             f"augmentation, {args.threads} torch threads, {args.workers} workers)\n",
-             "| path | images/s (best of rounds) | rounds | vs memory |", "|---|---|---|---|"]
-    for k, v in rows.items():
-        if v:
-            lines.append(f"| {k} | {best[k]:.0f} | {', '.join(f'{x:.0f}' for x in v)} | {best[k] / best['memory']:.2f}x |")
-    if "before" in best:
-        lines.append(f"\nmemory / before: {best['memory'] / best['before']:.3f}x; stream / memory: "
-                     f"{best['stream'] / best['memory']:.3f}x.")
+    lines = measure(str(Path(args.data).resolve()), args.before, args.threads, args.workers, args.repeats)
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

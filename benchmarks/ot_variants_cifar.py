@@ -40,6 +40,7 @@ import numpy as np
 
 from otreweight.compare import CRT_RECIPE, make_variant, ot_reference, run_plan, RECIPE_KEYS
 from otreweight.experiment import load_config, resolve_config_path
+from otreweight.summary import cell, mean_std
 
 INF = float("inf")
 
@@ -129,8 +130,8 @@ def collect(out: Path) -> tuple[list[str], dict]:
 
 
 def _ms(vals) -> str:
-    vals = [v for v in vals if v is not None]
-    return f"{np.mean(vals):.1f} ± {np.std(vals):.1f}" if vals else "-"
+    m, s = mean_std(vals)
+    return cell({"v_mean": m, "v_std": s}, "v")
 
 
 def cmd_report(args) -> None:

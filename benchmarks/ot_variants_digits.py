@@ -38,6 +38,7 @@ from otreweight.cost import feature_cost
 from otreweight.demo import DEMO_METHODS, DemoConfig, digits_dataset, run_seed as run_demo_seed
 from otreweight.data import make_long_tailed
 from otreweight.experiment import load_model
+from otreweight.summary import cell, mean_std
 from otreweight.targets import class_means
 
 LAMS = (0.01, 0.03, 0.1, 0.3, 1.0)
@@ -155,7 +156,8 @@ def summary(runs: list[dict]) -> dict[str, dict]:
 
 
 def pm(v, scale=1.0, digits=1) -> str:
-    return f"{np.mean(v) * scale:.{digits}f} ± {np.std(v) * scale:.{digits}f}"
+    m, s = mean_std([x * scale for x in v])
+    return cell({"v_mean": m, "v_std": s}, "v", digits)
 
 
 def chosen(summ: dict, family: str) -> str:

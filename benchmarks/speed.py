@@ -15,6 +15,9 @@ Sections (each can be chosen with --only):
            channels_last PyTorch loop on the same batches; peak resident memory of the process.
   scale    OT step time and cost-matrix memory vs batch size, number of targets, number of classes
            (default solver and log-domain only).
+  loaders  stage-1 images per second of the code before the data seam (--before, a checkout),
+           today's in-memory path and today's stream path (JPEG decoded in --workers DataLoader
+           workers), alternating, --repeats rounds (benchmarks/loaders.py; not in the default list).
 """
 from __future__ import annotations
 
@@ -233,7 +236,15 @@ def section_scale(args, out):
     out.append("")
 
 
-SECTIONS = {"overhead": section_overhead, "scale": section_scale, "stage2": section_stage2, "stage1": section_stage1}
+def section_loaders(args, out):
+    sys.path.insert(0, str(Path(__file__).parent))
+    import loaders
+
+    lines = loaders.measure(str(Path(args.data).resolve()), args.before, args.threads, args.workers, args.repeats)
+    out.extend(lines)
+
+
+SECTIONS = {"loaders": section_loaders, "overhead": section_overhead, "scale": section_scale, "stage2": section_stage2, "stage1": section_stage1}
 
 
 def main(argv=None):
@@ -243,6 +254,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--ref-batches", type=int, default=20)
     ap.add_argument("--only", default="overhead,scale,stage2,stage1")
+    ap.add_argument("--before", help="loaders: a checkout of the code before the data seam")
+    ap.add_argument("--workers", type=int, default=2, help="loaders: DataLoader workers of the stream path")
+    ap.add_argument("--repeats", type=int, default=2, help="loaders: rounds")
     ap.add_argument("--out")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)

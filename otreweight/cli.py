@@ -5,7 +5,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
 
 from ._errors import OTReweightError
 from .utils import load_yaml

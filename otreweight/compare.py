@@ -59,9 +59,7 @@ comparison with ``resume=True`` join its tables beside the ones already there.
 from __future__ import annotations
 
 import copy
-import csv
 import inspect
-import io
 import json
 from pathlib import Path
 
@@ -70,6 +68,7 @@ import numpy as np
 from ._errors import OTReweightError, check_choice
 from .config import Stage2Config, as_run_config, recipe_keys, set_dotted
 from .methods import METHODS
+from .summary import cell, mean_std, to_csv
 from .utils import atomic_save, load_yaml
 
 PRESETS = ("baselines", "ablation")
@@ -345,16 +344,13 @@ def summarize_comparison(plan: list[dict], results: dict, which: str = "best") -
         runs = [r for r in results.values() if stage in r]
         row = {"method": v["name"], "seeds": len(runs)}
         for key in METRICS:
-            vals = [100.0 * r[stage][which][key] for r in runs if r[stage][which].get(key) is not None]
-            row[f"{key}_mean"] = float(np.mean(vals)) if vals else None
-            row[f"{key}_std"] = float(np.std(vals)) if vals else None
+            row[f"{key}_mean"], row[f"{key}_std"] = mean_std(
+                [100.0 * r[stage][which][key] for r in runs if r[stage][which].get(key) is not None])
         spe = [r[stage]["seconds_per_epoch"] for r in runs] if _trains(v) else []
         tot = [r[stage]["seconds"] + (r["stage1"]["seconds"] if v.get("start") == "stage1" and "stage1" in r else 0.0)
                for r in runs]
-        row["seconds_per_epoch_mean"] = float(np.mean(spe)) if spe else None
-        row["seconds_per_epoch_std"] = float(np.std(spe)) if spe else None
-        row["total_seconds_mean"] = float(np.mean(tot)) if tot else None
-        row["total_seconds_std"] = float(np.std(tot)) if tot else None
+        row["seconds_per_epoch_mean"], row["seconds_per_epoch_std"] = mean_std(spe)
+        row["total_seconds_mean"], row["total_seconds_std"] = mean_std(tot)
         stats = [r[stage].get("method_stats") for r in runs if r[stage].get("method_stats")]
         if stats:
             row["forward_per_step"] = float(np.mean([s["forward_per_step"] for s in stats]))
@@ -363,13 +359,7 @@ def summarize_comparison(plan: list[dict], results: dict, which: str = "best") -
     return rows
 
 
-def _cell(row, key, digits=1) -> str:
-    m, s = row.get(f"{key}_mean"), row.get(f"{key}_std")
-    if m is None:
-        return "-"
-    if digits is None:  # seconds: whole seconds once they are many
-        digits = 0 if m >= 100 else (1 if m >= 1 else 2)
-    return f"{m:.{digits}f} ± {s:.{digits}f}"
+_cell = cell  # mean ± std cells of otreweight.summary
 
 
 def _describe(v: dict, cfg: dict) -> list[str]:
@@ -416,13 +406,8 @@ def write_tables(out: Path, plan: list[dict], results: dict, which: str, cfg: di
     out.mkdir(parents=True, exist_ok=True)
     md, csv_path, png = out / "compare.md", out / "compare.csv", out / "compare.png"
     atomic_save("\n".join(lines) + "\n", md)
-    buf = io.StringIO()
     keys = ["method", "seeds"] + [f"{k}_{s}" for k in (*METRICS, "seconds_per_epoch", "total_seconds") for s in ("mean", "std")]
-    writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in keys})
-    atomic_save(buf.getvalue(), csv_path)
+    atomic_save(to_csv(rows, keys), csv_path)
     _plot(rows, png, sel)
     return {"md": md, "csv": csv_path, "png": png}
 

@@ -35,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from ._errors import OTReweightError, check_choice
 from .class_weights import effective_number_weights

@@ -52,7 +52,7 @@ from .registry import PATH_SOURCES, SOURCES, load_dataset, register_source
 
 from . import cifar, folder, npz  # noqa: F401  (each registers its sources)
 from .cifar import CIFAR10_MD5, CIFAR10_URL, CIFAR100_MD5, CIFAR100_URL, _decode_cifar, load_cifar
-from .folder import IMAGE_EXTENSIONS, _decode_image, load_image_folder
+from .folder import IMAGE_EXTENSIONS, LazyImageFolder, _decode_image, load_image_folder, open_image_folder
 from .npz import load_npz
 
 __all__ = [
