@@ -70,6 +70,9 @@ def check_labels(name: str, y, num_classes: int | None = None) -> int:
     if arr.size == 0:
         return int(num_classes or 0)
     lo, hi = int(arr.min()), int(arr.max())
+    if num_classes is None and hi >= 1_000_000 and hi >= 100 * arr.size:
+        raise OTReweightError(f"{name} go up to {hi} for only {arr.size} examples; map your labels to 0..K-1 first "
+                              "(e.g. sklearn.preprocessing.LabelEncoder)")
     k = int(num_classes) if num_classes is not None else hi + 1
     if lo < 0 or hi >= k:
         raise OTReweightError(

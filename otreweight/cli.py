@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -187,6 +188,7 @@ def cmd_evaluate(args) -> int:
 
     from .experiment import evaluate_checkpoint
 
+    _check_json_target(args.json)
     m = evaluate_checkpoint(args.checkpoint, args.data, args.root, args.split, args.device, not args.no_download)
     for key in ("accuracy", "balanced_accuracy", "many", "medium", "few", "gmean"):
         v = m.get(key)
@@ -202,6 +204,19 @@ def cmd_report(args) -> int:
 
     print(write_report(args.run_dir))
     return 0
+
+
+def _check_json_target(path) -> None:
+    """``--json PATH`` must be writable before the work starts."""
+    if not path:
+        return
+    p = Path(path).expanduser().absolute()
+    if not p.parent.is_dir():
+        raise OTReweightError(f"--json {path}: folder {p.parent} does not exist; create it first")
+    if p.is_dir():
+        raise OTReweightError(f"--json {path} is a folder; give a file name")
+    if not os.access(p.parent, os.W_OK):
+        raise OTReweightError(f"--json {path}: folder {p.parent} is not writable")
 
 
 def cmd_demo(args) -> int:
@@ -220,9 +235,7 @@ def cmd_demo(args) -> int:
         stage1_epochs=args.stage1_epochs, stage2_epochs=args.stage2_epochs, device=args.device,
         progress=args.progress, threads=args.threads, ot_options=_parse_kv(args.ot),
     )
-    for path in (args.json,):
-        if path and not Path(path).expanduser().absolute().parent.is_dir():
-            raise OTReweightError(f"--json {path}: folder {Path(path).parent} does not exist; create it first")
+    _check_json_target(args.json)
     result = run_demo(cfg, output=args.output)
     if args.markdown:
         print(format_table(result["rows"], markdown=True))
@@ -247,6 +260,11 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except OTReweightError as err:
         print(f"otreweight: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # disk full, permissions, read-only: one line (the API raises them as they are)
+        from .outputs import os_error_line
+
+        print(f"otreweight: error: {os_error_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("otreweight: interrupted", file=sys.stderr)

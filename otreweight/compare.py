@@ -68,6 +68,7 @@ import numpy as np
 from ._errors import OTReweightError, check_choice
 from .config import Stage2Config, as_run_config, recipe_keys, set_dotted
 from .methods import METHODS
+from .outputs import check_output_dir, has_progress
 from .summary import cell, mean_std, to_csv
 from .utils import atomic_save, load_yaml
 
@@ -301,13 +302,19 @@ def _plain(obj):
 
 def _check_or_write_plan(out: Path, plan, cfg, seeds, preset, mode, meta_in_train, resume) -> None:
     path = out / "compare.json"
-    if path.exists() and not resume:
+    started = path.exists() and any(has_progress(d) for d in out.glob("seed_*"))
+    if started and not resume:
         raise OTReweightError(f"{out} already holds a comparison; pass --resume to continue it, or choose another --output")
+    if path.exists() and not started:
+        resume = False  # a comparison that failed at its start: begin it afresh
     plain = as_run_config(cfg).to_dict()
     record = {"config": {k: plain[k] for k in ("data", "model", "stage1")}, "seeds": seeds, "preset": preset,
               "mode": mode, "meta_in_train": meta_in_train, "plan": plan}
-    if path.exists():
-        old = json.loads(path.read_text())
+    if path.exists() and resume:
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            raise OTReweightError(f"{path} is damaged; delete it to start the comparison afresh") from None
         if old.get("config", {}).get("data") != _plain(plain["data"]) or old.get("config", {}).get("model") != _plain(plain["model"]):
             raise OTReweightError(f"{out} holds a comparison on other data or another model; use another --output")
         old_plan = {v["name"]: v for v in old.get("plan", [])}
@@ -319,7 +326,7 @@ def _check_or_write_plan(out: Path, plan, cfg, seeds, preset, mode, meta_in_trai
             )
         record["plan"] = [*plan, *(v for n, v in old_plan.items() if n not in {p["name"] for p in plan})]
         record["seeds"] = sorted(set(seeds) | set(old.get("seeds", [])))
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_dir(out, "--output")
     atomic_save(json.dumps(record, indent=2, default=str), path)
 
 

@@ -9,12 +9,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._errors import check_same_length
+from ._errors import OTReweightError, check_same_length
 from .config import TRAINABLE, FitConfig  # noqa: F401  (re-exported)
 from .data.modality import get_modality, infer_modality
 from .data.samplers import SAMPLINGS  # noqa: F401
 from .metrics import classification_metrics
-from .train.features import FeatureCache, compute_features, predict_logits
+from .train.features import FeatureCache, compute_features, predict_logits, probe
 from .train.loop import FitResult, as_tensor, fit
 from .utils import pick_device
 
@@ -37,7 +37,10 @@ def evaluate(
     xt = as_tensor("evaluation inputs", x, dev)
     yt = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y).astype(np.int64)
     check_same_length(x=xt, y=yt)
+    if yt.shape[0] == 0:
+        raise OTReweightError("evaluate got zero examples; give at least one labelled example")
     channels_last = get_modality(modality or infer_modality(xt)).channels_last
+    probe(model, xt[:2], channels_last, "the evaluation inputs")
     pred = predict_logits(model, xt, batch_size, channels_last).argmax(1).cpu().numpy()
     return classification_metrics(
         yt, pred, train_counts, model.classifier.out_features, many_threshold, few_threshold

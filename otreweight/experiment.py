@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from ._errors import OTReweightError, check_choice
 from .class_weights import effective_number_weights
@@ -45,7 +46,11 @@ from .data.modality import get_modality
 from .data.sources import ArrayDataset, load_dataset
 from .config import (FitConfig, RunConfig, as_run_config, config_dir, dump_config, load_config,  # noqa: F401
                      resolve_config_path)
+from .data.dataset import fingerprint as data_fingerprint
+from .outputs import OutputLock, check_output_dir, has_progress
 from .train import FeatureCache, fit, predict_logits
+from .train.checkpoint import read_checkpoint
+from .train.features import layout
 from .metrics import classification_metrics
 from .methods import create_method
 from .models import MODELS, create_model
@@ -122,6 +127,13 @@ def build_model(name: str, options: dict, num_classes: int, input_kwargs: dict):
     factory = MODELS.get(name)
     params = inspect.signature(factory).parameters
     kw = {k: v for k, v in input_kwargs.items() if k in params}
+    kinds = {"in_features": "vector", "in_channels": "image"}
+    needed = [k for k in kinds if k in params and params[k].default is inspect.Parameter.empty
+              and k not in kw and k not in (options or {})]
+    if needed and input_kwargs:
+        given = next((kinds[k] for k in input_kwargs if k in kinds), "these")
+        raise OTReweightError(f"model {name!r} takes {kinds[needed[0]]} inputs ({needed[0]}) but the data are "
+                              f"{given} inputs; choose a model for {given} data")
     kw.update(options or {})
     check_options(f"model {name!r}", factory, {"num_classes": num_classes, **kw})
     return create_model(name, num_classes=num_classes, **kw)
@@ -167,10 +179,15 @@ def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, devi
     sdir = out / name
     final_path = sdir / "final.json"
     if resume and final_path.exists() and (sdir / "best.pt").exists():
-        log(f"{name}: finished earlier, skipped (--resume)")
-        bundle = torch.load(sdir / "best.pt", map_location=device, weights_only=False)
-        model.load_state_dict(bundle["state_dict"])
-        return json.loads(final_path.read_text())
+        try:
+            final = json.loads(final_path.read_text())
+            bundle = _load_bundle(sdir / "best.pt")
+        except (OSError, ValueError, OTReweightError):
+            log(f"{name}: its final.json or best.pt is damaged; finishing the stage again from its checkpoint")
+        else:
+            log(f"{name}: finished earlier, skipped (--resume)")
+            model.load_state_dict(bundle["state_dict"])
+            return final
     sdir.mkdir(parents=True, exist_ok=True)
 
     def on_epoch_end(epoch, record):
@@ -188,7 +205,7 @@ def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, devi
 
     ckpt = sdir / "checkpoint.pt"
     if resume and ckpt.exists():
-        history.extend(torch.load(ckpt, map_location="cpu", weights_only=False)["history"])
+        history.extend(read_checkpoint(ckpt)["history"])
         log(f"{name}: resuming from epoch {len(history)}")
     train = prep.train_with_meta() if meta_in_train and not method.uses_meta else prep.train
     res = fit(
@@ -265,48 +282,100 @@ def _check_resumable(cfg: RunConfig, old: dict, out: Path) -> None:
         )
 
 
+def _read_saved(path: Path, what: str) -> dict:
+    try:
+        data = load_yaml(path.read_text()) if path.suffix == ".yaml" else json.loads(path.read_text())
+    except (OSError, ValueError, yaml.YAMLError, UnicodeDecodeError):
+        raise OTReweightError(f"{path} is damaged ({what}); delete the output folder or choose another output_dir") from None
+    return data if isinstance(data, dict) else {}
+
+
 def run_experiment(cfg: RunConfig | dict, resume: bool = False, log=print, dataset: ArrayDataset | None = None) -> dict:
-    """Run stage 1 and every stage-2 variant of ``cfg``; return ``{stage: final metrics}``."""
+    """Run stage 1 and every stage-2 variant of ``cfg``; return ``{stage: final metrics}``.
+
+    Everything that can be checked is checked before training: the config, the output folder
+    (writable, not locked by another process), the data, that the model takes the data's inputs
+    and, with ``resume``, that settings and data are those of the interrupted run. ``config.yaml``
+    is written only once the run has started, so a failed start leaves the folder reusable.
+    """
     cfg = as_run_config(cfg)
     out = Path(cfg.output_dir)
     device = pick_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
     cfg_path = out / "config.yaml"
-    if cfg_path.exists() and not resume:
+    if cfg_path.exists() and has_progress(out) and not resume:
         raise OTReweightError(
             f"{out} already holds a run; pass --resume to continue it, or choose another output_dir"
         )
     if cfg_path.exists() and resume:
-        _check_resumable(cfg, load_yaml(cfg_path.read_text()) or {}, out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_save(dump_config(cfg), cfg_path)
+        _check_resumable(cfg, _read_saved(cfg_path, "the saved config"), out)
+    check_output_dir(out)
+    with OutputLock(out):
+        if cfg.threads:
+            torch.set_num_threads(int(cfg.threads))
+        d = cfg.data
+        if dataset is None:
+            dataset = load_dataset(d.source, root=d.root, download=d.download, cache_dir=d.cache_dir,
+                                   lazy=d.loader == "stream")
+        prep = Prepared(cfg, dataset, device)
+        try:
+            fingerprint = data_fingerprint(prep.pool, dataset.split("test"))
+            split_path = out / "split.json"
+            if resume and split_path.exists():
+                old = _read_saved(split_path, "the saved split").get("data_fingerprint")
+                if old is not None and old != fingerprint:
+                    raise OTReweightError(f"the data of {d.source} changed since {out} was started; resume with the "
+                                          "same data, or start a new run in another output_dir")
+            log(prep.split.summary(prep.classes))
+            test_counts = np.bincount(dataset.y_test, minlength=dataset.num_classes)
 
-    d = cfg.data
-    if dataset is None:
-        dataset = load_dataset(d.source, root=d.root, download=d.download, cache_dir=d.cache_dir,
-                               lazy=d.loader == "stream")
-    prep = Prepared(cfg, dataset, device)
-    log(prep.split.summary(prep.classes))
-    test_counts = np.bincount(dataset.y_test, minlength=dataset.num_classes)
-    _write_json(out / "split.json", {
-        "classes": prep.classes, **prep.split.to_dict(), "test_counts": test_counts.tolist(),
-        "many_threshold": d.many_threshold, "few_threshold": d.few_threshold, "source": d.source,
-    })
-    log(f"test: {int(test_counts.sum())} examples; device {device}")
-    try:
-        results = run_stages(cfg, prep, out, device, resume, log)
-    finally:
-        prep.close()
-    _write_json(out / "results.json", results)
+            def started() -> None:  # the model takes the data: the run is under way
+                atomic_save(dump_config(cfg), cfg_path)
+                _write_json(split_path, {
+                    "classes": prep.classes, **prep.split.to_dict(), "test_counts": test_counts.tolist(),
+                    "many_threshold": d.many_threshold, "few_threshold": d.few_threshold, "source": d.source,
+                    "data_fingerprint": fingerprint,
+                })
+                log(f"test: {int(test_counts.sum())} examples; device {device}")
+
+            results = run_stages(cfg, prep, out, device, resume, log, started)
+        finally:
+            prep.close()
+        _write_json(out / "results.json", results)
     return results
 
 
-def run_stages(cfg: RunConfig, prep: Prepared, out: Path, device, resume: bool, log) -> dict:
-    """Stage 1 (trained or loaded) and every stage-2 variant on prepared data; ``{stage: final}``."""
+def check_fits(model, prep: Prepared, name: str) -> None:
+    """One forward pass of two training examples: a model that cannot take the data's inputs, or
+    gives the wrong number of classes, is one line before any training."""
+    x = layout(next(prep.train.chunks(2)).to(next(model.parameters()).device), prep.modality.channels_last)
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise OTReweightError(
+            f"model {name!r} does not take the {prep.modality.name} inputs of this data (one example: shape "
+            f"{tuple(prep.example_shape)}; {first[:160]}); choose a model for {prep.modality.name} data, e.g. "
+            f"{prep.modality.default_model}"
+        ) from None
+    finally:
+        model.train(was)
+    if out.dim() != 2 or out.shape[1] != len(prep.classes):
+        raise OTReweightError(f"model {name!r} gives {tuple(out.shape[1:])} outputs per example for "
+                              f"{len(prep.classes)} classes")
+
+
+def run_stages(cfg: RunConfig, prep: Prepared, out: Path, device, resume: bool, log, started=None) -> dict:
+    """Stage 1 (trained or loaded) and every stage-2 variant on prepared data; ``{stage: final}``.
+    ``started()`` is called once the model is built and takes the data, before any training."""
     results = {}
     seed_everything(cfg.seed)
     model = build_model(cfg.model.name, cfg.model.options, len(prep.classes), prep.model_kwargs())
+    check_fits(model, prep, cfg.model.name)
+    if started is not None:
+        started()
     if cfg.stage1.checkpoint:
         bundle = _load_bundle(cfg.stage1.checkpoint)
         try:

@@ -32,6 +32,13 @@ class Registry(Generic[T]):
     def create(self, name: str, **kwargs) -> T:
         factory = self.get(name)
         check_options(f"{self.kind} {name!r}", factory, kwargs)
+        params = inspect.signature(factory).parameters
+        missing = [n for n, p in params.items() if p.default is inspect.Parameter.empty and n != "self"
+                   and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in kwargs]
+        if missing:
+            raise OTReweightError(f"{self.kind} {name!r} needs {', '.join(missing)} "
+                                  f"(e.g. create_model({name!r}, {missing[0]}=...))" if self.kind == "model" else
+                                  f"{self.kind} {name!r} needs {', '.join(missing)}")
         return factory(**kwargs)
 
     def names(self) -> list[str]:

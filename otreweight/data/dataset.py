@@ -108,4 +108,25 @@ def subset(split, indices):
     return Subset(split, indices)
 
 
-__all__ = ["ArraySplit", "Dataset", "Subset", "example_shape", "has_arrays", "subset"]
+def fingerprint(*splits) -> str:
+    """A short digest of splits: their labels, class names and a sample of up to 256 examples' raw
+    inputs (arrays) or item names (lazy sources) - enough to notice data replaced under a run."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for split in splits:
+        labels = np.ascontiguousarray(np.asarray(split.labels, dtype=np.int64))
+        h.update(labels.tobytes())
+        h.update(repr(list(split.classes)).encode())
+        n = len(split)
+        idx = np.unique(np.linspace(0, max(n - 1, 0), num=min(n, 256)).astype(np.int64)) if n else []
+        if has_arrays(split):
+            x = split.arrays()[0]
+            h.update(np.ascontiguousarray(x[idx]).tobytes())
+        else:
+            names = getattr(split, "names", None) or getattr(getattr(split, "base", None), "names", None)
+            h.update(repr(names if names is not None else n).encode())
+    return h.hexdigest()[:16]
+
+
+__all__ = ["ArraySplit", "Dataset", "Subset", "example_shape", "fingerprint", "has_arrays", "subset"]

@@ -145,6 +145,10 @@ def make_long_tailed(
     LongTailSplit
     """
     y = np.asarray(labels)
+    if y.size == 0:
+        raise OTReweightError("labels is empty; a long-tailed split needs labelled examples")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise OTReweightError(f"seed must be an integer, got {seed!r}")
     k = check_labels("labels", y, num_classes)
     y = y.astype(np.int64)
     for name, v in (("n_meta_per_class", n_meta_per_class), ("n_val_per_class", n_val_per_class)):

@@ -46,6 +46,24 @@ def predict_logits(model: nn.Module, x, batch_size: int = 256, channels_last: bo
     return torch.cat(out)
 
 
+def probe(model: nn.Module, x: torch.Tensor, channels_last: bool = False, what: str = "the inputs") -> torch.Tensor:
+    """Logits of a couple of examples in eval mode (restoring the mode), or a one-line error when the
+    model cannot take them (another width, channel count or kind of input)."""
+    from .._errors import OTReweightError
+
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return model(layout(x.to(next(model.parameters()).device), channels_last))
+    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise OTReweightError(f"the model does not take {what} (one example: shape {tuple(x.shape[1:])}; "
+                              f"{first[:160]}); build the model for this data") from None
+    finally:
+        model.train(was)
+
+
 class FeatureCache:
     """Frozen-backbone features of whole splits, keyed by ``(split name, view)``.
 
@@ -73,4 +91,4 @@ class FeatureCache:
         return len(self._store)
 
 
-__all__ = ["FeatureCache", "compute_features", "layout", "predict_logits"]
+__all__ = ["FeatureCache", "compute_features", "layout", "predict_logits", "probe"]

@@ -43,7 +43,7 @@ from ..metrics import classification_metrics
 from ..targets import check_meta_classes
 from ..utils import pick_device, seed_everything
 from . import checkpoint as ckpt
-from .features import FeatureCache, compute_features, layout
+from .features import FeatureCache, compute_features, layout, probe
 from .meta import MetaSet
 from .optim import build_optimizer, build_scheduler
 
@@ -67,7 +67,13 @@ class FitResult:
 
 def as_tensor(name: str, x, device, dtype=None) -> torch.Tensor:
     """``x`` as a finite tensor on ``device`` (float64 becomes float32)."""
-    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    if not isinstance(x, torch.Tensor):
+        x = np.asarray(x)
+        if x.dtype.kind not in "biuf":
+            hint = ("map your labels to integer class indices 0..K-1 first (e.g. sklearn.preprocessing.LabelEncoder)"
+                    if dtype == torch.long else "give numbers")
+            raise OTReweightError(f"{name} have dtype {x.dtype}; {hint}")
+    t = torch.as_tensor(x)
     if dtype is not None:
         t = t.to(dtype)
     elif t.dtype == torch.float64:
@@ -142,6 +148,10 @@ def setup(model, method, train, val, meta, config, device, augment, num_classes,
     if channels_last:
         model.to(memory_format=torch.channels_last)
     train_counts = np.bincount(y_tr.cpu().numpy(), minlength=num_classes)
+    probe(model, next(train.chunks(2)), channels_last, "the training inputs")
+    if not frozen and len(train) == 1 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise OTReweightError("one training example cannot train a model with batch norm (it needs at least two "
+                              "per batch); give more examples or train only the classifier (trainable: classifier)")
     cache = FeatureCache() if feature_cache is None else feature_cache
     meta_view = None
     if meta is not None:

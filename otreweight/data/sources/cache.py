@@ -37,7 +37,10 @@ def _fingerprint(path: Path) -> list:
     for dirpath, dirnames, filenames in os.walk(path):
         dirnames.sort()
         for fname in sorted(filenames):
-            fst = os.stat(os.path.join(dirpath, fname))
+            try:
+                fst = os.stat(os.path.join(dirpath, fname))
+            except OSError:  # a dangling symlink or a symlink loop: skipped, as the listing skips it
+                continue
             rows.append([os.path.relpath(os.path.join(dirpath, fname), path), fst.st_size, fst.st_mtime_ns])
     return [str(path), rows]
 

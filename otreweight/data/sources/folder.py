@@ -42,6 +42,15 @@ def _decode_image(source, image_size=None) -> np.ndarray:
 
     f = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
     with Image.open(f) as im:
+        if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+            # 16-bit (or 32-bit) grey, scaled to 8 bits from its range: convert("RGB") would clip every
+            # value above 255 to white. Float images are taken as [0, 1] when they stay in it, else [0, 255].
+            arr = np.asarray(im, dtype=np.float64)
+            if im.mode == "F":
+                arr = arr if arr.max(initial=0.0) <= 1.0 else arr / 255.0
+            else:
+                arr = arr / 65535.0
+            im = Image.fromarray(np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8), mode="L")
         im = im.convert("RGB")
         if image_size is not None:
             h, w = image_size

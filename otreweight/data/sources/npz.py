@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,7 @@ def load_npz(path) -> ArrayDataset:
             raise DataError(f"{path} holds object arrays: save plain arrays, and classes as a str array "
                             "(np.array(names, dtype=str))") from None
         raise DataError(f"cannot read {path} ({e}): save it again with np.savez") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as e:
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise DataError(f"cannot read {path} ({e}): save it again with np.savez") from None
     try:
         if classes is None:
