@@ -413,6 +413,7 @@ class RunConfig(Section):
     device: str = "auto"
     threads: int | None = None
     progress: bool = True
+    checkpoint_every: int = 1  # epochs between checkpoints (and at each stage's end); 0: none, no --resume
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     stage1: Stage1Config = field(default_factory=Stage1Config)
@@ -429,6 +430,8 @@ class RunConfig(Section):
         from .models import MODELS
 
         _check_fields(self)
+        if self.checkpoint_every < 0:
+            raise OTReweightError(f"checkpoint_every must be an integer >= 0, got {self.checkpoint_every}")
         if self.threads is not None and self.threads < 1:
             raise OTReweightError(f"threads must be an integer >= 1 or null, got {self.threads}")
         self.data.validate()

@@ -122,7 +122,7 @@ def demo_run_config(cfg: DemoConfig, seed: int, methods: dict[str, dict], output
                  "meta_in_train": bool(spec.get("meta_in_train", False))} for name, spec in methods.items()]
     return as_run_config({
         "name": "demo", "output_dir": str(output_dir), "seed": int(seed), "device": cfg.device,
-        "progress": cfg.progress,
+        "progress": cfg.progress, "checkpoint_every": 0,  # a demo run is not resumed: no checkpoints
         "data": {"source": "digits", "imbalance_factor": cfg.imbalance_factor, "n_meta_per_class": cfg.n_meta_per_class,
                  "n_val_per_class": cfg.n_val_per_class, "normalize": False, "augment": "none",
                  "many_threshold": cfg.many_threshold, "few_threshold": cfg.few_threshold, "loader": "memory"},

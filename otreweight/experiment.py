@@ -210,7 +210,8 @@ def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, devi
     train = prep.train_with_meta() if meta_in_train and not method.uses_meta else prep.train
     res = fit(
         model, method, train, prep.val, prep.meta, fit_cfg, device, prep.augment,
-        num_classes=len(prep.classes), tag=name, on_epoch_end=on_epoch_end, checkpoint=ckpt, resume=resume,
+        num_classes=len(prep.classes), tag=name, on_epoch_end=on_epoch_end,
+        checkpoint=ckpt if cfg.checkpoint_every else None, checkpoint_every=cfg.checkpoint_every, resume=resume,
         feature_cache=feature_cache if fit_cfg.trainable == "classifier" else None,
     )
     if not res.history or res.history[-1]["epoch"] == 0:

@@ -134,3 +134,14 @@ def test_exponent_numbers_without_a_dot_are_numbers(tmp_path):
     assert load_config(p)["stage1"]["lr"] == pytest.approx(0.01)
     with pytest.raises(OTReweightError, match="lr must be a finite number"):
         load_config("configs/cifar10_lt_if100.yaml", ["stage1.lr=fast"])
+
+
+def test_checkpoint_every(tiny_npz, tmp_path):
+    cfg = tiny_config(tiny_npz, tmp_path / "none", checkpoint_every=0)
+    cfg["stage2"] = cfg["stage2"][:1]
+    res = run_experiment(cfg, log=lambda *a: None)
+    assert not list((tmp_path / "none").glob("*/checkpoint.pt")) and (tmp_path / "none" / "stage1" / "best.pt").exists()
+    same = tiny_config(tiny_npz, tmp_path / "two", checkpoint_every=2)
+    same["stage2"] = same["stage2"][:1]
+    assert run_experiment(same, log=lambda *a: None)["stage1"]["best"] == res["stage1"]["best"]
+    assert (tmp_path / "two" / "stage1" / "checkpoint.pt").exists()  # the last epoch is always written

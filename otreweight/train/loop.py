@@ -256,13 +256,13 @@ def evaluate_split(run: Run) -> dict:
 def fit(model: nn.Module, method: Method, train, val, meta=None, config: FitConfig | None = None,
         device="auto", augment=None, num_classes: int | None = None, tag: str = "train",
         on_epoch_end: Callable[[int, dict], None] | None = None, checkpoint=None, resume: bool = False,
-        feature_cache: FeatureCache | None = None) -> FitResult:
+        feature_cache: FeatureCache | None = None, checkpoint_every: int = 1) -> FitResult:
     """Train ``model`` with ``method`` on ``train``, select on ``val`` (see the module docstring).
 
     ``train`` / ``val`` / ``meta``: ``(x, y)`` pairs or loaders; a training example's id is its row
     (the OT scores are keyed on it). ``augment(x_batch, generator)`` runs on device batches.
-    ``checkpoint``: written atomically after every epoch; ``resume=True`` continues from it and
-    ends exactly as an uninterrupted run. ``feature_cache``: frozen features shared by runs
+    ``checkpoint``: written atomically after every ``checkpoint_every`` epochs and the last one;
+    ``resume=True`` continues from it and ends exactly as an uninterrupted run. ``feature_cache``: frozen features shared by runs
     with an identical backbone. ``on_epoch_end(epoch, record)`` is called after each evaluation.
     """
     config = (config or FitConfig()).validate()
@@ -287,7 +287,7 @@ def fit(model: nn.Module, method: Method, train, val, meta=None, config: FitConf
         if val_metrics[config.select_metric] > result.best_score:
             result.best_score, result.best_epoch = val_metrics[config.select_metric], epoch + 1
             result.best_state = copy.deepcopy(model.state_dict())
-        if checkpoint is not None:
+        if checkpoint is not None and ((epoch + 1) % max(1, checkpoint_every) == 0 or epoch + 1 == config.epochs):
             ckpt.save_checkpoint(checkpoint, epoch + 1, config, model, run.optimizer, run.scheduler, method,
                                  run.gen, result)
         if on_epoch_end is not None:
