@@ -377,6 +377,7 @@ class DataConfig(Section):
     flip: bool = True
     many_threshold: int = 100
     few_threshold: int = 20
+    image_size: tuple[int, ...] | None = None  # [H, W]: resize every image of a folder source (bilinear)
     loader: str = "auto"  # memory: on the device; stream: DataLoader workers; auto: memory if it fits
     num_workers: int | None = None  # stream path: worker processes (None: the usable cores, at most 8)
 
@@ -384,6 +385,8 @@ class DataConfig(Section):
         _check_fields(self, "data.")
         check_choice("augmentation", self.augment, AUGMENTS)
         check_choice("data loader", self.loader, ("auto", "memory", "stream"))
+        if self.image_size is not None and (len(self.image_size) != 2 or min(self.image_size) < 1):
+            raise OTReweightError(f"data.image_size must be [H, W] with two positive integers, got {list(self.image_size)}")
         if self.num_workers is not None and self.num_workers < 0:
             raise OTReweightError(f"data.num_workers must be an integer >= 0 or null, got {self.num_workers}")
         check_choice("long-tail profile", self.profile, PROFILES)

@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ._errors import OTReweightError, check_choice
+from ._errors import OTReweightError, check_choice, check_labels
 
 LABEL_SCALES = ("reference", "unit")
 
@@ -107,4 +107,7 @@ def cost_matrix(
 ) -> torch.Tensor:
     """Cost matrix ``(n_batch, n_targets)`` by name: ``"feature"``, ``"label"`` or ``"combined"``."""
     check_choice("cost", name, COSTS)
+    if name != "feature":
+        check_labels("labels", labels, num_classes)
+        check_labels("target labels", target_labels, num_classes)
     return COSTS[name](features, labels, target_features, target_labels, num_classes, alpha, label_scale)

@@ -315,8 +315,9 @@ def run_experiment(cfg: RunConfig | dict, resume: bool = False, log=print, datas
             torch.set_num_threads(int(cfg.threads))
         d = cfg.data
         if dataset is None:
+            extra = {"image_size": tuple(d.image_size)} if d.image_size else {}
             dataset = load_dataset(d.source, root=d.root, download=d.download, cache_dir=d.cache_dir,
-                                   lazy=d.loader == "stream")
+                                   lazy=d.loader == "stream", **extra)
         prep = Prepared(cfg, dataset, device)
         try:
             fingerprint = data_fingerprint(prep.pool, dataset.split("test"))

@@ -238,6 +238,10 @@ class OTReweighter(nn.Module):
             raise OTReweightError(
                 f"batch mismatch: {idx.shape[0]} ids, {features.shape[0]} feature rows, {labels.shape[0]} labels"
             )
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= self.scores.shape[0]:
+            raise OTReweightError(f"example id {lo if lo < 0 else hi} is outside 0..{self.scores.shape[0] - 1}: ids are "
+                                  "the rows of the training set the re-weighter was built on")
         check_finite("batch features", features)
         idx = idx.to(self.scores.device).long()
         if self.solved:

@@ -112,6 +112,31 @@ def entropic_ot(
         raise OTReweightError(f"method must be 'auto', 'log' or 'scaling', got {method!r}")
     if b is None:
         b = torch.full((cost.shape[1],), 1.0 / cost.shape[1], dtype=a.dtype, device=a.device)
+    for name, w in (("a", a), ("b", b)):
+        total = float(w.detach().sum())
+        if abs(total - 1.0) > 1e-5 or bool((w.detach() < 0).any()):
+            raise OTReweightError(f"{name} must be non-negative weights summing to 1, got a sum of {total:.6g}; "
+                                  f"normalise it ({name} / {name}.sum())")
+    result = _solve(cost, a, b, eps, tol, max_iter, method)
+    _check_marginals(result.plan, a, b, eps, max_iter)
+    return result
+
+
+class OTConvergenceWarning(UserWarning):
+    """Sinkhorn stopped at ``max_iter`` with marginals further from the targets than 0.1 %."""
+
+
+def _check_marginals(plan, a, b, eps, max_iter) -> None:
+    """Warn, with the marginal error, when the plan does not transport ``a`` onto ``b``."""
+    p = plan.detach()
+    err = max(float((p.sum(1) - a.detach()).abs().sum()), float((p.sum(0) - b.detach()).abs().sum()))
+    if err > 1e-3:
+        warnings.warn(OTConvergenceWarning(
+            f"Sinkhorn did not converge in max_iter={max_iter} iterations at eps={eps:g}: the plan's marginals are "
+            f"off by {100 * err:.2f}% of the mass; raise eps or max_iter"), stacklevel=3)
+
+
+def _solve(cost, a, b, eps, tol, max_iter, method) -> OTResult:
     if method != "log":
         safe = cost.device.type == "cpu" and float(cost.detach().abs().max()) / eps <= _MAX_SCALING_EXPONENT
         if method == "scaling" and not safe:

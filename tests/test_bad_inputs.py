@@ -302,3 +302,39 @@ def test_npz_with_random_shapes_and_dtypes_loads_or_gives_one_line(tmp_path_fact
         assert "\n" not in str(err)
     else:
         assert ds.modality in ("image", "vector")
+
+
+def test_labels_with_gaps_get_the_remapping_advice():
+    with pytest.raises(OTReweightError, match="skip values"):
+        make_long_tailed(np.repeat([0, 5, 9], 40), 2, n_meta_per_class=2, n_val_per_class=2)
+
+
+def test_image_size_reaches_folder_sources_and_is_refused_by_others(tiny_npz, tmp_path, capsys):
+    from test_loaders import png_folder
+
+    from otreweight.data.sources import load_dataset
+
+    one_line_error(capsys, train(tiny_npz, tmp_path / "run", "data.image_size=[4, 4]"), "does not take image_size")
+    one_line_error(capsys, train(tiny_npz, tmp_path / "run", "data.image_size=[4]"), "data.image_size")
+    ds = load_dataset(str(png_folder(tmp_path / "imgs")), cache_dir=tmp_path / "c", image_size=(4, 6))
+    assert ds.x_train.shape[1:] == (4, 6, 3)
+
+
+def test_ot_core_bad_inputs_and_non_convergence():
+    from otreweight import cost_matrix, entropic_ot
+    from otreweight.targets import build_targets
+    from otreweight.transport import OTConvergenceWarning
+
+    c = torch.rand(5, 3, dtype=torch.float64)
+    with pytest.raises(OTReweightError, match="summing to 1"):
+        entropic_ot(c, torch.full((5,), 0.5, dtype=torch.float64))
+    with pytest.raises(OTReweightError, match="labels must lie in 0..2"):
+        cost_matrix("combined", torch.rand(4, 2), torch.tensor([0, 1, 2, 7]), torch.rand(3, 2), torch.tensor([0, 1, 2]), 3)
+    with pytest.warns(OTConvergenceWarning, match="off by"):
+        entropic_ot(torch.rand(40, 30, dtype=torch.float64) * 10, torch.full((40,), 1 / 40, dtype=torch.float64),
+                    eps=1e-4, max_iter=20, method="log")
+    rw = OTReweighter([0, 1, 2, 0, 1, 2])
+    feats = torch.rand(3, 4)
+    targets = build_targets("whole", feats, torch.tensor([0, 1, 2]), 3)
+    with pytest.raises(OTReweightError, match="example id 9 is outside 0..5"):
+        rw.step(torch.tensor([0, 1, 9]), feats, torch.tensor([0, 1, 2]), targets)

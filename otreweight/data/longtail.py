@@ -162,6 +162,11 @@ def make_long_tailed(
     short = [c for c in range(k) if available[c] <= reserved]
     if short:
         c = short[0]
+        if available[c] == 0:
+            raise OTReweightError(
+                f"class {c} has no examples in the training pool: if the labels skip values, map them to 0..K-1 "
+                "without gaps (e.g. sklearn.preprocessing.LabelEncoder); otherwise add examples of that class"
+            )
         raise OTReweightError(
             f"class {c} has {available[c]} examples, too few for {n_meta_per_class} meta + "
             f"{n_val_per_class} validation examples and at least one training example; "

@@ -152,7 +152,7 @@ def _decode_all(sources: list, names: list[str], image_size, num_workers) -> np.
             if img.shape != first.shape:
                 raise DataError(
                     f"image {names[i]} is {img.shape[0]}x{img.shape[1]} but {names[0]} is "
-                    f"{first.shape[0]}x{first.shape[1]}: pass image_size=(H, W) to resize all images"
+                    f"{first.shape[0]}x{first.shape[1]}: pass image_size=(H, W) to resize all images (data.image_size: [H, W] in a config)"
                 )
             out[i] = img
         return hi - lo
@@ -298,7 +298,7 @@ class ImageFileSplit:
                             "remove or replace the file") from None
         if self._shape is not None and x.shape != self._shape:
             raise DataError(f"{self.names[i]} is {x.shape[1]}x{x.shape[0]} but the first image is "
-                            f"{self._shape[1]}x{self._shape[0]}: set data image_size or resize the images")
+                            f"{self._shape[1]}x{self._shape[0]}: set data.image_size: [H, W] or resize the images")
         return x, int(self.labels[i])
 
     @property

@@ -69,5 +69,5 @@ def load_npz(path) -> ArrayDataset:
 
 
 @register_source("npz")
-def _npz(root, download=True, cache_dir=None, **kw):
-    return load_npz(root, **kw)
+def _npz(root, download=True, cache_dir=None):
+    return load_npz(root)

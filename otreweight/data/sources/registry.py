@@ -86,8 +86,13 @@ def load_dataset(spec: str, root=None, download: bool = True, cache_dir=None, la
 
     def call(kind, **args):
         fn = SOURCES[kind]
-        if lazy and "lazy" in inspect.signature(fn).parameters:
+        params = inspect.signature(fn).parameters
+        if lazy and "lazy" in params:
             args["lazy"] = True
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            unknown = sorted(set(kw) - set(params))
+            if unknown:
+                raise DataError(f"data source {kind!r} does not take {', '.join(unknown)}; remove it from the config")
         return fn(download=download, cache_dir=cache_dir, **args, **kw)
 
     spec = str(spec)
