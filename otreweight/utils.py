@@ -58,10 +58,33 @@ def atomic_write(path, write) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        cause = _os_cause(err, path)
+        if cause is not None and cause is not err:
+            raise cause from None  # e.g. torch.save's RuntimeError around "No space left on device"
         raise
+
+
+def _os_cause(err: BaseException, path):
+    """The OS error behind ``err`` (its chain, or a full disk under a failed write), else None."""
+    import errno
+    import os
+
+    e = err
+    while e is not None:
+        if isinstance(e, OSError):
+            return e
+        e = e.__cause__ or e.__context__
+    if isinstance(err, RuntimeError) and "write" in str(err).lower():
+        try:
+            st = os.statvfs(os.path.dirname(os.path.abspath(path)))
+            if st.f_bavail * st.f_frsize < 1 << 20:
+                return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        except OSError:
+            pass
+    return None
 
 
 def atomic_save(obj, path) -> None:

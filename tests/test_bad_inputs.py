@@ -338,3 +338,37 @@ def test_ot_core_bad_inputs_and_non_convergence():
     targets = build_targets("whole", feats, torch.tensor([0, 1, 2]), 3)
     with pytest.raises(OTReweightError, match="example id 9 is outside 0..5"):
         rw.step(torch.tensor([0, 1, 9]), feats, torch.tensor([0, 1, 2]), targets)
+
+
+def _mount_tmpfs(where, options):
+    import subprocess
+
+    where.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode().strip() or r.returncode})")
+
+
+def _umount(where):
+    import subprocess
+
+    subprocess.run(["umount", str(where)], capture_output=True)
+
+
+def test_a_full_disk_is_one_line_naming_it(tiny_npz, tmp_path, capsys):
+    disk = tmp_path / "small"
+    _mount_tmpfs(disk, "size=160k")
+    try:
+        err = one_line_error(capsys, train(tiny_npz, disk / "run", "stage2.*.epochs=3"), "No space left on device")
+        assert "--resume" in err
+    finally:
+        _umount(disk)
+
+
+def test_a_read_only_file_system_is_one_line(tiny_npz, tmp_path, capsys):
+    ro = tmp_path / "ro"
+    _mount_tmpfs(ro, "ro,size=64k")
+    try:
+        one_line_error(capsys, train(tiny_npz, ro / "run"), "not writable", "Read-only file system")
+    finally:
+        _umount(ro)
