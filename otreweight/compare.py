@@ -68,6 +68,7 @@ import numpy as np
 from ._errors import OTReweightError, check_choice
 from .config import Stage2Config, as_run_config, recipe_keys, set_dotted
 from .methods import METHODS
+from .methods.ot_reweight import OT_VARIANTS
 from .outputs import check_output_dir, has_progress
 from .summary import cell, mean_std, to_csv
 from .utils import atomic_save, load_yaml
@@ -162,10 +163,14 @@ def plan_comparison(cfg: dict, methods=None, preset: str = "baselines", mode: st
             plan.append(known[name])
         elif name == "ot":
             plan.append(_variant("ot", "ot", ref["options"] or {}, "stage1", "classifier", ot_recipe))
+        elif name in OT_VARIANTS:  # a named OT variant: the reference options with its overrides
+            plan.append(_variant(name, "ot", {**(ref["options"] or {}), **OT_VARIANTS[name]}, "stage1", "classifier",
+                                 ot_recipe))
         elif preset == "ablation":
             raise OTReweightError(f"unknown ablation {name!r}; choose among: ce, {', '.join(known)}")
         elif name not in METHODS:
-            raise OTReweightError(f"unknown method {name!r}; choose among: {', '.join(METHODS.names())}")
+            raise OTReweightError(f"unknown method {name!r}; choose among: {', '.join(METHODS.names())}, "
+                                  f"{', '.join(OT_VARIANTS)}")
         elif not METHODS.get(name).trains:  # post-hoc: scores the stage-1 model, trains nothing
             plan.append(_variant(name, name, {}, "stage1", "classifier", {**ot_recipe, "epochs": 0}))
         elif METHODS.get(name).recipe:  # a recipe of its own (cRT)

@@ -36,6 +36,7 @@ from .data.longtail import make_long_tailed
 from .data.sources import ArrayDataset
 from .experiment import run_experiment
 from .methods import create_method
+from .methods.ot_reweight import OT_VARIANTS
 from .summary import format_table, summarize
 
 
@@ -74,16 +75,16 @@ DEMO_METHODS = {
 }
 # The same OT re-weighting without the meta-set cross-entropy term: shows how much of the gain
 # comes from training on the (balanced) meta examples rather than from the learned weights.
-DEMO_METHODS["ot-no-meta-ce"] = {**DEMO_METHODS["ot"], "meta_ce": 0.0}
+DEMO_METHODS["ot-no-meta-ce"] = {**DEMO_METHODS["ot"], **OT_VARIANTS["ot-no-meta-ce"]}
 # Class-balanced re-weighting that also trains on the meta set: the fair partner of ``ot``, which
 # sees the meta examples through its meta-set cross-entropy term.
 DEMO_METHODS["cb+meta"] = {"method": "cb", "beta": 0.9999, "meta_in_train": True}
 # OT's loss with no OT step at all: the class-balanced start and the meta-set term alone.
-DEMO_METHODS["ot-no-step"] = {**DEMO_METHODS["ot"], "steps": 0}
+DEMO_METHODS["ot-no-step"] = {**DEMO_METHODS["ot"], **OT_VARIANTS["ot-no-step"]}
 # The solved, well-posed weight objectives (docs/ot_weights.md), with the reference loss: the
 # weights of all training examples are solved once per epoch against the meta prototypes.
-DEMO_METHODS["ot-kl"] = {**DEMO_METHODS["ot"], "objective": "kl_regularized", "scope": "dataset", "lam": 0.1}
-DEMO_METHODS["ot-cc"] = {**DEMO_METHODS["ot"], "objective": "class_conditional", "scope": "dataset", "lam": 0.1}
+DEMO_METHODS["ot-kl"] = {**DEMO_METHODS["ot"], **OT_VARIANTS["ot-kl"]}
+DEMO_METHODS["ot-cc"] = {**DEMO_METHODS["ot"], **OT_VARIANTS["ot-cc"]}
 
 
 STAGE1 = {"epochs": 60, "batch_size": 64, "lr": 0.1, "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4,

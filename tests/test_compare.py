@@ -205,3 +205,12 @@ def test_run_plan_runs_custom_variants_and_rejects_duplicate_names(tiny_npz, tmp
     assert all(r["balanced_accuracy_mean"] is not None for r in res["rows"])
     with pytest.raises(OTReweightError, match="names a method twice"):
         run_plan(cfg, plan + plan[:1], [0], tmp_path / "dup", log=lambda *a: None)
+
+
+def test_named_ot_variants_are_methods_of_a_comparison():
+    cfg = load_config("configs/cifar10_lt_if100.yaml")
+    plan = {v["name"]: v for v in plan_comparison(cfg, ["ot", "ot-cc", "ot-no-meta-ce"])}
+    ref = plan["ot"]["options"]
+    assert plan["ot-cc"]["method"] == "ot" and plan["ot-cc"]["options"] == {
+        **ref, "objective": "class_conditional", "scope": "dataset", "lam": 0.1}
+    assert plan["ot-no-meta-ce"]["options"]["meta_ce"] == 0.0 and plan["ot-cc"]["lr"] == plan["ot"]["lr"]

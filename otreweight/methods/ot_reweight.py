@@ -29,6 +29,16 @@ from . import METHODS
 from .base import Method
 
 
+# Named OT variants: option overrides on top of the reference (the authors') options, usable as
+# method names by ``compare`` and the demo. ``ot`` itself is the reference.
+OT_VARIANTS: dict[str, dict] = {
+    "ot-no-meta-ce": {"meta_ce": 0.0},  # without the meta-set cross-entropy term
+    "ot-no-step": {"steps": 0},  # the loss alone, no OT step: the class-balanced start and the meta term
+    "ot-kl": {"objective": "kl_regularized", "scope": "dataset", "lam": 0.1},  # solved, well-posed (docs/ot_weights.md)
+    "ot-cc": {"objective": "class_conditional", "scope": "dataset", "lam": 0.1},
+}
+
+
 class OTReweight(Method):
     """OT re-weighting. Keyword options are those of :class:`OTReweighter` plus ``targets`` and ``meta_ce``."""
 
