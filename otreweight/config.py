@@ -377,6 +377,7 @@ class DataConfig(Section):
     flip: bool = True
     many_threshold: int = 100
     few_threshold: int = 20
+    modality_options: dict = field(default_factory=dict)  # e.g. tokens: max_length, vocab_size, tokenizer
     image_size: tuple[int, ...] | None = None  # [H, W]: resize every image of a folder source (bilinear)
     loader: str = "auto"  # memory: on the device; stream: DataLoader workers; auto: memory if it fits
     num_workers: int | None = None  # stream path: worker processes (None: the usable cores, at most 8)

@@ -85,14 +85,14 @@ class Prepared:
             pool.labels, d.imbalance_factor, profile=d.profile, n_meta_per_class=d.n_meta_per_class,
             n_val_per_class=d.n_val_per_class, n_max=d.n_max, num_classes=dataset.num_classes, seed=cfg.seed,
         )
-        self.modality = get_modality(dataset.modality)
+        self.modality = get_modality(dataset.modality, **(d.modality_options or {}))
         self.pool, self.device, self.data_cfg = pool, device, d
         train = subset(pool, self.split.train)
         if has_arrays(train):
             self.stats = self.modality.stats(train.arrays()[0], d.normalize)
         else:  # a lazy source: one pass over the training images through the workers
             self.stats = self.modality.stats_from_chunks(raw_chunks(train, 512, d.num_workers), d.normalize)
-        self.mean, self.std = self.stats["mean"], self.stats["std"]
+        self.mean, self.std = self.stats.get("mean"), self.stats.get("std")
         self.train = self._loader(train, "train")
         self.val = self._loader(subset(pool, self.split.val), "val")
         self.meta = self._loader(subset(pool, self.split.meta), "meta", mode="memory")
@@ -113,7 +113,7 @@ class Prepared:
         return self._train_with_meta
 
     def model_kwargs(self) -> dict:
-        return self.modality.model_kwargs(self.example_shape)
+        return self.modality.model_kwargs(self.example_shape, self.stats)
 
     def close(self) -> None:
         """Stop the worker processes of streamed loaders."""
@@ -127,7 +127,7 @@ def build_model(name: str, options: dict, num_classes: int, input_kwargs: dict):
     factory = MODELS.get(name)
     params = inspect.signature(factory).parameters
     kw = {k: v for k, v in input_kwargs.items() if k in params}
-    kinds = {"in_features": "vector", "in_channels": "image"}
+    kinds = {"in_features": "vector", "in_channels": "image", "vocab_size": "tokens"}
     needed = [k for k in kinds if k in params and params[k].default is inspect.Parameter.empty
               and k not in kw and k not in (options or {})]
     if needed and input_kwargs:
@@ -160,7 +160,8 @@ def model_bundle(cfg, prep: Prepared, state: dict) -> dict:
         "model": {"name": cfg.model.name, "options": cfg.model.options or {}},
         "num_classes": len(prep.classes),
         "classes": prep.classes,
-        "input": {"modality": prep.modality.name, "stats": prep.stats, "mean": prep.mean, "std": prep.std,
+        "input": {"modality": prep.modality.name, "modality_options": dict(cfg.data.modality_options or {}),
+                  "stats": prep.stats, "mean": prep.mean, "std": prep.std,
                   "is_image": prep.modality.name == "image", **prep.model_kwargs()},
         "train_counts": prep.split.train_counts.tolist(),
         "thresholds": {"many": cfg.data.many_threshold, "few": cfg.data.few_threshold},
@@ -428,7 +429,7 @@ def load_model(path, device="cpu"):
     (``classes``, ``input`` modality and statistics, ``train_counts``, thresholds)."""
     bundle = _load_bundle(path)
     inp = bundle["input"]
-    kwargs = {k: inp[k] for k in ("in_channels", "in_features") if k in inp}
+    kwargs = {k: inp[k] for k in ("in_channels", "in_features", "vocab_size") if k in inp}
     model = build_model(bundle["model"]["name"], bundle["model"]["options"], bundle["num_classes"], kwargs)
     model.load_state_dict(bundle["state_dict"])
     return model.to(pick_device(device)).eval(), bundle
@@ -441,23 +442,25 @@ def evaluate_checkpoint(path, source: str, root=None, split: str = "test", devic
     dev = pick_device(device)
     model, bundle = load_model(path, dev)
     inp = bundle["input"]
-    kwargs = {k: inp[k] for k in ("in_channels", "in_features") if k in inp}
+    kwargs = {k: inp[k] for k in ("in_channels", "in_features", "vocab_size") if k in inp}
     ds = load_dataset(source, root=root, download=download, cache_dir=cache_dir)
     if ds.num_classes != bundle["num_classes"]:
         raise OTReweightError(
             f"{source} has {ds.num_classes} classes but the checkpoint was trained on {bundle['num_classes']}"
         )
     data = ds.split(split)
-    modality = get_modality(inp.get("modality") or ("image" if inp.get("is_image") else "vector"))
+    modality = get_modality(inp.get("modality") or ("image" if inp.get("is_image") else "vector"),
+                            **inp.get("modality_options", {}))
+    stats = inp.get("stats") or {"mean": inp["mean"], "std": inp["std"]}
     if ds.modality != modality.name:
         raise OTReweightError(f"the checkpoint was trained on {modality.name} inputs but {source} holds "
                               f"{ds.modality} inputs; evaluate it on data of the kind it was trained on")
-    wanted = modality.model_kwargs(example_shape(data))
+    wanted = modality.model_kwargs(example_shape(data), stats)
     if any(kwargs.get(k) != v for k, v in wanted.items()):
         have = ", ".join(f"{k}={v}" for k, v in wanted.items())
         was = ", ".join(f"{k}={kwargs.get(k)}" for k in wanted)
         raise OTReweightError(f"{source} has {have} but the checkpoint's model was built for {was}")
-    loader = build_loader(data, modality, inp.get("stats") or {"mean": inp["mean"], "std": inp["std"]}, dev,
+    loader = build_loader(data, modality, stats, dev,
                           "auto", None, f"{split} of {source}")
     y = data.labels
     cl = modality.channels_last

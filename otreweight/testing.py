@@ -57,8 +57,11 @@ def model_input(name: str, n: int = 4, seed: int = 0) -> torch.Tensor:
 
 
 def _build_model(name: str, num_classes: int = 3):
-    params = inspect.signature(MODELS.get(name)).parameters
-    kw = {"in_features": 5} if "in_features" in params else {}
+    factory = MODELS.get(name)
+    params = inspect.signature(factory).parameters
+    kw = dict(getattr(factory, "example_kwargs", {}))
+    if "in_features" in params:
+        kw["in_features"] = 5
     return create_model(name, num_classes=num_classes, **kw)
 
 
@@ -136,8 +139,7 @@ def check_method(name: str) -> None:
 
 
 def check_modality(name: str) -> None:
-    """The modality contract: statistics from training data, finite float inputs of a fixed
-    shape, ``collate`` = ``to_tensor`` of the stacked examples, a seeded augmentation that keeps
+    """The modality contract: statistics from training data, finite float inputs (or int64 ids), ``collate`` = ``to_tensor`` of the stacked examples, a seeded augmentation that keeps
     shapes, and its default model accepting its inputs."""
     mod = get_modality(name)
     assert mod.name == name, f"modality {name!r} calls itself {mod.name!r}"
@@ -148,10 +150,12 @@ def check_modality(name: str) -> None:
     stats = mod.stats(raw, True)
     chunked = mod.stats_from_chunks(iter([raw[:2], raw[2:]]), True)
     for key, value in stats.items():
-        assert np.allclose(np.asarray(value, dtype=float), np.asarray(chunked[key], dtype=float)), \
-            f"{name}: stats_from_chunks disagrees with stats on {key!r}"
+        same = (value == chunked[key]) if isinstance(value, (str, int)) else np.allclose(
+            np.asarray(value, dtype=float), np.asarray(chunked[key], dtype=float))
+        assert same, f"{name}: stats_from_chunks disagrees with stats on {key!r}"
     t = mod.to_tensor(raw, stats)
-    assert t.dtype == torch.float32 and t.shape[0] == 6 and torch.isfinite(t).all(), f"{name}: to_tensor {t.dtype}"
+    assert t.dtype in (torch.float32, torch.int64) and t.shape[0] == 6, f"{name}: to_tensor gives {t.dtype}"
+    assert t.dtype == torch.int64 or torch.isfinite(t).all(), f"{name}: to_tensor gives non-finite values"
     items = [(raw[i], i % 3) for i in range(6)]
     assert torch.equal(mod.collate(items, stats)[0], t), f"{name}: collate differs from to_tensor"
     aug = mod.augment(DataConfig(augment="pad_crop_flip"), stats)
@@ -159,7 +163,7 @@ def check_modality(name: str) -> None:
         a1 = aug(t.clone(), torch.Generator().manual_seed(0))
         a2 = aug(t.clone(), torch.Generator().manual_seed(0))
         assert a1.shape == t.shape and torch.equal(a1, a2), f"{name}: augmentation changes shape or is not seeded"
-    kw = mod.model_kwargs(tuple(raw.shape[1:]))
+    kw = mod.model_kwargs(tuple(raw.shape[1:]), stats)
     model = create_model(mod.default_model, num_classes=3, **kw).eval()
     assert model(t).shape == (6, 3), f"{name}: default model {mod.default_model!r} does not take its inputs"
 

@@ -17,10 +17,10 @@ def test_shipped_configs_are_a_base_plus_a_few_keys():
 
     for p in config_dir().glob("*.yaml"):
         text = [l for l in p.read_text().splitlines() if l.strip() and not l.startswith("#")]
-        assert text[0] == "base: _base/cifar_lt.yaml" and len(text) <= 9, p.name
+        assert text[0] in ("base: _base/cifar_lt.yaml", "base: _base/text_lt.yaml") and len(text) <= 9, p.name
         cfg = load_config(p)
         assert cfg.name == p.stem and cfg.output_dir == f"runs/{p.stem}"
-        assert [v.name for v in cfg.stage2] == ["ot_classifier", "ot_full"]
+        assert [v.name for v in cfg.stage2][:1] == ["ot_classifier"]
     c100 = load_config("configs/cifar100_lt_if50.yaml")
     assert (c100.data.source, c100.data.imbalance_factor, c100.data.n_val_per_class) == ("cifar100", 50, 10)
     assert c100.stage2[0].options["meta_ce"] == 10.0 and c100.stage1.milestones == (0.8, 0.9)

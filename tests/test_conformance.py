@@ -47,12 +47,21 @@ def _folder(tmp_path, lazy=False):
     return load_dataset(str(png_folder(tmp_path / "imgs")), cache_dir=tmp_path / "cache", lazy=lazy)
 
 
+def _text(tmp_path):
+    d = tmp_path / "txt"
+    d.mkdir()
+    (d / "train.tsv").write_text("".join(f"{'ab'[i % 2]}\tdoc {i} words here\n" for i in range(8)))
+    (d / "test.tsv").write_text("a\tone doc\nb\ttwo doc\n")
+    return load_dataset(str(d))
+
+
 # One generated example per registered source; a new source adds its builder here.
 BUILDERS = {
     "cifar10": lambda p: _cifar(p, "cifar10"),
     "cifar100": lambda p: _cifar(p, "cifar100"),
     "npz": _npz,
     "folder": _folder,
+    "text": _text,
 }
 
 

@@ -122,7 +122,8 @@ def fingerprint(*splits) -> str:
         idx = np.unique(np.linspace(0, max(n - 1, 0), num=min(n, 256)).astype(np.int64)) if n else []
         if has_arrays(split):
             x = split.arrays()[0]
-            h.update(np.ascontiguousarray(x[idx]).tobytes())
+            sample = x[idx]
+            h.update(repr(sample.tolist()).encode() if sample.dtype == object else np.ascontiguousarray(sample).tobytes())
         else:
             names = getattr(split, "names", None) or getattr(getattr(split, "base", None), "names", None)
             h.update(repr(names if names is not None else n).encode())

@@ -60,7 +60,7 @@ class Modality:
         """``n`` random raw examples as the modality's sources give them (for conformance checks)."""
         raise NotImplementedError
 
-    def model_kwargs(self, example_shape: tuple) -> dict:
+    def model_kwargs(self, example_shape: tuple, stats: dict | None = None) -> dict:
         return {}
 
     def __repr__(self) -> str:
@@ -116,7 +116,7 @@ class ImageModality(Modality):
         fill = [-m / s for m, s in zip(stats["mean"], stats["std"])]
         return PadCropFlip(pad=data_cfg.pad, flip=data_cfg.flip, fill=fill)
 
-    def model_kwargs(self, example_shape: tuple) -> dict:
+    def model_kwargs(self, example_shape: tuple, stats: dict | None = None) -> dict:
         return {"in_channels": int(example_shape[-1])}
 
     def example_batch(self, n: int, rng: np.random.Generator):
@@ -149,16 +149,16 @@ class VectorModality(Modality):
         s = torch.as_tensor(stats["std"], dtype=torch.float32, device=device)
         return (t - m) / s
 
-    def model_kwargs(self, example_shape: tuple) -> dict:
+    def model_kwargs(self, example_shape: tuple, stats: dict | None = None) -> dict:
         return {"in_features": int(example_shape[-1])}
 
     def example_batch(self, n: int, rng: np.random.Generator):
         return rng.normal(0, 2, (n, 7)).astype(np.float32)
 
 
-def get_modality(name: str) -> Modality:
-    """The registered modality ``name`` (a fresh instance)."""
-    return MODALITIES.create(name)
+def get_modality(name: str, **options) -> Modality:
+    """The registered modality ``name`` (a fresh instance with ``options``, e.g. ``max_length``)."""
+    return MODALITIES.create(name, **options)
 
 
 def infer_modality(x) -> str:
@@ -168,3 +168,6 @@ def infer_modality(x) -> str:
 
 
 __all__ = ["MODALITIES", "ImageModality", "Modality", "VectorModality", "get_modality", "infer_modality"]
+
+
+from . import text as _text  # noqa: E402,F401  (registers the tokens modality)

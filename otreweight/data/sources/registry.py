@@ -22,7 +22,7 @@ SOURCES: Registry[ArrayDataset] = Registry("data source")
 
 #: The entries of ``SOURCES`` that load a path given as ``root``, selected by
 #: ``"<kind>:<path>"`` or by the path (``*.npz`` for ``"npz"``, else ``"folder"``).
-PATH_SOURCES = ("npz", "folder")
+PATH_SOURCES = ("npz", "text", "folder")
 
 
 def register_source(name: str):
@@ -106,7 +106,9 @@ def load_dataset(spec: str, root=None, download: bool = True, cache_dir=None, la
     if key.endswith(".npz"):
         return call("npz", root=path)
     if path.exists():
-        return call("folder", root=path)
+        from .text import find_text_files
+
+        return call("text" if find_text_files(path) is not None else "folder", root=path)
     named = sorted(n for n in SOURCES if n not in PATH_SOURCES)
     raise DataError(f"unknown dataset {spec!r}: use one of {', '.join(named)}, "
                     "a .npz file, or an image folder / .tar.gz archive")
