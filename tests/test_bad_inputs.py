@@ -372,3 +372,9 @@ def test_a_read_only_file_system_is_one_line(tiny_npz, tmp_path, capsys):
         one_line_error(capsys, train(tiny_npz, ro / "run"), "not writable", "Read-only file system")
     finally:
         _umount(ro)
+
+
+def test_a_tar_gz_that_is_not_gzip_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "imgs.tar.gz"
+    bad.write_bytes(b"not gzip at all")
+    one_line_error(capsys, train(bad, tmp_path / "run"), "imgs.tar.gz", "not a readable tar")

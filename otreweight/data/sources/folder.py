@@ -100,7 +100,8 @@ def _list_archive(archive: Path, offsets: bool = False) -> tuple[str, dict]:
                 elif m.isfile() and len(parts) >= 3 and _is_image_name(parts[-1]):
                     files[parts] = (str(archive), m.offset_data, m.size) if seekable else tar.extractfile(m).read()
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
-        raise DataError(f"cannot read {archive} ({e}): the archive is damaged; fetch it again") from None
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(":")
+        raise DataError(f"cannot read {archive} ({reason}): it is not a readable tar / tar.gz archive; fetch it again") from None
 
     def split_dirs(parts):  # (prefix, split, class) when parts ends in <split>/<class>
         return (parts[:-2], parts[-2], parts[-1]) if len(parts) >= 2 and parts[-2] in ("train", "test") else None
