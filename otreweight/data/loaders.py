@@ -174,15 +174,18 @@ def memory_budget(device: torch.device) -> int:
     return int(ram // 4)
 
 
-def resolve_mode(split, mode: str, device, budget: int | None = None) -> str:
-    """``memory`` or ``stream`` for ``split`` (see :func:`build_loader`)."""
+def resolve_mode(split, mode: str, device, budget: int | None = None, modality: Modality | None = None) -> str:
+    """``memory`` or ``stream`` for ``split`` (see :func:`build_loader`); the size on the device is
+    the modality's ``bytes_per_example`` (default: float32 of the raw example's shape)."""
     check_choice("data loader", mode, LOADER_MODES)
     if mode != "auto":
         return mode
     if not has_arrays(split):
         return "stream"
     budget = memory_budget(torch.device(device)) if budget is None else budget
-    need = len(split) * int(np.prod(example_shape(split))) * 4  # float32 on the device
+    shape = example_shape(split)
+    per = modality.bytes_per_example(shape) if modality is not None else int(np.prod(shape)) * 4
+    need = len(split) * per
     return "memory" if need <= budget else "stream"
 
 
@@ -193,7 +196,7 @@ def build_loader(split, modality: Modality, stats: dict, device, mode: str = "au
     device = torch.device(device)
     if len(split) == 0:
         raise OTReweightError(f"the {name} split is empty; it needs at least one example")
-    kind = resolve_mode(split, mode, device, budget)
+    kind = resolve_mode(split, mode, device, budget, modality)
     workers = default_num_workers() if num_workers is None else int(num_workers)
     if kind == "stream":
         return StreamLoader(split, modality, stats, device, workers, name=name)

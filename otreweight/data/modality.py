@@ -56,6 +56,10 @@ class Modality:
     def augment(self, data_cfg, stats: dict):
         return None
 
+    def bytes_per_example(self, example_shape: tuple) -> int:
+        """Bytes one example takes on the device once converted (float32 of its raw shape)."""
+        return int(np.prod(example_shape)) * 4
+
     def example_batch(self, n: int, rng: np.random.Generator):  # pragma: no cover - abstract
         """``n`` random raw examples as the modality's sources give them (for conformance checks)."""
         raise NotImplementedError
