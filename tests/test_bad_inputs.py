@@ -378,3 +378,32 @@ def test_a_tar_gz_that_is_not_gzip_is_one_line(tmp_path, capsys):
     bad = tmp_path / "imgs.tar.gz"
     bad.write_bytes(b"not gzip at all")
     one_line_error(capsys, train(bad, tmp_path / "run"), "imgs.tar.gz", "not a readable tar")
+
+
+def test_an_npz_label_of_2_to_the_40_does_not_allocate(tmp_path, capsys):
+    p = tmp_path / "big.npz"
+    np.savez(p, x_train=np.zeros((4, 3)), y_train=np.array([0, 1, 2, 2**40]), x_test=np.zeros((2, 3)),
+             y_test=np.array([0, 1]))
+    one_line_error(capsys, train(p, tmp_path / "run", "model.name=mlp"), "map them to 0..K-1")
+
+
+def test_evaluate_on_data_of_another_kind_or_channel_count(finished_run, tmp_path, capsys):
+    best = str(finished_run / "stage1" / "best.pt")
+    rng = np.random.default_rng(0)
+    gray = tmp_path / "gray.npz"
+    np.savez(gray, x_train=rng.integers(0, 255, (8, 8, 8, 1)).astype(np.uint8), y_train=np.arange(8) % 4,
+             x_test=rng.integers(0, 255, (8, 8, 8, 1)).astype(np.uint8), y_test=np.arange(8) % 4)
+    one_line_error(capsys, main(["evaluate", best, "--data", str(gray)]), "in_channels=1", "in_channels=3")
+    vec = tmp_path / "vec.npz"
+    np.savez(vec, x_train=rng.normal(size=(8, 5)), y_train=np.arange(8) % 4, x_test=rng.normal(size=(8, 5)),
+             y_test=np.arange(8) % 4)
+    one_line_error(capsys, main(["evaluate", best, "--data", str(vec)]), "image inputs", "vector inputs")
+
+
+def test_an_empty_test_split_fails_before_stage_1(tmp_path, capsys):
+    p = tmp_path / "notest.npz"
+    rng = np.random.default_rng(0)
+    np.savez(p, x_train=rng.normal(size=(120, 4)), y_train=np.arange(120) % 4, x_test=np.zeros((0, 4)),
+             y_test=np.zeros(0, int))
+    one_line_error(capsys, train(p, tmp_path / "run", "model.name=mlp"), "test split is empty")
+    assert not (tmp_path / "run" / "stage1").exists()

@@ -60,6 +60,10 @@ def load_npz(path) -> ArrayDataset:
         if classes is None:
             ys = [np.asarray(arrays[k]) for k in ("y_train", "y_test")]
             k = max((int(y.max()) for y in ys if y.size and y.dtype.kind in "iub"), default=0) + 1
+            n = sum(int(y.size) for y in ys)
+            if k > 1_000_000 and k > 100 * n:
+                raise DataError(f"labels go up to {k - 1} for only {n} examples: map them to 0..K-1 first, "
+                                "or save the class names as classes")
             classes = [str(i) for i in range(k)]
         else:
             classes = [str(c) for c in np.asarray(classes).reshape(-1)]
