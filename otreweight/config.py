@@ -539,7 +539,7 @@ def set_dotted(cfg: dict, dotted: str, value) -> None:
             raise OTReweightError(f"--set {dotted}: give a list index or * before the last key")
         if not isinstance(t, dict):
             raise OTReweightError(f"--set {dotted}: {'.'.join(parts[:-1])!r} holds a value, not a section")
-        if parts[-1] not in t and not (len(parts) >= 2 and parts[-2] == "options"):
+        if parts[-1] not in t and not (len(parts) >= 2 and parts[-2] in ("options", "modality_options")):
             raise OTReweightError(f"--set {dotted}: unknown key {dotted!r}")
         t[parts[-1]] = value
 

@@ -124,3 +124,41 @@ def test_a_long_tailed_run_on_20_newsgroups(tmp_path):
     assert res["memory"]["stage2_ot_classifier"]["best"]["balanced_accuracy"] > 0.4  # well above chance (1/3)
     # the saved model evaluates on the source by itself (tokeniser travels in best.pt)
     assert main(["evaluate", str(tmp_path / "memory" / "stage2_ot_classifier" / "best.pt"), "--data", str(sub)]) == 0
+
+
+def test_a_text_run_killed_mid_stage_resumes_exactly(tmp_path, monkeypatch):
+    import otreweight.train.loop as loop
+
+    src = write(tmp_path / "d", "tsv", docs=[(lab, f"{t} {i}") for i in range(12) for lab, t in DOCS],
+                test=DOCS * 2)
+
+    def cfg(out):
+        return load_config("configs/20newsgroups_lt_if10.yaml", [
+            f"data.source={src}", f"output_dir={out}", "stage1.epochs=3", "stage1.batch_size=8",
+            "stage2.*.epochs=2", "data.imbalance_factor=2", "data.n_val_per_class=3", "data.n_meta_per_class=3",
+            "data.modality_options.min_frequency=1", "progress=false", "threads=1"])
+
+    full = run_experiment(cfg(tmp_path / "full"), log=lambda *a: None)
+    real, calls = loop.train_one_epoch, {"n": 0}
+
+    def dying(run, epoch):  # killed inside stage 1's second epoch
+        calls["n"] += 1
+        if calls["n"] == 2:
+            loss, seen = run.method.loss, []
+
+            def dies(batch, meta):
+                seen.append(1)
+                if len(seen) == 2:
+                    raise KeyboardInterrupt
+                return loss(batch, meta)
+
+            run.method.loss = dies
+        return real(run, epoch)
+
+    monkeypatch.setattr(loop, "train_one_epoch", dying)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg(tmp_path / "cut"), log=lambda *a: None)
+    monkeypatch.setattr(loop, "train_one_epoch", real)
+    resumed = run_experiment(cfg(tmp_path / "cut"), resume=True, log=lambda *a: None)
+    for stage in full:
+        assert full[stage]["best"] == resumed[stage]["best"] and full[stage]["last"] == resumed[stage]["last"]
