@@ -51,7 +51,7 @@ SCHEDULES = ("step", "cosine")
 SELECT_METRICS = ("accuracy", "balanced_accuracy", "gmean")
 AMP_MODES = ("auto", "bf16", "none")
 AUGMENTS = ("none", "pad_crop_flip")
-PROFILES = ("exp", "step")
+PROFILES = ("exp", "step", "given")
 STARTS = ("stage1", "scratch")
 
 
@@ -590,6 +590,8 @@ def load_config(path=None, overrides: list[str] | None = None) -> RunConfig:
         if not sep or not key:
             raise OTReweightError(f"--set expects KEY=VALUE, got {item!r}")
         set_dotted(raw, key.strip(), load_yaml(value))
+        if key.strip() == "stage2" and isinstance(raw["stage2"], list):  # variants given whole: fill their defaults
+            raw["stage2"] = _full_dict({"stage2": raw["stage2"]})["stage2"]
     if not isinstance(raw.get("stage2"), list):
         raise _fail("stage2", raw.get("stage2"), list[Stage2Config])
     return build(RunConfig, raw).validate()

@@ -68,3 +68,41 @@ def test_bad_labels():
         make_long_tailed(np.zeros(50, dtype=int), 2)
     with pytest.raises(OTReweightError, match="unknown imbalance profile"):
         make_long_tailed(np.repeat(np.arange(2), 50), 2, profile="linear")
+
+
+def test_given_profile_keeps_a_natural_tail_and_copes_with_tiny_classes():
+    import numpy as np
+
+    from otreweight.data.longtail import make_long_tailed
+
+    y = np.repeat(np.arange(5), [1, 2, 3, 4, 50])
+    s = make_long_tailed(y, 100, profile="given", n_meta_per_class=10, n_val_per_class=20, seed=0)
+    assert s.meta_counts.tolist() == [0, 0, 0, 1, 10]
+    assert s.val_counts.tolist() == [0, 0, 1, 1, 19]  # validation never outnumbers training
+    assert s.train_counts.tolist() == [1, 2, 2, 2, 21]
+    parts = [s.train, s.meta, s.val]
+    assert sum(len(p) for p in parts) == len(y) and len(np.unique(np.concatenate(parts))) == len(y)
+    assert np.bincount(y[s.train], minlength=5).tolist() == s.train_counts.tolist()
+    assert s.to_dict()["profile"] == "given"
+
+
+def test_given_profile_end_to_end_and_ot_refuses_classes_without_meta(tmp_path, capsys):
+    import numpy as np
+
+    from otreweight.cli import main
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), [60, 20, 6, 2])
+    p = tmp_path / "natural.npz"
+    np.savez(p, x_train=rng.normal(size=(len(y), 5)) + y[:, None], y_train=y, x_test=rng.normal(size=(40, 5)),
+             y_test=np.arange(40) % 4)
+    base = ["train", "--config", "cifar10_lt_if100", "--no-report", "--set", f"data.source={p}", "--set", "model.name=mlp",
+            "--set", "data.profile=given", "--set", "stage1.epochs=2", "--set", "stage2.*.epochs=1", "--set",
+            "progress=false", "--set", "threads=1"]
+    ok = base[:4] + ["--set", "stage2=[{name: cb, method: cb}]"] + base[4:] + ["--set", f"output_dir={tmp_path / 'cb'}"]
+    assert main(ok) == 0
+    split = __import__("json").loads((tmp_path / "cb" / "split.json").read_text())
+    assert split["train_counts"] == [30, 8, 3, 2] and split["meta_counts"] == [10, 6, 1, 0]
+    assert main(base + ["--set", f"output_dir={tmp_path / 'ot'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("otreweight: error:") and "meta" in err

@@ -12,6 +12,17 @@ where :math:`\mathrm{IF} = n_{max}/n_{min} \ge 1` is the imbalance factor (the L
 :math:`n_{max}` defaults to the smallest per-class pool left after meta and validation, so every
 class can supply its count. The meta set is taken *before* long-tailing (the standard protocol) and
 the three sets are disjoint. The test set is never touched.
+
+``profile="given"`` keeps a naturally long-tailed training pool as it is (no example is dropped;
+``imbalance_factor`` and ``n_max`` are ignored). A class of :math:`n` examples gives
+
+.. math:: m_c = \min(n_{meta}, \lfloor (n - 1) / 3 \rfloor), \qquad
+          v_c = \min(n_{val}, \lfloor (n - 1 - m_c) / 2 \rfloor)
+
+meta and validation examples, so every class keeps at least one training example, and at least as
+many as it gives to validation: classes of 1, 2 or 3 examples give (meta, val, train) = (0, 0, 1),
+(0, 0, 2) and (0, 1, 2); a class of 4 gives (1, 1, 2). The per-class counts are in ``split.json``.
+A method that needs a meta example of every class (OT) then refuses such classes with one line.
 """
 from __future__ import annotations
 
@@ -21,7 +32,7 @@ import numpy as np
 
 from .._errors import OTReweightError, check_choice, check_labels
 
-PROFILES = ("exp", "step")
+PROFILES = ("exp", "step", "given")
 
 
 def long_tail_counts(n_max: int, num_classes: int, imbalance_factor: float, profile: str = "exp") -> list[int]:
@@ -158,6 +169,8 @@ def make_long_tailed(
     if sorted(order) != list(range(k)):
         raise OTReweightError(f"class_order must be a permutation of 0..{k - 1}")
     available = np.bincount(y, minlength=k)
+    if profile == "given":
+        return _given_split(y, k, available, order, n_meta_per_class, n_val_per_class, seed)
     reserved = n_meta_per_class + n_val_per_class
     short = [c for c in range(k) if available[c] <= reserved]
     if short:
@@ -205,4 +218,32 @@ def make_long_tailed(
         n_max=int(n_max),
         seed=int(seed),
         class_order=order,
+    )
+
+
+def _given_split(y, k, available, order, n_meta, n_val, seed) -> "LongTailSplit":
+    """``profile="given"``: meta and validation per class by the module docstring's rule, the rest trains."""
+    empty = [c for c in range(k) if available[c] == 0]
+    if empty:
+        raise OTReweightError(
+            f"class {empty[0]} has no examples in the training pool: if the labels skip values, map them to 0..K-1 "
+            "without gaps (e.g. sklearn.preprocessing.LabelEncoder); otherwise add examples of that class"
+        )
+    rng = np.random.default_rng(seed)
+    train, meta, val = [], [], []
+    counts = {"train": np.zeros(k, np.int64), "meta": np.zeros(k, np.int64), "val": np.zeros(k, np.int64)}
+    for c in order:
+        n = int(available[c])
+        m = min(int(n_meta), (n - 1) // 3)
+        v = min(int(n_val), (n - 1 - m) // 2)
+        idx = np.flatnonzero(y == c)
+        idx = idx[rng.permutation(idx.size)]
+        meta.append(idx[:m]), val.append(idx[m : m + v]), train.append(idx[m + v :])
+        counts["meta"][c], counts["val"][c], counts["train"][c] = m, v, n - m - v
+    cat = lambda parts: np.sort(np.concatenate(parts)).astype(np.int64)  # noqa: E731
+    tc = counts["train"]
+    return LongTailSplit(
+        train=cat(train), meta=cat(meta), val=cat(val), train_counts=tc, meta_counts=counts["meta"],
+        val_counts=counts["val"], imbalance_factor=float(tc.max() / max(tc.min(), 1)), profile="given",
+        n_max=int(tc.max()), seed=int(seed), class_order=order,
     )
