@@ -371,9 +371,6 @@ def summarize_comparison(plan: list[dict], results: dict, which: str = "best") -
     return rows
 
 
-_cell = cell  # mean ± std cells of otreweight.summary
-
-
 def _describe(v: dict, cfg: dict) -> list[str]:
     extra = " +meta" if v.get("meta_in_train") else ""
     if v.get("stage") == "stage1":
@@ -405,7 +402,7 @@ def write_tables(out: Path, plan: list[dict], results: dict, which: str, cfg: di
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        cells = [_cell(r, k) for k in METRICS] + [_cell(r, "seconds_per_epoch", None), _cell(r, "total_seconds", None)]
+        cells = [cell(r, k) for k in METRICS] + [cell(r, "seconds_per_epoch", None), cell(r, "total_seconds", None)]
         lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
     passes = [r for r in rows if "forward_per_step" in r]
     if passes:

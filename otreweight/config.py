@@ -323,8 +323,16 @@ def resume_keys() -> tuple[str, ...]:
     return tuple(f.name for f in fields(FitConfig) if f.metadata.get("resume"))
 
 
+class _StageSection:
+    """A stage as a YAML section: ``to_dict`` without the run-level fields (seed, thresholds), which
+    the run fills in (:meth:`FitConfig.fit_config`)."""
+
+    def to_dict(self) -> dict:
+        return Section.to_dict(self)
+
+
 @dataclass(eq=False)
-class Stage1Config(FitConfig):
+class Stage1Config(_StageSection, FitConfig):
     """Stage 1: plain cross-entropy on the whole network (LDAM-DRW's CIFAR recipe by default)."""
 
     epochs: int = field(default=200, metadata=RECIPE)
@@ -335,12 +343,9 @@ class Stage1Config(FitConfig):
     checkpoint: str | None = None  # a best.pt to load instead of training ({seed} is filled in by compare)
     meta_in_train: bool = False
 
-    def to_dict(self) -> dict:
-        return Section.to_dict(self)
-
 
 @dataclass(eq=False)
-class Stage2Config(FitConfig):
+class Stage2Config(_StageSection, FitConfig):
     """One stage-2 variant: a registered ``method`` with its ``options``, from stage 1 or scratch."""
 
     name: str = "ot_classifier"
@@ -353,9 +358,6 @@ class Stage2Config(FitConfig):
     trainable: str = field(default="classifier", metadata=RESUME)
     meta_in_train: bool = False
     start: str = "stage1"
-
-    def to_dict(self) -> dict:
-        return Section.to_dict(self)
 
 
 @dataclass(eq=False)

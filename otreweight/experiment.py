@@ -50,22 +50,12 @@ from .data.dataset import fingerprint as data_fingerprint
 from .outputs import OutputLock, check_output_dir, has_progress
 from .train import FeatureCache, fit, predict_logits
 from .train.checkpoint import read_checkpoint
-from .train.features import layout
+from .train.features import probe
 from .metrics import classification_metrics
 from .methods import create_method
 from .models import MODELS, create_model
 from .registry import check_options
 from .utils import atomic_save, load_yaml, pick_device, seed_everything
-
-def validate_config(cfg) -> RunConfig:
-    """Check names and numbers early, before any data is loaded or any epoch is run."""
-    return as_run_config(cfg)
-
-
-def stage_fit_config(stage, cfg, seed: int) -> FitConfig:
-    """The loop's :class:`FitConfig` of ``stage`` in run ``cfg`` with ``seed``."""
-    return as_run_config(cfg).stage_fit(stage, seed)
-
 
 # ----------------------------------------------------------------------------- data
 class Prepared:
@@ -122,12 +112,16 @@ class Prepared:
                 loader.close()
 
 
+# What a model factory is told about its inputs, and the modality each argument belongs to.
+INPUT_KINDS = {"in_features": "vector", "in_channels": "image", "vocab_size": "tokens"}
+
+
 def build_model(name: str, options: dict, num_classes: int, input_kwargs: dict):
     """Create a registered model, passing ``in_channels`` / ``in_features`` where its factory takes them."""
     factory = MODELS.get(name)
     params = inspect.signature(factory).parameters
     kw = {k: v for k, v in input_kwargs.items() if k in params}
-    kinds = {"in_features": "vector", "in_channels": "image", "vocab_size": "tokens"}
+    kinds = INPUT_KINDS
     needed = [k for k in kinds if k in params and params[k].default is inspect.Parameter.empty
               and k not in kw and k not in (options or {})]
     if needed and input_kwargs:
@@ -350,21 +344,9 @@ def run_experiment(cfg: RunConfig | dict, resume: bool = False, log=print, datas
 def check_fits(model, prep: Prepared, name: str) -> None:
     """One forward pass of two training examples: a model that cannot take the data's inputs, or
     gives the wrong number of classes, is one line before any training."""
-    x = layout(next(prep.train.chunks(2)).to(next(model.parameters()).device), prep.modality.channels_last)
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model(x)
-    except (RuntimeError, ValueError, TypeError, IndexError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise OTReweightError(
-            f"model {name!r} does not take the {prep.modality.name} inputs of this data (one example: shape "
-            f"{tuple(prep.example_shape)}; {first[:160]}); choose a model for {prep.modality.name} data, e.g. "
-            f"{prep.modality.default_model}"
-        ) from None
-    finally:
-        model.train(was)
+    mod = prep.modality
+    out = probe(model, next(prep.train.chunks(2)), mod.channels_last, f"the {mod.name} inputs of this data",
+                f"model {name!r}", f"choose a model for {mod.name} data, e.g. {mod.default_model}", prep.example_shape)
     if out.dim() != 2 or out.shape[1] != len(prep.classes):
         raise OTReweightError(f"model {name!r} gives {tuple(out.shape[1:])} outputs per example for "
                               f"{len(prep.classes)} classes")
@@ -424,13 +406,17 @@ def _load_bundle(path) -> dict:
     return bundle
 
 
+def _input_kwargs(inp: dict) -> dict:
+    """The model factory's input arguments saved in a bundle's ``input``."""
+    return {k: inp[k] for k in INPUT_KINDS if k in inp}
+
+
 def load_model(path, device="cpu"):
     """The model of a stage's ``best.pt`` on ``device``, in eval mode, and the checkpoint's bundle
     (``classes``, ``input`` modality and statistics, ``train_counts``, thresholds)."""
     bundle = _load_bundle(path)
     inp = bundle["input"]
-    kwargs = {k: inp[k] for k in ("in_channels", "in_features", "vocab_size") if k in inp}
-    model = build_model(bundle["model"]["name"], bundle["model"]["options"], bundle["num_classes"], kwargs)
+    model = build_model(bundle["model"]["name"], bundle["model"]["options"], bundle["num_classes"], _input_kwargs(inp))
     model.load_state_dict(bundle["state_dict"])
     return model.to(pick_device(device)).eval(), bundle
 
@@ -442,7 +428,7 @@ def evaluate_checkpoint(path, source: str, root=None, split: str = "test", devic
     dev = pick_device(device)
     model, bundle = load_model(path, dev)
     inp = bundle["input"]
-    kwargs = {k: inp[k] for k in ("in_channels", "in_features", "vocab_size") if k in inp}
+    kwargs = _input_kwargs(inp)
     ds = load_dataset(source, root=root, download=download, cache_dir=cache_dir)
     if ds.num_classes != bundle["num_classes"]:
         raise OTReweightError(

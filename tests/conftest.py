@@ -28,3 +28,35 @@ def tiny_npz(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "tiny.npz"
     np.savez(path, x_train=images(y), y_train=y, x_test=images(yt), y_test=yt)
     return path
+
+
+@pytest.fixture
+def kill_mid_epoch(monkeypatch):
+    """``kill_mid_epoch(epoch_call, batch)``: the ``epoch_call``-th call of ``train_one_epoch`` raises
+    KeyboardInterrupt at its ``batch``-th batch (a kill in the middle of an epoch); the returned
+    function restores the loop."""
+    import otreweight.train.loop as loop
+
+    real = loop.train_one_epoch
+
+    def arm(epoch_call: int, batch: int):
+        calls = {"n": 0}
+
+        def dying(run, epoch):
+            calls["n"] += 1
+            if calls["n"] == epoch_call:
+                loss, seen = run.method.loss, []
+
+                def dies(b, meta):
+                    seen.append(1)
+                    if len(seen) == batch:
+                        raise KeyboardInterrupt
+                    return loss(b, meta)
+
+                run.method.loss = dies
+            return real(run, epoch)
+
+        monkeypatch.setattr(loop, "train_one_epoch", dying)
+        return lambda: monkeypatch.setattr(loop, "train_one_epoch", real)
+
+    return arm

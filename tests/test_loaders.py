@@ -104,31 +104,12 @@ def test_a_streamed_run_ends_exactly_as_the_in_memory_run(tiny_npz, tmp_path):
     assert np.array_equal(w[0], w[1])
 
 
-def test_stream_run_killed_mid_stage_resumes_exactly(tiny_npz, tmp_path, monkeypatch):
-    import otreweight.train.loop as loop
-
+def test_stream_run_killed_mid_stage_resumes_exactly(tiny_npz, tmp_path, kill_mid_epoch):
     full = run_experiment(small_run(tiny_npz, tmp_path / "full", "stream"), log=lambda *a: None)
-    real = loop.train_one_epoch
-    calls = {"n": 0}
-
-    def dying(run, epoch):  # killed inside stage 1's second epoch, after two of its batches
-        calls["n"] += 1
-        if calls["n"] == 2:
-            loss, seen = run.method.loss, []
-
-            def dies_on_third(batch, meta):
-                seen.append(1)
-                if len(seen) == 3:
-                    raise KeyboardInterrupt
-                return loss(batch, meta)
-
-            run.method.loss = dies_on_third
-        return real(run, epoch)
-
-    monkeypatch.setattr(loop, "train_one_epoch", dying)
+    disarm = kill_mid_epoch(2, 3)  # killed inside stage 1's second epoch, after two of its batches
     with pytest.raises(KeyboardInterrupt):
         run_experiment(small_run(tiny_npz, tmp_path / "cut", "stream"), log=lambda *a: None)
-    monkeypatch.setattr(loop, "train_one_epoch", real)
+    disarm()
     resumed = run_experiment(small_run(tiny_npz, tmp_path / "cut", "stream"), resume=True, log=lambda *a: None)
     for stage in full:
         assert full[stage]["best"] == resumed[stage]["best"] and full[stage]["last"] == resumed[stage]["last"]

@@ -126,9 +126,7 @@ def test_a_long_tailed_run_on_20_newsgroups(tmp_path):
     assert main(["evaluate", str(tmp_path / "memory" / "stage2_ot_classifier" / "best.pt"), "--data", str(sub)]) == 0
 
 
-def test_a_text_run_killed_mid_stage_resumes_exactly(tmp_path, monkeypatch):
-    import otreweight.train.loop as loop
-
+def test_a_text_run_killed_mid_stage_resumes_exactly(tmp_path, kill_mid_epoch):
     src = write(tmp_path / "d", "tsv", docs=[(lab, f"{t} {i}") for i in range(12) for lab, t in DOCS],
                 test=DOCS * 2)
 
@@ -139,26 +137,10 @@ def test_a_text_run_killed_mid_stage_resumes_exactly(tmp_path, monkeypatch):
             "data.modality_options.min_frequency=1", "progress=false", "threads=1"])
 
     full = run_experiment(cfg(tmp_path / "full"), log=lambda *a: None)
-    real, calls = loop.train_one_epoch, {"n": 0}
-
-    def dying(run, epoch):  # killed inside stage 1's second epoch
-        calls["n"] += 1
-        if calls["n"] == 2:
-            loss, seen = run.method.loss, []
-
-            def dies(batch, meta):
-                seen.append(1)
-                if len(seen) == 2:
-                    raise KeyboardInterrupt
-                return loss(batch, meta)
-
-            run.method.loss = dies
-        return real(run, epoch)
-
-    monkeypatch.setattr(loop, "train_one_epoch", dying)
+    disarm = kill_mid_epoch(2, 2)  # killed inside stage 1's second epoch
     with pytest.raises(KeyboardInterrupt):
         run_experiment(cfg(tmp_path / "cut"), log=lambda *a: None)
-    monkeypatch.setattr(loop, "train_one_epoch", real)
+    disarm()
     resumed = run_experiment(cfg(tmp_path / "cut"), resume=True, log=lambda *a: None)
     for stage in full:
         assert full[stage]["best"] == resumed[stage]["best"] and full[stage]["last"] == resumed[stage]["last"]

@@ -46,9 +46,11 @@ def predict_logits(model: nn.Module, x, batch_size: int = 256, channels_last: bo
     return torch.cat(out)
 
 
-def probe(model: nn.Module, x: torch.Tensor, channels_last: bool = False, what: str = "the inputs") -> torch.Tensor:
+def probe(model: nn.Module, x: torch.Tensor, channels_last: bool = False, what: str = "the inputs",
+          who: str = "the model", hint: str = "build the model for this data", shape: tuple | None = None) -> torch.Tensor:
     """Logits of a couple of examples in eval mode (restoring the mode), or a one-line error when the
-    model cannot take them (another width, channel count or kind of input)."""
+    model cannot take them (another width, channel count or kind of input): ``"{who} does not take
+    {what} (one example: shape {shape}; <the error>); {hint}"``."""
     from .._errors import OTReweightError
 
     was = model.training
@@ -58,8 +60,8 @@ def probe(model: nn.Module, x: torch.Tensor, channels_last: bool = False, what: 
             return model(layout(x.to(next(model.parameters()).device), channels_last))
     except (RuntimeError, ValueError, TypeError, IndexError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise OTReweightError(f"the model does not take {what} (one example: shape {tuple(x.shape[1:])}; "
-                              f"{first[:160]}); build the model for this data") from None
+        shape = tuple(x.shape[1:]) if shape is None else tuple(shape)
+        raise OTReweightError(f"{who} does not take {what} (one example: shape {shape}; {first[:160]}); {hint}") from None
     finally:
         model.train(was)
 
