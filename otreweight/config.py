@@ -47,7 +47,7 @@ RUN_RESUME = {"run": True, "resume": True}
 
 TRAINABLE = ("all", "classifier")
 OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("step", "cosine")
+SCHEDULES = ("step", "cosine", "linear")
 SELECT_METRICS = ("accuracy", "balanced_accuracy", "gmean")
 AMP_MODES = ("auto", "bf16", "none")
 AUGMENTS = ("none", "pad_crop_flip")
@@ -233,6 +233,7 @@ class FitConfig(Section):
       e.g. ``milestones=(160, 180), lr_factors=(0.01, 1e-4)``); milestones below 1 are fractions of
       ``epochs`` (``(0.8, 0.9)`` is 160 and 180 of 200 epochs, and scales with a budget);
     * ``schedule="cosine"``: ``(1 + cos(pi t)) / 2`` with ``t = (e - warmup) / (epochs - warmup)``.
+    * ``schedule="linear"``: ``1 - t`` (the transformers fine-tuning schedule, stepped per epoch).
 
     ``optimizer`` is SGD (``momentum``, ``nesterov``) or AdamW (``weight_decay`` decoupled).
     """
@@ -296,6 +297,9 @@ class FitConfig(Section):
         if self.schedule == "cosine":
             span = max(1, self.epochs - self.warmup_epochs)
             return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (epoch - self.warmup_epochs) / span)))
+        if self.schedule == "linear":  # linear decay after the warm-up, the transformers fine-tuning schedule
+            span = max(1, self.epochs - self.warmup_epochs)
+            return max(0.0, 1.0 - (epoch - self.warmup_epochs) / span)
         factor = 1.0
         for m, f in zip(self.milestone_epochs(), self.lr_factors):
             if epoch >= m:
@@ -383,6 +387,7 @@ class DataConfig(Section):
     image_size: tuple[int, ...] | None = None  # [H, W]: resize every image of a folder source (bilinear)
     loader: str = "auto"  # memory: on the device; stream: DataLoader workers; auto: memory if it fits
     num_workers: int | None = None  # stream path: worker processes (None: the usable cores, at most 8)
+    bucket_by_length: bool = False  # sequences (tokens): training batches of documents of similar length
 
     def validate(self) -> "DataConfig":
         _check_fields(self, "data.")

@@ -42,7 +42,7 @@ from .class_weights import effective_number_weights
 from .data.longtail import make_long_tailed
 from .data.dataset import example_shape, has_arrays, subset
 from .data.loaders import build_loader, raw_chunks
-from .data.modality import get_modality
+from .data.modality import MODALITIES, get_modality
 from .data.sources import ArrayDataset, load_dataset
 from .config import (FitConfig, RunConfig, as_run_config, config_dir, dump_config, load_config,  # noqa: F401
                      resolve_config_path)
@@ -75,7 +75,8 @@ class Prepared:
             pool.labels, d.imbalance_factor, profile=d.profile, n_meta_per_class=d.n_meta_per_class,
             n_val_per_class=d.n_val_per_class, n_max=d.n_max, num_classes=dataset.num_classes, seed=cfg.seed,
         )
-        self.modality = get_modality(dataset.modality, **(d.modality_options or {}))
+        self.modality_options = modality_options(cfg, dataset.modality)
+        self.modality = get_modality(dataset.modality, **self.modality_options)
         self.pool, self.device, self.data_cfg = pool, device, d
         train = subset(pool, self.split.train)
         if has_arrays(train):
@@ -89,6 +90,18 @@ class Prepared:
         self.test = self._loader(test, "test")
         self.augment = self.modality.augment(d, self.stats)
         self.example_shape = example_shape(train)
+        if d.bucket_by_length:
+            self._bucket(self.train, train)
+
+    def _bucket(self, loader, split) -> None:
+        """Let the training sampler batch ``loader``'s examples by length (``data.bucket_by_length``)."""
+        if loader.lengths is None:
+            fn = getattr(self.modality, "lengths", None)
+            if fn is None or not has_arrays(split):
+                raise OTReweightError(f"data.bucket_by_length needs sequences (the tokens modality); these data are "
+                                      f"{self.modality.name} inputs: set it to false")
+            loader.lengths = torch.as_tensor(fn(split.arrays()[0], self.stats))
+        loader.bucket = True
 
     def _loader(self, split, name: str, mode: str | None = None):
         return build_loader(split, self.modality, self.stats, self.device, mode or self.data_cfg.loader,
@@ -100,6 +113,8 @@ class Prepared:
         if not hasattr(self, "_train_with_meta"):
             idx = np.concatenate([self.split.train, self.split.meta])
             self._train_with_meta = self._loader(subset(self.pool, idx), "train+meta")
+            if self.data_cfg.bucket_by_length:
+                self._bucket(self._train_with_meta, subset(self.pool, idx))
         return self._train_with_meta
 
     def model_kwargs(self) -> dict:
@@ -110,6 +125,20 @@ class Prepared:
         for loader in (self.train, self.val, self.meta, self.test, getattr(self, "_train_with_meta", None)):
             if loader is not None:
                 loader.close()
+
+
+def modality_options(cfg: RunConfig, modality: str) -> dict:
+    """``data.modality_options`` with the defaults the model asks of its inputs filled in where
+    they are unset or ``auto`` (an ``hf/`` model's own tokenizer)."""
+    opts = dict(cfg.data.modality_options or {})
+    factory = MODELS.get(cfg.model.name) if cfg.model.name in MODELS else None
+    hint = getattr(factory, "modality_defaults", None)
+    if hint is not None and modality in MODALITIES:
+        accepted = inspect.signature(MODALITIES.get(modality)).parameters
+        for key, value in hint(cfg.model.name).items():
+            if key in accepted and opts.get(key, "auto") == "auto":
+                opts[key] = value
+    return opts
 
 
 # What a model factory is told about its inputs, and the modality each argument belongs to.
@@ -154,9 +183,10 @@ def model_bundle(cfg, prep: Prepared, state: dict) -> dict:
         "model": {"name": cfg.model.name, "options": cfg.model.options or {}},
         "num_classes": len(prep.classes),
         "classes": prep.classes,
-        "input": {"modality": prep.modality.name, "modality_options": dict(cfg.data.modality_options or {}),
+        "input": {"modality": prep.modality.name, "modality_options": dict(prep.modality_options),
                   "stats": prep.stats, "mean": prep.mean, "std": prep.std,
-                  "is_image": prep.modality.name == "image", **prep.model_kwargs()},
+                  "is_image": prep.modality.name == "image", **prep.model_kwargs(),
+                  "model_kwargs": prep.model_kwargs()},
         "train_counts": prep.split.train_counts.tolist(),
         "thresholds": {"many": cfg.data.many_threshold, "few": cfg.data.few_threshold},
         "state_dict": {k: v.detach().cpu() for k, v in state.items()},
@@ -361,6 +391,7 @@ def run_stages(cfg: RunConfig, prep: Prepared, out: Path, device, resume: bool, 
     check_fits(model, prep, cfg.model.name)
     if started is not None:
         started()
+    shared = FeatureCache()  # frozen stage-1 features, shared by every classifier-only variant that starts from stage 1
     if cfg.stage1.checkpoint:
         bundle = _load_bundle(cfg.stage1.checkpoint)
         try:
@@ -373,10 +404,11 @@ def run_stages(cfg: RunConfig, prep: Prepared, out: Path, device, resume: bool, 
         log(f"stage 1: loaded {cfg['stage1']['checkpoint']}")
     else:
         fit1 = cfg.stage_fit(cfg.stage1)
+        # a classifier-only stage 1 (a frozen pretrained encoder) leaves the backbone as it is: its
+        # features serve every classifier-only variant of stage 2 as well
         results["stage1"] = run_stage("stage1", model, create_method("ce"), fit1, prep, cfg, out, device, resume, log,
-                                      cfg.stage1.meta_in_train)
+                                      cfg.stage1.meta_in_train, feature_cache=shared)
     stage1_state = copy.deepcopy(model.state_dict())
-    shared = FeatureCache()  # frozen stage-1 features, shared by every classifier-only variant that starts from stage 1
     for v in cfg.stage2:
         if v.start == "scratch":
             seed_everything(cfg.seed)  # the same initialisation as stage 1
@@ -408,7 +440,9 @@ def _load_bundle(path) -> dict:
 
 def _input_kwargs(inp: dict) -> dict:
     """The model factory's input arguments saved in a bundle's ``input``."""
-    return {k: inp[k] for k in INPUT_KINDS if k in inp}
+    if "model_kwargs" in inp:
+        return dict(inp["model_kwargs"])
+    return {k: inp[k] for k in INPUT_KINDS if k in inp}  # checkpoints written before model_kwargs was saved
 
 
 def load_model(path, device="cpu"):
