@@ -425,6 +425,10 @@ class RunConfig(Section):
     threads: int | None = None
     progress: bool = True
     checkpoint_every: int = 1  # epochs between checkpoints (and at each stage's end); 0: none, no --resume
+    # frozen-backbone features on disk for other runs: auto = <cache>/features when stage 1 trains only
+    # the classifier (a frozen pretrained backbone, the same in every run) or is loaded from a
+    # checkpoint; off; or a folder
+    feature_store: str | bool = "auto"  # YAML's off / on are booleans: false = "off", true = "auto"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     stage1: Stage1Config = field(default_factory=Stage1Config)
@@ -441,6 +445,8 @@ class RunConfig(Section):
         from .models import MODELS
 
         _check_fields(self)
+        if isinstance(self.feature_store, bool):
+            object.__setattr__(self, "feature_store", "auto" if self.feature_store else "off")
         if self.checkpoint_every < 0:
             raise OTReweightError(f"checkpoint_every must be an integer >= 0, got {self.checkpoint_every}")
         if self.threads is not None and self.threads < 1:

@@ -71,10 +71,13 @@ class Prepared:
         d = cfg.data
         self.classes = list(dataset.classes)
         pool, test = dataset.split("train"), dataset.split("test")
-        self.split = make_long_tailed(
-            pool.labels, d.imbalance_factor, profile=d.profile, n_meta_per_class=d.n_meta_per_class,
-            n_val_per_class=d.n_val_per_class, n_max=d.n_max, num_classes=dataset.num_classes, seed=cfg.seed,
-        )
+        try:
+            self.split = make_long_tailed(
+                pool.labels, d.imbalance_factor, profile=d.profile, n_meta_per_class=d.n_meta_per_class,
+                n_val_per_class=d.n_val_per_class, n_max=d.n_max, num_classes=dataset.num_classes, seed=cfg.seed,
+            )
+        except OTReweightError as err:
+            raise _with_class_name(err, self.classes, d.profile) from None
         self.modality_options = modality_options(cfg, dataset.modality)
         self.modality = get_modality(dataset.modality, **self.modality_options)
         self.pool, self.device, self.data_cfg = pool, device, d
@@ -125,6 +128,31 @@ class Prepared:
         for loader in (self.train, self.val, self.meta, self.test, getattr(self, "_train_with_meta", None)):
             if loader is not None:
                 loader.close()
+
+
+def _with_class_name(err: OTReweightError, classes: list, profile: str) -> OTReweightError:
+    """A split error about ``class <i>`` naming the class, and pointing at the ``given`` profile
+    for a class too small for the meta and validation sets."""
+    import re
+
+    msg = str(err)
+    m = re.match(r"class (\d+) ", msg)
+    if m and int(m.group(1)) < len(classes):
+        msg = msg.replace(f"class {m.group(1)} ", f"class {m.group(1)} ({classes[int(m.group(1))]!r}) ", 1)
+        if "too few for" in msg and profile != "given":
+            msg += ", or keep the training set as given (data.profile: given), which spares what a small class can"
+    return OTReweightError(msg)
+
+
+def feature_store(cfg: RunConfig):
+    """The :class:`~otreweight.train.features.FeatureStore` of ``cfg.feature_store`` (``None``: in memory only)."""
+    from .data.sources import default_cache_dir
+    from .train.features import FeatureStore
+
+    where = cfg.feature_store
+    if where == "off" or (where == "auto" and cfg.stage1.trainable != "classifier" and not cfg.stage1.checkpoint):
+        return None  # a backbone trained in this run: no other run has the same one
+    return FeatureStore(default_cache_dir() / "features" if where == "auto" else where)
 
 
 def modality_options(cfg: RunConfig, modality: str) -> dict:
@@ -391,7 +419,9 @@ def run_stages(cfg: RunConfig, prep: Prepared, out: Path, device, resume: bool, 
     check_fits(model, prep, cfg.model.name)
     if started is not None:
         started()
-    shared = FeatureCache()  # frozen stage-1 features, shared by every classifier-only variant that starts from stage 1
+    # frozen stage-1 features, shared by every classifier-only variant that starts from stage 1 (and
+    # kept on disk for other runs when the backbone is a frozen pretrained one)
+    shared = FeatureCache(feature_store(cfg))
     if cfg.stage1.checkpoint:
         bundle = _load_bundle(cfg.stage1.checkpoint)
         try:

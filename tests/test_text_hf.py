@@ -145,6 +145,29 @@ def test_a_frozen_encoder_run_computes_features_once_and_fine_tunes(tiny_bert, t
     assert saved["input"]["modality_options"]["tokenizer"] == f"hf/{tiny_bert}"
 
 
+def scores(res):
+    return {k: (v["best"], v["last"], v["best_epoch"]) for k, v in res.items()}
+
+
+def test_frozen_features_are_stored_on_disk_for_the_next_run(tiny_bert, tmp_path, monkeypatch):
+    from otreweight.train import features
+
+    src = write_tsv(tmp_path / "d", corpus((30, 14, 10)), corpus((4, 4, 4), seed=1))
+    store = tmp_path / "store"
+    first = run_experiment(hf_cfg(src, tmp_path / "a", tiny_bert, f"feature_store={store}"), log=lambda *a: None)
+    assert len(list(store.glob("*.npy"))) == 4  # train, val, meta, test
+    calls = []
+    monkeypatch.setattr(features, "compute_features", lambda *a, **k: calls.append(1))
+    again = run_experiment(hf_cfg(src, tmp_path / "b", tiny_bert, f"feature_store={store}"), log=lambda *a: None)
+    assert calls == [] and scores(again) == scores(first)  # every split read back, the same results to the last digit
+    monkeypatch.undo()
+    other = run_experiment(hf_cfg(src, tmp_path / "c", tiny_bert, f"feature_store={store}", "seed=1"),
+                           log=lambda *a: None)
+    assert len(list(store.glob("*.npy"))) == 7 and scores(other) != scores(first)  # another seed: other splits, the same test set
+    off = hf_cfg(src, tmp_path / "e", tiny_bert, "feature_store=off")
+    assert scores(run_experiment(off, log=lambda *a: None)) == scores(first)
+
+
 def test_token_ids_are_cached_across_runs_as_a_memory_map(tmp_path):
     from otreweight.data.text import cached_token_ids
 

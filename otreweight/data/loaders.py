@@ -109,7 +109,7 @@ class StreamLoader:
 
     def __init__(self, split, modality: Modality, stats: dict, device, num_workers: int = 2,
                  name: str = "split", prefetch_factor: int = 4) -> None:
-        self.split, self.name, self.device = split, name, torch.device(device)
+        self.split, self.name, self.device, self.stats = split, name, torch.device(device), stats
         self.modality = modality.name
         self.labels = torch.as_tensor(np.asarray(split.labels, dtype=np.int64), device=self.device)
         self.lengths, self.bucket = None, False  # lengths: set by the caller to bucket training batches
