@@ -273,8 +273,9 @@ def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, devi
     th = dict(many_threshold=cfg.data.many_threshold, few_threshold=cfg.data.few_threshold)
     eval_bs = fit_cfg.eval_batch_size
     cl = prep.modality.channels_last if fit_cfg.channels_last is None else fit_cfg.channels_last
-    if fit_cfg.trainable == "classifier" and method.trains:
-        # The backbone did not change: one feature pass over the test set serves both heads.
+    if fit_cfg.trainable == "classifier":
+        # The backbone did not change: one feature pass over the test set serves both heads (also for
+        # a post-hoc method, whose adjusted head is its state).
         feats = (FeatureCache() if feature_cache is None else feature_cache).features(model, prep.test, eval_bs, cl)
         with torch.no_grad():
             pred_last = model.classifier(feats).argmax(1).cpu().numpy()
