@@ -17,7 +17,8 @@ def test_shipped_configs_are_a_base_plus_a_few_keys():
 
     for p in config_dir().glob("*.yaml"):
         text = [l for l in p.read_text().splitlines() if l.strip() and not l.startswith("#")]
-        assert text[0] in ("base: _base/cifar_lt.yaml", "base: _base/text_lt.yaml") and len(text) <= 9, p.name
+        assert text[0] in ("base: _base/cifar_lt.yaml", "base: _base/text_lt.yaml", "base: _base/points_lt.yaml") \
+            and len(text) <= 9, p.name
         cfg = load_config(p)
         assert cfg.name == p.stem and cfg.output_dir == f"runs/{p.stem}"
         assert [v.name for v in cfg.stage2][:1] == ["ot_classifier"]
