@@ -50,7 +50,7 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("step", "cosine", "linear")
 SELECT_METRICS = ("accuracy", "balanced_accuracy", "gmean")
 AMP_MODES = ("auto", "bf16", "none")
-AUGMENTS = ("none", "pad_crop_flip")
+AUGMENTS = ("none", "pad_crop_flip", "point_cloud")
 PROFILES = ("exp", "step", "given")
 STARTS = ("stage1", "scratch")
 
@@ -377,6 +377,7 @@ class DataConfig(Section):
     n_meta_per_class: int = 10
     n_val_per_class: int = 20
     n_max: int | None = None
+    class_order: str | list | None = None  # profile rank -> class: null = label order; "count" = largest pool first
     normalize: bool = True
     augment: str = "pad_crop_flip"
     pad: int = 4
@@ -385,6 +386,7 @@ class DataConfig(Section):
     few_threshold: int = 20
     modality_options: dict = field(default_factory=dict)  # e.g. tokens: max_length, vocab_size, tokenizer
     image_size: tuple[int, ...] | None = None  # [H, W]: resize every image of a folder source (bilinear)
+    source_options: dict = field(default_factory=dict)  # passed to the source, e.g. n_points for point clouds
     loader: str = "auto"  # memory: on the device; stream: DataLoader workers; auto: memory if it fits
     num_workers: int | None = None  # stream path: worker processes (None: the usable cores, at most 8)
     bucket_by_length: bool = False  # sequences (tokens): training batches of documents of similar length
@@ -401,6 +403,9 @@ class DataConfig(Section):
         for name in ("n_meta_per_class", "n_val_per_class", "pad", "many_threshold", "few_threshold"):
             if getattr(self, name) < 0:
                 raise OTReweightError(f"data.{name} must be an integer >= 0, got {getattr(self, name)}")
+        if isinstance(self.class_order, str) and self.class_order != "count":
+            raise OTReweightError(f"data.class_order must be null, count or a list of class indices, got "
+                                  f"{self.class_order!r}")
         if self.n_max is not None and self.n_max < 1:
             raise OTReweightError(f"data.n_max must be an integer >= 1 or null, got {self.n_max}")
         return self
@@ -552,7 +557,7 @@ def set_dotted(cfg: dict, dotted: str, value) -> None:
             raise OTReweightError(f"--set {dotted}: give a list index or * before the last key")
         if not isinstance(t, dict):
             raise OTReweightError(f"--set {dotted}: {'.'.join(parts[:-1])!r} holds a value, not a section")
-        if parts[-1] not in t and not (len(parts) >= 2 and parts[-2] in ("options", "modality_options")):
+        if parts[-1] not in t and not (len(parts) >= 2 and parts[-2] in ("options", "modality_options", "source_options")):
             raise OTReweightError(f"--set {dotted}: unknown key {dotted!r}")
         t[parts[-1]] = value
 

@@ -39,7 +39,7 @@ import yaml
 
 from ._errors import OTReweightError, check_choice
 from .class_weights import effective_number_weights
-from .data.longtail import make_long_tailed
+from .data.longtail import long_tail_counts, make_long_tailed
 from .data.dataset import example_shape, has_arrays, subset
 from .data.loaders import build_loader, raw_chunks
 from .data.modality import MODALITIES, get_modality
@@ -58,6 +58,38 @@ from .registry import check_options
 from .utils import atomic_save, load_yaml, pick_device, seed_everything
 
 # ----------------------------------------------------------------------------- data
+def class_order(d, labels, num_classes: int) -> tuple[list | None, int | None]:
+    """The profile's class order and ``n_max`` of ``data``: ``class_order: count`` ranks the classes
+    by their training-pool size (largest first, ties by label), for naturally imbalanced sources,
+    and with ``n_max: null`` takes the largest ``n_max`` every class can supply at that order (the
+    profile's counts grow with ``n_max``: a bisection over :func:`long_tail_counts`)."""
+    if d.class_order is None or d.profile == "given":
+        return (None if d.class_order is None else _order_list(d.class_order, num_classes)), d.n_max
+    pools = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes) - d.n_meta_per_class - d.n_val_per_class
+    order = _order_list(d.class_order, num_classes, pools)
+    if d.n_max is not None or pools.min() < 1:
+        return order, d.n_max  # make_long_tailed names a class that is too small
+
+    def fits(n: int) -> bool:
+        try:
+            counts = long_tail_counts(n, num_classes, d.imbalance_factor, d.profile)
+        except OTReweightError:
+            return False
+        return all(counts[r] <= pools[c] for r, c in enumerate(order))
+
+    lo, hi = 0, int(pools.max())
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    return order, (lo or int(pools.min()))
+
+
+def _order_list(order, num_classes: int, pools=None) -> list:
+    if order == "count":
+        return [int(c) for c in np.argsort(-np.asarray(pools), kind="stable")]
+    return [int(c) for c in order]
+
+
 class Prepared:
     """The splits of one run as loaders on the training device, and how inputs were normalised.
 
@@ -71,10 +103,12 @@ class Prepared:
         d = cfg.data
         self.classes = list(dataset.classes)
         pool, test = dataset.split("train"), dataset.split("test")
+        order, n_max = class_order(d, pool.labels, dataset.num_classes)
         try:
             self.split = make_long_tailed(
                 pool.labels, d.imbalance_factor, profile=d.profile, n_meta_per_class=d.n_meta_per_class,
-                n_val_per_class=d.n_val_per_class, n_max=d.n_max, num_classes=dataset.num_classes, seed=cfg.seed,
+                n_val_per_class=d.n_val_per_class, n_max=n_max, num_classes=dataset.num_classes, seed=cfg.seed,
+                class_order=order,
             )
         except OTReweightError as err:
             raise _with_class_name(err, self.classes, d.profile) from None
@@ -170,7 +204,7 @@ def modality_options(cfg: RunConfig, modality: str) -> dict:
 
 
 # What a model factory is told about its inputs, and the modality each argument belongs to.
-INPUT_KINDS = {"in_features": "vector", "in_channels": "image", "vocab_size": "tokens"}
+INPUT_KINDS = {"in_features": "vector", "in_channels": "image", "vocab_size": "tokens", "in_dims": "points"}
 
 
 def build_model(name: str, options: dict, num_classes: int, input_kwargs: dict):
@@ -370,6 +404,7 @@ def run_experiment(cfg: RunConfig | dict, resume: bool = False, log=print, datas
         d = cfg.data
         if dataset is None:
             extra = {"image_size": tuple(d.image_size)} if d.image_size else {}
+            extra.update(d.source_options or {})
             dataset = load_dataset(d.source, root=d.root, download=d.download, cache_dir=d.cache_dir,
                                    lazy=d.loader == "stream", **extra)
         prep = Prepared(cfg, dataset, device)
