@@ -22,7 +22,8 @@ the three sets are disjoint. The test set is never touched.
 meta and validation examples, so every class keeps at least one training example, and at least as
 many as it gives to validation: classes of 1, 2 or 3 examples give (meta, val, train) = (0, 0, 1),
 (0, 0, 2) and (0, 1, 2); a class of 4 gives (1, 1, 2). The per-class counts are in ``split.json``.
-A method that needs a meta example of every class (OT) then refuses such classes with one line.
+OT takes the targets of such a class from its own training examples (see :mod:`otreweight.methods.ot_reweight`);
+the other meta-learners (MW-Net, L2RW) need a meta example of every class and refuse such classes with one line.
 """
 from __future__ import annotations
 
