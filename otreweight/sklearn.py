@@ -58,7 +58,7 @@ from .metrics import (
     imbalanced_scores,
     per_class_table,
 )
-from .transport import balanced_target_mass, class_conditional_ot, entropic_ot, semi_relaxed_ot
+from .transport import OTConvergenceWarning, balanced_target_mass, entropic_ot, semi_relaxed_ot
 
 __all__ = [
     "MetaSetWarning",
@@ -506,11 +506,14 @@ class OTSampleWeighter(BaseEstimator):
         t_feats, t_labels = _stack(t_feats), np.concatenate(t_labels)
         if self.targets == "prototype":
             t_feats, t_labels = _class_means(t_feats, t_labels, np.arange(n_classes)), np.arange(n_classes)
-        cost = self._cost_matrix(Z, weighted_idx, y_w, t_feats, t_labels, n_classes)
-        labels = torch.from_numpy(y_w.astype(np.int64))
         tl = torch.from_numpy(t_labels.astype(np.int64))
 
         self.n_backtracks_ = 0
+        solve = dict(eps=self.eps, lam=float(self.lam), tol=self.sinkhorn_tol, max_iter=self.sinkhorn_max_iter)
+        if self.objective == "class_conditional":
+            mass = self._class_conditional(Z, weighted_idx, y_w, t_feats, t_labels, n_classes, solve)
+        else:
+            cost = self._cost_matrix(Z, weighted_idx, y_w, t_feats, t_labels, n_classes)
         if self.objective == "descent":
             init = self.init or "uniform"
             counts = np.bincount(y_w, minlength=n_classes).astype(np.float64)
@@ -518,17 +521,13 @@ class OTSampleWeighter(BaseEstimator):
             n_batches = 1 if self.batch_size is None else max(1, math.ceil(y_w.shape[0] / self.batch_size))
             b = balanced_target_mass(tl, n_classes)
             mass = self._descent(cost, torch.from_numpy(start), b, n_batches, rng)
-        else:
-            solve = dict(eps=self.eps, lam=float(self.lam), tol=self.sinkhorn_tol, max_iter=self.sinkhorn_max_iter)
-            if self.objective == "class_conditional":
-                res = class_conditional_ot(cost, labels, tl, n_classes, **solve)
+        elif self.objective == "kl_regularized":
+            counts = np.bincount(y_w, minlength=n_classes).astype(np.float64)
+            if (self.init or "balanced") == "balanced":
+                prior = 1.0 / (np.count_nonzero(counts) * counts[y_w])
             else:
-                counts = np.bincount(y_w, minlength=n_classes).astype(np.float64)
-                if (self.init or "balanced") == "balanced":
-                    prior = 1.0 / (np.count_nonzero(counts) * counts[y_w])
-                else:
-                    prior = np.full(y_w.shape[0], 1.0 / y_w.shape[0])
-                res = semi_relaxed_ot(cost, torch.from_numpy(prior), balanced_target_mass(tl, n_classes), **solve)
+                prior = np.full(y_w.shape[0], 1.0 / y_w.shape[0])
+            res = semi_relaxed_ot(cost, torch.from_numpy(prior), balanced_target_mass(tl, n_classes), **solve)
             mass = res.weights.numpy()
             mass = mass / mass.sum()
             self.ot_values_ = [float(res.value)]
@@ -544,6 +543,45 @@ class OTSampleWeighter(BaseEstimator):
         if not np.isfinite(self.weights_).all():
             raise OTReweightError("the learned weights are not finite; lower learning_rate or raise eps")
         return self
+
+    def _class_conditional(self, Z, weighted_idx, y_w, t_feats, t_labels, n_classes, solve) -> np.ndarray:
+        r"""``"class_conditional"``, one POT solve per class on that class's block of the cost only.
+
+        Inside a class the label cost is 0, so the block is :math:`\alpha(1-\cos)` between the
+        class's rows and its targets; class :math:`c` gets prior :math:`1/(K n_c)` per example
+        and target masses :math:`1/(K m_c)`, hence total mass exactly :math:`1/K`. This is the
+        problem :func:`~otreweight.transport.class_conditional_ot` solves in one masked solve,
+        without ever forming the :math:`n \times m` matrix (memory :math:`\max_c n_c m_c`).
+        """
+        mass = np.empty(y_w.shape[0], dtype=np.float64)
+        self.ot_values_, self.n_iter_, stalled = [0.0], 0, []
+        for c in range(n_classes):
+            pos = np.flatnonzero(y_w == c)
+            tj = np.flatnonzero(t_labels == c)
+            if self.cost == "label":
+                block = np.zeros((pos.size, tj.size))
+            else:
+                block = 1.0 - _cosine(_rows(Z, weighted_idx[pos]), _rows(t_feats, tj))
+                if self.cost == "combined":
+                    block *= float(self.alpha)
+            # Solved at unit mass (the minimiser scales with the mass), then given 1/K.
+            prior = torch.full((pos.size,), 1.0 / pos.size, dtype=torch.float64)
+            b = torch.full((tj.size,), 1.0 / tj.size, dtype=torch.float64)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", OTConvergenceWarning)  # one warning for all classes, below
+                res = semi_relaxed_ot(torch.from_numpy(block), prior, b, **solve)
+            mass[pos] = res.weights.numpy() / (res.weights.sum().item() * n_classes)
+            self.ot_values_[0] += float(res.value) / n_classes
+            self.n_iter_ = max(self.n_iter_, res.n_iter)
+            if not res.converged:
+                stalled.append(self.classes_[c])
+        self.converged_ = not stalled
+        if stalled:
+            warnings.warn(ConvergenceWarning(
+                f"the class_conditional solve of {len(stalled)} class(es) (e.g. {stalled[0]!r}) stopped at "
+                f"sinkhorn_max_iter={self.sinkhorn_max_iter} before reaching sinkhorn_tol={self.sinkhorn_tol:g}; "
+                "raise sinkhorn_max_iter"), stacklevel=3)
+        return mass / mass.sum()
 
     def _cost_matrix(self, Z, weighted_idx, y_w, t_feats, t_labels, n_classes) -> torch.Tensor:
         r""":math:`C = \alpha(1-\cos) + (1-\alpha)\,d\,[y \ne y']` between the weighted rows and the targets.
@@ -653,35 +691,46 @@ class OTSampleWeighter(BaseEstimator):
         return torch.softmax(s.to(torch.float64), dim=0).numpy()
 
     def sample_weight(self, meta_weight="class_mean"):
-        """The learned weights scaled for ``sample_weight``: mean 1 over the weighted examples.
+        """The learned weights scaled for ``sample_weight``, each class keeping its learned share.
 
         Parameters
         ----------
         meta_weight : "class_mean" or float, default="class_mean"
-            What the rows of a drawn, excluded meta set receive: the mean weight of the weighted
-            examples of their class (``"class_mean"``), or a fixed value (``0`` drops them).
+            What the rows of a drawn, excluded meta set receive. ``"class_mean"``: class
+            :math:`c` (all its :math:`n_c` rows, meta rows included) gets the total
+            ``class_mass_[c] * n_samples``; its meta rows get the class's mean
+            ``class_mass_[c] * n_samples / n_c`` and its weighted rows share the rest in
+            proportion to ``weights_``. The result has mean 1 over all rows, and for
+            ``"class_conditional"`` every class has the total ``n_samples / K`` of
+            ``class_weight="balanced"`` (with ``lam=inf`` it *is* ``class_weight="balanced"``).
+            A number: the meta rows get that value (``0`` drops them) and the weighted rows
+            ``weights_ * n_weighted`` (mean 1 over them).
 
         Returns
         -------
         ndarray of shape (n_samples,)
-            ``weights_ * n_weighted`` on the weighted examples, ``meta_weight`` on the meta rows.
         """
         check_is_fitted(self)
         weighted = ~self.meta_mask_
-        w = self.weights_ * weighted.sum()
-        if self.meta_mask_.any():
-            if isinstance(meta_weight, str):
-                check_choice("meta_weight", meta_weight, ("class_mean",))
-                k = len(self.classes_)
-                sums = np.bincount(self._y_enc[weighted], weights=w[weighted], minlength=k)
-                cnt = np.bincount(self._y_enc[weighted], minlength=k)
-                means = np.divide(sums, cnt, out=np.ones(k), where=cnt > 0)
-                w[self.meta_mask_] = means[self._y_enc[self.meta_mask_]]
-            else:
-                v = float(meta_weight)
-                if not math.isfinite(v) or v < 0:
-                    raise OTReweightError(f"meta_weight must be 'class_mean' or a finite number >= 0, got {meta_weight!r}")
-                w[self.meta_mask_] = v
+        if not isinstance(meta_weight, str):
+            v = float(meta_weight)
+            if not math.isfinite(v) or v < 0:
+                raise OTReweightError(f"meta_weight must be 'class_mean' or a finite number >= 0, got {meta_weight!r}")
+            w = self.weights_ * weighted.sum()
+            w[self.meta_mask_] = v
+            return w
+        check_choice("meta_weight", meta_weight, ("class_mean",))
+        if not self.meta_mask_.any():
+            return self.weights_ * weighted.size
+        # Class c's total: its learned share of n_samples. Meta rows: the class mean; the
+        # weighted rows carry the rest, n_c^w / n_c of the total, in proportion to weights_.
+        k, y = len(self.classes_), self._y_enc
+        total = self.class_mass_ * y.shape[0]
+        n_all = np.bincount(y, minlength=k).astype(np.float64)
+        n_w = np.bincount(y[weighted], minlength=k).astype(np.float64)
+        scale = np.divide(total * n_w / n_all, self.class_mass_, out=np.zeros(k), where=self.class_mass_ > 0)
+        w = self.weights_ * scale[y]
+        w[self.meta_mask_] = (total / n_all)[y[self.meta_mask_]]
         return w
 
 
@@ -700,7 +749,7 @@ class OTReweightedClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator)
 
     ``fit`` fits an :class:`OTSampleWeighter` on ``(X, y)``, then a clone of ``estimator`` on
     the same ``(X, y)`` with ``sample_weight = weighter_.sample_weight(meta_weight)`` (mean 1 over
-    the weighted examples). ``predict``, ``predict_proba``, ``predict_log_proba`` and
+    all rows, each class with its learned share: ``n_samples / K`` for the default objective). ``predict``, ``predict_proba``, ``predict_log_proba`` and
     ``decision_function`` delegate to the fitted clone when it has them.
 
     Parameters

@@ -10,6 +10,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils.class_weight import compute_sample_weight
 from threadpoolctl import threadpool_limits
 
 from otreweight.sklearn import MetaSetWarning, OTReweightedClassifier, OTSampleWeighter
@@ -56,11 +57,14 @@ def test_default_balances_class_masses_at_4000_to_1(targets):
     assert big.max() / big.min() > 1.05
     if targets == "prototype":
         assert big.max() / big.min() <= np.exp(1 / 1.1) * (1 + 1e-6)
-    # lam=inf is exactly class_weight="balanced" on the weighted rows
-    inf = OTSampleWeighter(lam=np.inf, random_state=0).fit(X, y).sample_weight(meta_weight=0)
+    # with the meta rows (their class mean), every class totals n / K, as class_weight="balanced"
+    np.testing.assert_allclose(class_totals(wt.sample_weight(), y), y.size / 3, rtol=1e-6)
+    # lam=inf is exactly class_weight="balanced", on the weighted rows and on all rows
+    inf = OTSampleWeighter(lam=np.inf, random_state=0).fit(X, y)
     keep = ~wt.meta_mask_
     counts = np.bincount(y[keep])
-    np.testing.assert_allclose(inf[keep], keep.sum() / (3 * counts[y[keep]]), rtol=1e-9)
+    np.testing.assert_allclose(inf.sample_weight(meta_weight=0)[keep], keep.sum() / (3 * counts[y[keep]]), rtol=1e-9)
+    np.testing.assert_allclose(inf.sample_weight(), compute_sample_weight("balanced", y), rtol=1e-9)
 
 
 def test_descent_run_long_drains_the_rare_class_but_not_the_default():
