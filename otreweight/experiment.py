@@ -74,6 +74,7 @@ class Prepared:
         self.split = make_long_tailed(
             pool.labels, d.imbalance_factor, profile=d.profile, n_meta_per_class=d.n_meta_per_class,
             n_val_per_class=d.n_val_per_class, n_max=d.n_max, num_classes=dataset.num_classes, seed=cfg.seed,
+            allow_cut=d.allow_cut,
         )
         self.modality = get_modality(dataset.modality, **(d.modality_options or {}))
         self.pool, self.device, self.data_cfg = pool, device, d

@@ -58,7 +58,13 @@ from .metrics import (
     imbalanced_scores,
     per_class_table,
 )
-from .transport import OTConvergenceWarning, balanced_target_mass, entropic_ot, semi_relaxed_ot
+from .transport import (
+    OTConvergenceWarning,
+    balanced_target_mass,
+    entropic_ot,
+    semi_relaxed_objective,
+    semi_relaxed_ot,
+)
 
 __all__ = [
     "MetaSetWarning",
@@ -292,7 +298,9 @@ class OTSampleWeighter(BaseEstimator):
     converged_ : bool
         Whether the fit converged (else a ``ConvergenceWarning`` was issued).
     n_iter_ : int
-        ``"descent"``: passes run (undone ones included); solved objectives: POT's iterations.
+        ``"descent"``: passes run (undone ones included); solved objectives: POT's iterations
+        (the most over the classes for ``"class_conditional"``; 0 when every class has one target,
+        whose solution is explicit).
     n_backtracks_ : int
         ``"descent"``: full-batch steps undone because they raised the OT value (0 otherwise).
     transformer_ : transformer
@@ -548,7 +556,8 @@ class OTSampleWeighter(BaseEstimator):
         r"""``"class_conditional"``, one POT solve per class on that class's block of the cost only.
 
         Inside a class the label cost is 0, so the block is :math:`\alpha(1-\cos)` between the
-        class's rows and its targets; class :math:`c` gets prior :math:`1/(K n_c)` per example
+        class's rows and its targets (one target, a prototype: the explicit minimiser
+        :math:`a_i \propto e^{-C_i/(\lambda+\varepsilon)}`; several: POT's unbalanced Sinkhorn); class :math:`c` gets prior :math:`1/(K n_c)` per example
         and target masses :math:`1/(K m_c)`, hence total mass exactly :math:`1/K`. This is the
         problem :func:`~otreweight.transport.class_conditional_ot` solves in one masked solve,
         without ever forming the :math:`n \times m` matrix (memory :math:`\max_c n_c m_c`).
@@ -567,6 +576,14 @@ class OTSampleWeighter(BaseEstimator):
             # Solved at unit mass (the minimiser scales with the mass), then given 1/K.
             prior = torch.full((pos.size,), 1.0 / pos.size, dtype=torch.float64)
             b = torch.full((tj.size,), 1.0 / tj.size, dtype=torch.float64)
+            if tj.size == 1:
+                # One target (a prototype): the minimiser is explicit, a_i = softmax(-C_i / (lam + eps)).
+                lam = solve["lam"]
+                w = torch.softmax(-torch.from_numpy(block[:, 0]) / (lam + self.eps), 0) if math.isfinite(lam) else prior
+                value = semi_relaxed_objective(torch.from_numpy(block), w[:, None], prior, self.eps, lam)
+                mass[pos] = w.numpy() / n_classes
+                self.ot_values_[0] += float(value) / n_classes
+                continue
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", OTConvergenceWarning)  # one warning for all classes, below
                 res = semi_relaxed_ot(torch.from_numpy(block), prior, b, **solve)

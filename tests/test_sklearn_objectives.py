@@ -67,6 +67,19 @@ def test_default_balances_class_masses_at_4000_to_1(targets):
     np.testing.assert_allclose(inf.sample_weight(), compute_sample_weight("balanced", y), rtol=1e-9)
 
 
+def test_one_target_closed_form_is_pots_solution():
+    """With prototypes, the class_conditional weights are explicit; POT's solve of the same block agrees."""
+    from otreweight.transport import semi_relaxed_ot
+
+    rng = np.random.RandomState(0)
+    block = torch.from_numpy(rng.uniform(0, 1, size=(40, 1)))
+    prior = torch.full((40,), 1 / 40, dtype=torch.float64)
+    for lam in (0.1, 1.0):
+        pot = semi_relaxed_ot(block, prior, torch.ones(1, dtype=torch.float64), eps=0.1, lam=lam, tol=1e-12,
+                              max_iter=20000).weights
+        np.testing.assert_allclose(pot.numpy(), torch.softmax(-block[:, 0] / (lam + 0.1), 0).numpy(), rtol=1e-8)
+
+
 def test_descent_run_long_drains_the_rare_class_but_not_the_default():
     """The documented failure of the paper's objective: run to its minimum it leaks a rare class's mass."""
     X, y = blobs([2000, 3], seed=2, spread=3.0)  # 1999 : 2 weighted, far above e^(1/0.3) = 28
