@@ -108,7 +108,7 @@ class Prepared:
             self.split = make_long_tailed(
                 pool.labels, d.imbalance_factor, profile=d.profile, n_meta_per_class=d.n_meta_per_class,
                 n_val_per_class=d.n_val_per_class, n_max=n_max, num_classes=dataset.num_classes, seed=cfg.seed,
-                class_order=order,
+                class_order=order, allow_cut=d.allow_cut,
             )
         except OTReweightError as err:
             raise _with_class_name(err, self.classes, d.profile) from None

@@ -39,9 +39,9 @@ weights are held near their start only by ``steps`` and ``lr``. Two well-posed a
   interpolates between the prior (``lam`` :math:`\to\infty`) and the reference minimiser
   (``lam`` :math:`\to 0`); the label cost moves mass between classes, the feature cost within
   and between them.
-* ``"class_conditional"``: exact class balance, OT only *inside* each class. Class :math:`c`
-  receives the mass its targets carry (:math:`1/K` for a balanced meta set, renormalised over the
-  classes present), and inside the class the same regularised problem is solved against that
+* ``"class_conditional"``: exact class balance, OT only *inside* each class. Every class
+  present receives the same mass (:math:`1/K` when all are present; it does not follow the
+  class's number of meta targets, :func:`~otreweight.transport.class_conditional_ot`), and inside the class the same regularised problem is solved against that
   class's targets only, with a uniform prior over the class's examples:
   :math:`a^*_c = \arg\min \mathrm{OT}_\varepsilon(a_c, b_c) + \lambda\,\mathrm{KL}(a_c\,\|\,u_c)`.
   Examples far from their class's meta examples (outliers, mislabelled examples) lose weight;
@@ -71,7 +71,7 @@ from .class_weights import effective_number_weights
 from .cost import COSTS, LABEL_SCALES, cost_matrix
 from .targets import MetaTargets
 from .registry import check_option_types
-from .transport import entropic_ot, semi_relaxed_ot
+from .transport import balanced_target_mass, class_conditional_ot, entropic_ot, semi_relaxed_ot
 
 INITS = ("uniform", "class_balanced")
 WEIGHTINGS = ("raw", "normalized")
@@ -286,23 +286,16 @@ class OTReweighter(nn.Module):
         cost = self._cost(features, labels, targets)
         start = start.to(torch.float64)
         scale = start.sum()
-        b = torch.full((len(targets),), 1.0 / len(targets), dtype=torch.float64, device=cost.device)
         solve = dict(eps=self.eps, lam=self.lam, tol=self.tol, max_iter=self.max_iter)
         if self.objective == "kl_regularized":
+            # every class's targets carry the same total mass, whatever the meta counts
+            b = balanced_target_mass(targets.labels.to(cost.device), self.num_classes)
             res = semi_relaxed_ot(cost, start / scale, b, **solve)
             return res.weights * scale, res.value
-        # class_conditional: each class gets its targets' mass (renormalised over the classes
-        # present) and OT spreads it over the class's examples, against that class's targets
-        # only: one solve in which mass never crosses classes, i.e. one problem per class.
-        labels = labels.to(cost.device).long()
-        tlabels = targets.labels.to(cost.device).long()
-        keep = torch.isin(tlabels, torch.unique(labels))
-        b = b[keep] / b[keep].sum()
-        tlabels = tlabels[keep]
-        class_mass = torch.zeros(self.num_classes, dtype=torch.float64, device=cost.device).index_add_(0, tlabels, b)
-        class_count = torch.bincount(labels, minlength=self.num_classes).to(torch.float64)
-        prior = class_mass[labels] / class_count[labels]
-        res = semi_relaxed_ot(cost[:, keep], prior, b, allowed=labels[:, None] == tlabels[None, :], **solve)
+        # class_conditional: each class present gets the same mass, whatever its count of
+        # examples or of targets, and OT spreads it over the class's examples, against that
+        # class's targets only (one problem per class, see class_conditional_ot).
+        res = class_conditional_ot(cost, labels, targets.labels, self.num_classes, **solve)
         return res.weights * scale, res.value
 
     def refresh(self, features: torch.Tensor, targets: MetaTargets) -> None:

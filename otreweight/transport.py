@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import ot
 import torch
+from sklearn.exceptions import ConvergenceWarning
 
 from ._errors import OTReweightError, check_positive
 
@@ -122,8 +123,11 @@ def entropic_ot(
     return result
 
 
-class OTConvergenceWarning(UserWarning):
-    """Sinkhorn stopped at ``max_iter`` with marginals further from the targets than 0.1 %."""
+class OTConvergenceWarning(ConvergenceWarning):
+    """A POT solver stopped at ``max_iter`` before convergence: Sinkhorn with marginals further
+    from the targets than 0.1 % (:func:`entropic_ot`), or the semi-relaxed solve with weights that
+    one more iteration would still move (:func:`semi_relaxed_ot`). A subclass of scikit-learn's
+    :class:`~sklearn.exceptions.ConvergenceWarning` (itself a ``UserWarning``)."""
 
 
 def _check_marginals(plan, a, b, eps, max_iter) -> None:
@@ -212,12 +216,23 @@ class SemiRelaxedResult:
         :func:`entropic_ot` (POT's ``value``: :math:`\langle\pi, C\rangle + \varepsilon\sum\pi\log\pi`).
     value_linear : torch.Tensor
         :math:`\langle \pi^*, C\rangle`.
+    residual : float
+        :math:`\max_i |\log u'_i - \log u_i|`, how far one more fixed-point update would move
+        the (log) row scalings, i.e. the relative change of the weights; 0 for ``lam = inf``.
+    converged : bool
+        Whether POT's stopping rule (relative change of the scalings below ``tol``) ended the
+        iterations, rather than ``max_iter`` (then an :class:`OTConvergenceWarning` was issued).
+    n_iter : int
+        Iterations POT ran (0 for ``lam = inf``, solved by :func:`entropic_ot`).
     """
 
     weights: torch.Tensor
     plan: torch.Tensor
     value: torch.Tensor
     value_linear: torch.Tensor
+    residual: float = 0.0
+    converged: bool = True
+    n_iter: int = 0
 
 
 # exp(-x) underflows to 0 in float64 beyond x ~ 745; keep every row of exp(-C/eps) non-zero.
@@ -284,7 +299,8 @@ def semi_relaxed_ot(
 
     i.e. unbalanced Sinkhorn with marginal penalties :math:`(\lambda, \infty)` and reference
     measure :math:`1_n 1_m^\top` (Chizat et al. 2018), which POT iterates:
-    ``ot.solve(C, p, b, reg=eps, c=1, reg_type="KL", unbalanced=(lam, inf), unbalanced_type="KL")``.
+    ``ot.unbalanced.sinkhorn_knopp_unbalanced(p, b, C, reg=eps, reg_m=(lam, inf), reg_type="kl", c=1)`` (what
+    ``ot.solve(..., reg_type="KL", unbalanced=(lam, inf), unbalanced_type="KL")`` runs).
     The weights interpolate geometrically between the prior (:math:`\lambda \to \infty`) and the
     reference minimiser :math:`a^0_i = \sum_j b_j K_{ij} / \sum_k K_{kj}` (:math:`\lambda \to 0`),
     and are strictly positive (no example loses all its mass). Equivalently
@@ -350,17 +366,31 @@ def semi_relaxed_ot(
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        res = ot.solve(
-            shifted, prior, b, reg=eps, c=torch.ones_like(shifted), reg_type="KL",
-            unbalanced=(lam, float("inf")), unbalanced_type="KL", tol=tol, max_iter=max_iter,
+        # What ot.solve(..., reg_type="KL", unbalanced=(lam, inf), unbalanced_type="KL") runs,
+        # called directly for its log (the iteration count and the last error).
+        plan, log = ot.unbalanced.sinkhorn_knopp_unbalanced(
+            prior, b, shifted, reg=eps, reg_m=(lam, float("inf")), reg_type="kl", c=torch.ones_like(shifted),
+            numItermax=max_iter, stopThr=tol, log=True,
         )
-    plan = res.plan
     weights = plan.sum(1)
     if not bool(torch.isfinite(plan).all()) or not bool((weights > 0).all()):
         raise OTReweightError(
             f"the semi-relaxed OT solve failed (eps={eps}, lam={lam}): non-finite or zero weights; raise eps"
         )
-    return _semi_relaxed_result(cost, plan, weights, prior, eps, lam, allowed)
+    # POT ends on the column update (columns exact); one more row update would set
+    # log u' = fi (log p - log Kv), with Kv = a / u: its distance to log u is the residual.
+    log_u = log["logu"]
+    fi = lam / (lam + eps)
+    residual = float((fi * (torch.log(prior) - torch.log(weights) + log_u) - log_u).abs().max())
+    out = _semi_relaxed_result(cost, plan, weights, prior, eps, lam, allowed)
+    out.n_iter = len(log["err"])
+    out.residual, out.converged = residual, bool(log["err"]) and float(log["err"][-1]) < tol
+    if not out.converged:
+        warnings.warn(OTConvergenceWarning(
+            f"the semi-relaxed OT solve stopped at max_iter={max_iter} before reaching tol={tol:g} (eps={eps:g}, "
+            f"lam={lam:g}): one more iteration would still move a weight by {residual:.2g} (relative); raise max_iter"),
+            stacklevel=2)
+    return out
 
 
 def _semi_relaxed_result(cost, plan, weights, prior, eps, lam, allowed) -> SemiRelaxedResult:
@@ -369,3 +399,65 @@ def _semi_relaxed_result(cost, plan, weights, prior, eps, lam, allowed) -> SemiR
         cost = torch.where(allowed, cost, torch.zeros_like(cost))
     value = semi_relaxed_objective(cost, plan, prior, eps, lam)
     return SemiRelaxedResult(weights, plan, value, (plan * cost).sum())
+
+
+def balanced_target_mass(target_labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    r"""Target masses giving every class with a target the same total mass, whatever its number of targets.
+
+    :math:`b_j = \frac{1}{K'\,m_{y'_j}}`, with :math:`m_c` the number of targets of class
+    :math:`c` and :math:`K'` the number of classes that have one: an unbalanced meta set (say 1
+    example of a rare class against 10 of the others) does not pass its imbalance on to the
+    weights. On a balanced meta set this is the uniform :math:`1/m`.
+    """
+    t = target_labels.long()
+    counts = torch.bincount(t.cpu(), minlength=num_classes).to(device=t.device, dtype=torch.float64)
+    present = int((counts > 0).sum())
+    return 1.0 / (present * counts[t])
+
+
+def class_conditional_ot(
+    cost: torch.Tensor,
+    labels: torch.Tensor,
+    target_labels: torch.Tensor,
+    num_classes: int,
+    eps: float = 0.1,
+    lam: float = 1.0,
+    tol: float = 1e-9,
+    max_iter: int = 1000,
+) -> SemiRelaxedResult:
+    r"""Class-conditional weights: every class present gets the same total mass, OT spreads it inside the class.
+
+    With :math:`K'` the classes present in ``labels``, class :math:`c` (:math:`n_c` examples,
+    :math:`m_c` targets) receives exactly :math:`1/K'`, and inside the class
+
+    .. math::
+
+        a^*_c = \operatorname*{arg\,min}_{a_c \ge 0,\ \sum a_c = 1/K'}
+            \mathrm{OT}_\varepsilon(a_c, b_c) + \lambda\,\mathrm{KL}(a_c \,\|\, u_c),
+        \qquad u_c = \frac{1}{K' n_c},\quad b_{c,j} = \frac{1}{K' m_c},
+
+    against the class's own targets only (:func:`semi_relaxed_ot` with ``allowed[i, j] =
+    [y_i = y'_j]``: no mass crosses classes, so the problem splits into one per class). The class
+    masses are balanced **by construction** - they depend neither on the class counts nor on the
+    number of meta targets per class - and ``lam = inf`` gives exact inverse-frequency weights.
+    With one target per class (prototypes) the solution is explicit:
+    :math:`a^*_i \propto e^{-C_{i,c}/(\lambda+\varepsilon)}` within the class.
+
+    Every class of ``labels`` needs a target; targets of classes absent from ``labels`` are dropped.
+    """
+    labels = labels.to(cost.device).long()
+    tlabels = target_labels.to(cost.device).long()
+    present = torch.unique(labels)
+    missing = present[~torch.isin(present, tlabels)]
+    if missing.numel():
+        raise OTReweightError(
+            f"class(es) {missing[:10].tolist()} have examples but no target; give every class a target "
+            "(e.g. targets built from its own training examples)"
+        )
+    keep = torch.isin(tlabels, present)
+    tlabels = tlabels[keep]
+    b = balanced_target_mass(tlabels, num_classes)
+    class_count = torch.bincount(labels, minlength=num_classes).to(torch.float64)
+    prior = 1.0 / (present.numel() * class_count[labels])
+    return semi_relaxed_ot(cost[:, keep], prior, b, eps=eps, lam=lam, tol=tol, max_iter=max_iter,
+                           allowed=labels[:, None] == tlabels[None, :])

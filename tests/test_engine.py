@@ -80,6 +80,29 @@ def test_runs_are_reproducible(data):
     assert torch.equal(run(), run())
 
 
+@pytest.mark.parametrize("kw", [{}, {"targets": "whole"}, {"targets": "prototype_image", "trainable": "all"},
+                                {"objective": "class_conditional", "scope": "dataset", "lam": 0.1}],
+                         ids=["prototype", "whole", "prototype_image", "cc"])
+def test_ot_class_without_meta_example_uses_its_training_examples(data, kw):
+    """A class with no meta example (a class of 1-3 examples under profile: given) takes its OT
+    targets from its own training examples; the solved objective still balances it exactly."""
+    kw = dict(kw)
+    trainable = kw.pop("trainable", "classifier")
+    mx, my = data["meta"]
+    method = create_method("ot", **kw)
+    cfg = FitConfig(epochs=2, batch_size=8, lr=0.01, trainable=trainable, progress=False)
+    res = fit(model(), method, data["train"], data["val"], (mx[my != 2], my[my != 2]), cfg, device="cpu")
+    assert len(res.history) == 2 and np.isfinite(res.history[-1]["train_loss"])
+    t = method.targets
+    assert 2 in t.labels.tolist() and torch.isfinite(t.features).all()
+    if kw.get("targets", "prototype") != "whole":
+        assert sorted(t.labels.tolist()) == [0, 1, 2]
+    if "objective" in kw:
+        y = data["train"][1]
+        w = method.reweighter.weights().numpy()
+        assert np.allclose(np.bincount(y, w) / w.sum(), 1 / 3)
+
+
 def test_bad_input(data):
     x, y = data["train"]
     bad = x.copy()
@@ -92,8 +115,8 @@ def test_bad_input(data):
     with pytest.raises(OTReweightError, match="needs a meta set"):
         fit(model(), create_method("ot"), data["train"], data["val"], config=cfg, device="cpu")
     mx, my = data["meta"]
-    with pytest.raises(OTReweightError, match="no example of class"):
-        fit(model(), create_method("ot"), data["train"], data["val"], (mx[my != 2], my[my != 2]), cfg, device="cpu")
+    with pytest.raises(OTReweightError, match="no example of class"):  # MW-Net needs every class in its meta set
+        fit(model(), create_method("mwnet"), data["train"], data["val"], (mx[my != 2], my[my != 2]), cfg, device="cpu")
     with pytest.raises(OTReweightError, match="length mismatch"):
         fit(model(), create_method("ce"), (x, y[:-1]), data["val"], config=cfg, device="cpu")
     with pytest.raises(OTReweightError, match="unknown method"):

@@ -165,7 +165,7 @@ def test_lazy_image_sources_decode_in_workers_like_the_eager_source(tmp_path, pa
 
 def test_a_run_on_a_lazy_folder_streams_end_to_end(tmp_path):
     root = png_folder(tmp_path / "imgs", per_class=(20, 12, 9), test_per_class=4)
-    sets = [f"data.source={root}", "data.imbalance_factor=2", "data.n_val_per_class=2", "data.n_meta_per_class=2",
+    sets = [f"data.source={root}", "data.imbalance_factor=2", "data.allow_cut=true", "data.n_val_per_class=2", "data.n_meta_per_class=2",
             "data.loader=stream", "data.num_workers=1", "model.name=small_cnn", "model.options.width=4",
             "stage1.epochs=1", "stage1.warmup_epochs=0", "stage1.batch_size=8", "stage2.*.epochs=1",
             "stage2.*.batch_size=8", f"output_dir={tmp_path / 'run'}", "progress=false", "threads=1"]

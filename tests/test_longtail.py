@@ -86,7 +86,7 @@ def test_given_profile_keeps_a_natural_tail_and_copes_with_tiny_classes():
     assert s.to_dict()["profile"] == "given"
 
 
-def test_given_profile_end_to_end_and_ot_refuses_classes_without_meta(tmp_path, capsys):
+def test_given_profile_end_to_end_and_ot_with_classes_without_meta(tmp_path, capsys):
     import numpy as np
 
     from otreweight.cli import main
@@ -103,6 +103,28 @@ def test_given_profile_end_to_end_and_ot_refuses_classes_without_meta(tmp_path, 
     assert main(ok) == 0
     split = __import__("json").loads((tmp_path / "cb" / "split.json").read_text())
     assert split["train_counts"] == [30, 8, 3, 2] and split["meta_counts"] == [10, 6, 1, 0]
-    assert main(base + ["--set", f"output_dir={tmp_path / 'ot'}"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("otreweight: error:") and "meta" in err
+    # class 3 has no meta example: OT takes its targets from its own training examples (no error)
+    assert main(base + ["--set", f"output_dir={tmp_path / 'ot'}"]) == 0
+    assert (tmp_path / "ot" / "results.json").exists() and (tmp_path / "ot" / "stage2_ot_classifier" / "final.json").exists()
+
+
+def test_cutting_an_imbalanced_pool_needs_allow_cut():
+    """exp / step on a pool that is already long-tailed (or IF 1 on unequal pools) is refused unless asked for."""
+    import numpy as np
+    import pytest
+
+    from otreweight import OTReweightError, make_long_tailed
+
+    y = np.repeat(np.arange(3), [400, 40, 4])
+    for imf in (1, 10, 100):
+        with pytest.raises(OTReweightError, match="already imbalanced.*profile='given'.*allow_cut") as e:
+            make_long_tailed(y, imf, n_meta_per_class=1, n_val_per_class=1)
+        assert "\n" not in str(e.value)
+    s = make_long_tailed(y, 1, n_meta_per_class=1, n_val_per_class=1, allow_cut=True)
+    assert s.train_counts.tolist() == [2, 2, 2]
+    assert make_long_tailed(y, 1, profile="given").train.size == 388  # keeps it as it is (meta + val per its rule)
+    # IF 1 on slightly unequal pools cuts every class to the smallest: refused too
+    with pytest.raises(OTReweightError, match="already imbalanced"):
+        make_long_tailed(np.repeat(np.arange(2), [30, 25]), 1, n_meta_per_class=2, n_val_per_class=2)
+    # a balanced pool (the standard protocol) needs nothing
+    assert make_long_tailed(np.repeat(np.arange(3), 50), 10, n_meta_per_class=2, n_val_per_class=2).train_counts[0] == 46

@@ -372,10 +372,12 @@ def test_class_order_count_ranks_classes_by_pool_and_finds_n_max():
                         n_val_per_class=3)
     order, n_max = class_order(d, labels, 4)
     assert order == [1, 2, 0, 3]
-    split = make_long_tailed(labels, 10, n_max=n_max, class_order=order, n_meta_per_class=2, n_val_per_class=3)
+    split = make_long_tailed(labels, 10, n_max=n_max, class_order=order, n_meta_per_class=2, n_val_per_class=3,
+                             allow_cut=True)
     # the largest n_max that fits: one more does not
     with pytest.raises(OTReweightError):
-        make_long_tailed(labels, 10, n_max=n_max + 1, class_order=order, n_meta_per_class=2, n_val_per_class=3)
+        make_long_tailed(labels, 10, n_max=n_max + 1, class_order=order, n_meta_per_class=2, n_val_per_class=3,
+                         allow_cut=True)
     assert split.train_counts[1] == n_max and split.train_counts[3] == int(n_max / 10)
     assert class_order(SimpleNamespace(**{**vars(d), "class_order": None}), labels, 4) == (None, None)
     with pytest.raises(OTReweightError, match="class_order must be null, count"):

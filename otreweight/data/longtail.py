@@ -22,7 +22,8 @@ the three sets are disjoint. The test set is never touched.
 meta and validation examples, so every class keeps at least one training example, and at least as
 many as it gives to validation: classes of 1, 2 or 3 examples give (meta, val, train) = (0, 0, 1),
 (0, 0, 2) and (0, 1, 2); a class of 4 gives (1, 1, 2). The per-class counts are in ``split.json``.
-A method that needs a meta example of every class (OT) then refuses such classes with one line.
+OT takes the targets of such a class from its own training examples (see :mod:`otreweight.methods.ot_reweight`);
+the other meta-learners (MW-Net, L2RW) need a meta example of every class and refuse such classes with one line.
 """
 from __future__ import annotations
 
@@ -33,6 +34,10 @@ import numpy as np
 from .._errors import OTReweightError, check_choice, check_labels
 
 PROFILES = ("exp", "step", "given")
+
+#: Per-class pools differing by more than this factor count as an already imbalanced source, which
+#: ``exp`` / ``step`` only cut with ``allow_cut`` (20 Newsgroups, 377-600 per class, is below it).
+CUT_RATIO = 2.0
 
 
 def long_tail_counts(n_max: int, num_classes: int, imbalance_factor: float, profile: str = "exp") -> list[int]:
@@ -130,6 +135,7 @@ def make_long_tailed(
     num_classes: int | None = None,
     class_order=None,
     seed: int = 0,
+    allow_cut: bool = False,
 ) -> LongTailSplit:
     """Split labelled examples into a long-tailed train set and balanced meta and validation sets.
 
@@ -150,6 +156,12 @@ def make_long_tailed(
         Which class gets rank ``r`` in the profile; default label order (class 0 the most frequent).
     seed : int
         Seeds the per-class shuffles.
+    allow_cut : bool
+        ``"exp"`` / ``"step"`` cut a training pool that is *already* imbalanced - its per-class
+        pools (after meta and validation) differ by more than :data:`CUT_RATIO` x, or differ at
+        all with ``imbalance_factor=1`` (every class cut to the smallest) - only when this is
+        True; otherwise such a split is refused with a one-line error that suggests
+        ``profile="given"``. A (nearly) balanced pool, the standard protocol, is cut without it.
 
     Returns
     -------
@@ -188,6 +200,19 @@ def make_long_tailed(
     pools = available - reserved
     if n_max is None:
         n_max = int(pools.min())
+    ratio = pools.max() / pools.min()
+    if not allow_cut and (ratio > CUT_RATIO or (float(imbalance_factor) == 1.0 and ratio > 1)):
+        try:
+            counts = long_tail_counts(int(n_max), k, imbalance_factor, profile)
+            kept = f"keep {sum(min(int(counts[r]), int(pools[c])) for r, c in enumerate(order))} of"
+        except OTReweightError:
+            kept = "leave a class without training examples, out of"
+        raise OTReweightError(
+            f"the training pool is already imbalanced (classes of {pools.min()} to {pools.max()} examples after meta "
+            f"and validation): profile={profile!r} at IF={float(imbalance_factor):g} would {kept} its "
+            f"{int(pools.sum())} training examples; keep it as it is with profile='given' (data.profile=given), or "
+            "cut it on purpose with allow_cut=True (data.allow_cut=true)"
+        )
     counts_by_rank = long_tail_counts(int(n_max), k, imbalance_factor, profile)
     rng = np.random.default_rng(seed)
     train, meta, val = [], [], []

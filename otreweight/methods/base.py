@@ -89,6 +89,9 @@ class Method:
 
     name: str = "method"
     uses_meta: bool = False
+    #: With ``uses_meta``: whether the loop refuses a meta set without an example of every class
+    #: (OT does not: it takes such a class's targets from its own training examples).
+    meta_every_class: bool = True
     sampling: str = "instance"
     trains: bool = True
     end_to_end: bool = False

@@ -9,7 +9,11 @@ the balanced meta targets, then the loss is
 with :math:`w_i` the raw score (``weighting="raw"``, summed, as the authors' code) or
 :math:`|B|\,\mathrm{softmax}(s_B)_i` averaged over the batch (``"normalized"``), and the meta-set
 cross-entropy term weighted by ``meta_ce`` (10 in the authors' code; 0 turns it off).
-Meta targets are rebuilt at the start of every epoch from the current backbone.
+Meta targets are rebuilt at the start of every epoch from the current backbone. A class with no
+meta example (a natural long tail, ``profile: given``, gives none to classes of 1-3 examples)
+takes its targets from its own training examples: the mean of their features (prototype
+targets) or each of them (``"whole"``); the solved objectives still give it the same total mass
+as every other class.
 
 With a solved objective (``objective="kl_regularized"`` or ``"class_conditional"``, see
 :class:`~otreweight.reweighter.OTReweighter`) :math:`w_i` is the solved weight
@@ -19,12 +23,13 @@ from the training features the loop provides (``TrainInfo.train_features``).
 """
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 
 from .._errors import OTReweightError, check_choice
 from ..registry import check_options
 from ..reweighter import OTReweighter
-from ..targets import TARGET_KINDS, MetaTargets, build_targets
+from ..targets import TARGET_KINDS, MetaTargets, build_targets, class_means
 from . import METHODS
 from .base import Method
 
@@ -44,6 +49,7 @@ class OTReweight(Method):
 
     name = "ot"
     uses_meta = True
+    meta_every_class = False  # a class without meta example takes its targets from its training examples
 
     def __init__(self, targets: str = "prototype", meta_ce: float = 10.0, **reweighter_kwargs) -> None:
         self.targets_kind = check_choice("meta target kind", targets, TARGET_KINDS)
@@ -64,11 +70,13 @@ class OTReweight(Method):
         ).to(info.device)
 
     def start_epoch(self, epoch, meta):
-        if self.targets_kind == "prototype_image":
-            feats = meta.class_mean_features()
+        k = self.info.num_classes
+        missing = torch.nonzero(torch.bincount(meta.y.cpu(), minlength=k) == 0).flatten()
+        if missing.numel() == 0:
+            feats = meta.class_mean_features() if self.targets_kind == "prototype_image" else meta.features()
+            self.targets = build_targets(self.targets_kind, feats, meta.y, k)
         else:
-            feats = meta.features()
-        self.targets = build_targets(self.targets_kind, feats, meta.y, self.info.num_classes)
+            self.targets = self._targets_with_own(meta, missing)
         if self.reweighter.scope == "dataset":
             if self.info.train_features is None:
                 raise OTReweightError(
@@ -76,6 +84,37 @@ class OTReweight(Method):
                     "otreweight.engine.fit, or call reweighter.refresh(features, targets) yourself"
                 )
             self.reweighter.refresh(self.info.train_features(), self.targets)
+
+    def _targets_with_own(self, meta, missing: torch.Tensor) -> MetaTargets:
+        """Targets when classes ``missing`` have no meta example: theirs come from their own
+        training examples (the mean of their features for the prototype kinds, every one of
+        them for ``"whole"``), computed with the current backbone (one feature pass over the
+        training set per epoch, cached when the backbone is frozen)."""
+        if self.info.train_features is None:
+            raise OTReweightError(
+                f"class(es) {missing[:10].tolist()} have no meta example and their targets come from their training "
+                "examples, whose features this loop does not provide; train with otreweight.engine.fit"
+            )
+        train_f = self.info.train_features()
+        y_tr = self.info.train_labels.to(train_f.device)
+        rows = torch.isin(y_tr, missing.to(y_tr.device))
+        own_f, own_y = train_f[rows], y_tr[rows]
+        if self.targets_kind == "whole":
+            feats, labels = meta.features(), meta.y
+        elif self.targets_kind == "prototype_image":
+            feats, labels = meta.class_mean_features(), torch.unique(meta.y)
+        else:
+            feats, labels = meta.features(), meta.y
+            present = torch.unique(labels)
+            feats = class_means(feats, torch.searchsorted(present, labels), present.numel())
+            labels = present
+        if self.targets_kind != "whole":
+            present = torch.unique(own_y)
+            own_f = class_means(own_f, torch.searchsorted(present, own_y), present.numel())
+            own_y = present
+        feats = torch.cat([feats.to(own_f.device, own_f.dtype), own_f])
+        labels = torch.cat([labels.to(own_y.device), own_y]).long()
+        return MetaTargets(feats, labels, self.info.num_classes)
 
     def loss(self, batch, meta):
         w = self.reweighter.step(batch.idx, batch.features, batch.y, self.targets)

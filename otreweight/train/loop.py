@@ -157,7 +157,7 @@ def setup(model, method, train, val, meta, config, device, augment, num_classes,
     if meta is not None:
         meta_loader = as_loader("meta", meta, device, "meta")
         check_labels("meta labels", meta_loader.labels, num_classes)
-        if method.uses_meta:
+        if method.uses_meta and method.meta_every_class:
             check_meta_classes(meta_loader.labels, num_classes)
         if not isinstance(meta_loader, MemoryLoader):
             raise OTReweightError("the meta set must be held in memory ((x, y) arrays or a MemoryLoader)")

@@ -6,6 +6,8 @@ backbone (through the run's feature cache), once per epoch otherwise (``invalida
 """
 from __future__ import annotations
 
+import torch
+
 from ..targets import class_means
 from .features import compute_features, layout
 
@@ -36,9 +38,12 @@ class MetaSet:
         return self._features
 
     def class_mean_features(self):
-        """Features of the per-class mean meta inputs ``(K, d)`` (the reference code's targets)."""
+        """Features of the per-class mean meta inputs ``(K', d)`` (the reference code's targets),
+        one row per class with a meta example, in class order (``K' = K`` for a full meta set)."""
         if self._mean_features is None:
-            means = class_means(self.x, self.y, self.num_classes).to(self.x.dtype)
+            present = torch.unique(self.y)
+            remap = torch.searchsorted(present, self.y)
+            means = class_means(self.x, remap, present.numel()).to(self.x.dtype)
             self._mean_features = compute_features(self.model, means, self.batch_size, self.channels_last)
         return self._mean_features
 
