@@ -343,7 +343,7 @@ def test_point_runs_resume_exactly_after_a_kill(tmp_path, kill_mid_epoch):
         assert full[stage]["best"] == resumed[stage]["best"] and full[stage]["last"] == resumed[stage]["last"]
 
 
-def test_dgcnn_and_whole_network_stage_two_and_evaluate(tmp_path):
+def test_dgcnn_and_whole_network_stage_two_and_evaluate(tmp_path, monkeypatch):
     from otreweight.cli import main
     from otreweight.experiment import evaluate_checkpoint
 
@@ -352,9 +352,14 @@ def test_dgcnn_and_whole_network_stage_two_and_evaluate(tmp_path):
              "batch_size: 8, lr: 0.01}, {name: crt, method: crt, trainable: classifier, epochs: 1, batch_size: 8}]"]
     res = run_experiment(_run_cfg(tmp_path, root, tmp_path / "dg", "dgcnn", extra), log=lambda *a: None)
     assert set(res) == {"stage1", "stage2_ot_full", "stage2_crt"}
+    import otreweight.experiment as ex
+
+    seen, real = [], ex.load_dataset
+    monkeypatch.setattr(ex, "load_dataset", lambda *a, **k: seen.append(k) or real(*a, **k))
     m = evaluate_checkpoint(tmp_path / "dg" / "stage2_crt" / "best.pt", "point_folder", root=root,
                             cache_dir=tmp_path / "cache", device="cpu")
-    assert 0 <= m["balanced_accuracy"] <= 1
+    monkeypatch.undo()
+    assert 0 <= m["balanced_accuracy"] <= 1 and seen[0]["n_points"] == 32  # the training run's source options
     assert main(["train", "--config", "configs/modelnet10_lt_if10.yaml", "--set", "data.augment=pad_crop_flip",
                  "--set", "data.source=point_folder", "--set", f"data.root={root}", "--set",
                  f"output_dir={tmp_path / 'bad'}", "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set",
