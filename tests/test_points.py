@@ -130,6 +130,9 @@ def test_modelnet_tree_sampled_on_the_surface_seeded_and_cached(tmp_path, monkey
     # seeded: another seed draws other points; the same seed the same ones
     other = load_dataset("modelnet", root=root, cache_dir=tmp_path / "c2", n_points=128, seed=1)
     assert not np.allclose(other.x_train, ds.x_train)
+    # the clouds do not depend on the number of worker processes
+    two = load_dataset("modelnet", root=root, cache_dir=tmp_path / "c3", n_points=128, workers=2)
+    assert np.array_equal(two.x_train, ds.x_train) and np.array_equal(two.x_test, ds.x_test)
     # sampled once: the second load reads the cache, no mesh is touched
     monkeypatch.setattr(P, "sample_mesh", lambda *a, **k: pytest.fail("sampled again"))
     again = load_dataset("modelnet", root=root, cache_dir=tmp_path / "c", n_points=128)
