@@ -388,3 +388,12 @@ def test_class_order_count_ranks_classes_by_pool_and_finds_n_max():
     assert class_order(SimpleNamespace(**{**vars(d), "class_order": None}), labels, 4) == (None, None)
     with pytest.raises(OTReweightError, match="class_order must be null, count"):
         DataConfig(class_order="size").validate()
+
+
+def test_streamed_point_clouds_end_as_the_in_memory_run(tmp_path):
+    root = point_folder(tmp_path / "pf", n_train=(9, 8, 8), n_test=2, n_points=32, normals=False, txt=False)
+    res = {mode: run_experiment(_run_cfg(tmp_path, root, tmp_path / mode, extra=(
+        f"data.loader={mode}", "data.num_workers=0", "stage1.epochs=1")), log=lambda *a: None)
+        for mode in ("memory", "stream")}
+    for stage in res["memory"]:
+        assert res["memory"][stage]["best"] == res["stream"][stage]["best"]
