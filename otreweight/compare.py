@@ -375,7 +375,8 @@ def _describe(v: dict, cfg: dict) -> list[str]:
     extra = " +meta" if v.get("meta_in_train") else ""
     if v.get("stage") == "stage1":
         s1 = cfg["stage1"]
-        return ["ce (stage 1)" + extra, "scratch", "whole network", str(s1["epochs"]), str(s1["batch_size"]),
+        what = "classifier (frozen backbone)" if s1.get("trainable") == "classifier" else "whole network"
+        return ["ce (stage 1)" + extra, "scratch", what, str(s1["epochs"]), str(s1["batch_size"]),
                 f"{s1['lr']:g}", ""]
     opts = ", ".join(f"{k}={val}" for k, val in (v["options"] or {}).items())
     trains = "nothing" if not _trains(v) else ("whole network" if v["trainable"] == "all" else "classifier")
