@@ -68,3 +68,46 @@ def kill_mid_epoch(monkeypatch):
 # Tests never touch the user's cache (token memory maps, decoded arrays) nor the network.
 os.environ.setdefault("OTREWEIGHT_CACHE", tempfile.mkdtemp(prefix="otreweight-test-cache-"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+# A tiny text corpus and a tiny BERT built from it (tests/test_text_hf.py, tests/test_conformance.py).
+WORDS = {"sport": "match goal team score win referee league coach",
+         "politics": "vote law parliament minister election party senate bill",
+         "science": "cell light experiment energy atom theory lab data"}
+
+
+def corpus(n_per_class=(24, 10, 6), seed=0):
+    rng = np.random.default_rng(seed)
+    docs = []
+    for (lab, words), n in zip(WORDS.items(), n_per_class):
+        w = words.split()
+        for _ in range(n):
+            docs.append((lab, " ".join(rng.choice(w, size=int(rng.integers(3, 14))))))
+    return docs
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    """A folder with a randomly initialised 2-layer BERT and its WordPiece tokenizer."""
+    pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator([t for _, t in corpus()], trainers.WordPieceTrainer(vocab_size=120, special_tokens=specials,
+                                                                                show_progress=False))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                            sep_token="[SEP]", mask_token="[MASK]").save_pretrained(folder)
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=64)
+    BertModel(cfg).save_pretrained(folder)
+    return folder
+
+

@@ -21,6 +21,16 @@ def test_model(name):
     check_model(name)
 
 
+# A model name of each registered prefix family (MODELS.register_prefix), built by a fixture.
+FAMILY_EXAMPLES = {"hf/": lambda request: f"hf/{request.getfixturevalue('tiny_bert')}"}
+
+
+@pytest.mark.parametrize("prefix", MODELS.prefixes())
+def test_model_family(prefix, request):
+    assert prefix in FAMILY_EXAMPLES, f"model prefix {prefix!r} has no example in FAMILY_EXAMPLES"
+    check_model(FAMILY_EXAMPLES[prefix](request))
+
+
 @pytest.mark.parametrize("name", MODALITIES.names())
 def test_modality(name):
     check_modality(name)

@@ -151,7 +151,17 @@ def _modality_defaults(model_name: str) -> dict:
     return {"tokenizer": model_name}
 
 
+def _example_input(n: int) -> torch.Tensor:
+    """Ids below 50 with trailing padding (0), for the conformance check (``vocab_size`` 50)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(1, 50, (n, 10), generator=g)
+    x[:, 7:] = 0
+    return x
+
+
 hf_model.modality_defaults = _modality_defaults
+hf_model.example_input = _example_input
+hf_model.example_kwargs = {"vocab_size": 50}
 MODELS.register_prefix(PREFIX, hf_model, "name_or_path")
 
 __all__ = ["HFEncoderClassifier", "POOLINGS", "hf_model", "load_pretrained", "read_hidden_size"]
