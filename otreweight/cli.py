@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--methods", type=_name_list, default=None,
                       help="comma-separated methods (default: ce,focal,cb,ldam_drw,balanced_softmax,logit_adjust_posthoc,"
                       "crt,mwnet,l2rw,ot; also cb_focal, cb_resample, logit_adjust, any registered method, the named OT "
-                      "variants ot-no-meta-ce, ot-no-step, ot-kl, ot-cc; with "
+                      "variants ot-no-meta-ce, ot-no-step, ot-kl, ot-cc, ot-authors-grad; with "
                       "--preset ablation: the ablation names, all by default)")
     cmp_.add_argument("--seeds", type=_int_list, default=(0, 1, 2), help="comma-separated seeds (split and training)")
     cmp_.add_argument("--preset", default="baselines", choices=("baselines", "ablation"),
