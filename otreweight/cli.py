@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "ldam_drw, balanced_softmax, logit_adjust, logit_adjust_posthoc, crt, mwnet, l2rw, ot), "
                       "ot-no-meta-ce (OT without its meta-set cross-entropy term), ot-no-step (OT's loss "
                       "without any OT step), ot-kl / ot-cc (the solved kl_regularized / class_conditional "
-                      "objectives, see docs/ot_weights.md) or cb+meta (class-balanced "
+                      "objectives, see docs/ot_weights.md), ot-authors-grad (the authors' unrolled gradient and score "
+                      "decay) or cb+meta (class-balanced "
                       "re-weighting trained on train + meta set)")
     demo.add_argument("--stage1-epochs", type=int, default=d.stage1_epochs, help="epochs of stage 1 (plain CE, whole network)")
     demo.add_argument("--stage2-epochs", type=int, default=d.stage2_epochs, help="epochs of stage 2 (classifier only)")

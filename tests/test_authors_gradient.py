@@ -65,3 +65,12 @@ def test_named_variant_in_compare():
     from otreweight.methods.ot_reweight import OT_VARIANTS
 
     assert OT_VARIANTS["ot-authors-grad"] == {"gradient": "unrolled", "score_decay": 5e-4}
+
+
+def test_authors_gradient_variant_plans_in_compare():
+    from otreweight.compare import plan_comparison
+    from otreweight.config import load_config
+
+    cfg = load_config("configs/cifar10_lt_if100.yaml")
+    plan = {v["name"]: v for v in plan_comparison(cfg, ["ot", "ot-authors-grad"])}
+    assert plan["ot-authors-grad"]["options"] == {**plan["ot"]["options"], "gradient": "unrolled", "score_decay": 5e-4}
