@@ -47,10 +47,10 @@ RUN_RESUME = {"run": True, "resume": True}
 
 TRAINABLE = ("all", "classifier")
 OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("step", "cosine")
+SCHEDULES = ("step", "cosine", "linear")
 SELECT_METRICS = ("accuracy", "balanced_accuracy", "gmean")
 AMP_MODES = ("auto", "bf16", "none")
-AUGMENTS = ("none", "pad_crop_flip")
+AUGMENTS = ("none", "pad_crop_flip", "point_cloud")
 PROFILES = ("exp", "step", "given")
 STARTS = ("stage1", "scratch")
 
@@ -233,6 +233,7 @@ class FitConfig(Section):
       e.g. ``milestones=(160, 180), lr_factors=(0.01, 1e-4)``); milestones below 1 are fractions of
       ``epochs`` (``(0.8, 0.9)`` is 160 and 180 of 200 epochs, and scales with a budget);
     * ``schedule="cosine"``: ``(1 + cos(pi t)) / 2`` with ``t = (e - warmup) / (epochs - warmup)``.
+    * ``schedule="linear"``: ``1 - t`` (the transformers fine-tuning schedule, stepped per epoch).
 
     ``optimizer`` is SGD (``momentum``, ``nesterov``) or AdamW (``weight_decay`` decoupled).
     """
@@ -296,6 +297,9 @@ class FitConfig(Section):
         if self.schedule == "cosine":
             span = max(1, self.epochs - self.warmup_epochs)
             return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (epoch - self.warmup_epochs) / span)))
+        if self.schedule == "linear":  # linear decay after the warm-up, the transformers fine-tuning schedule
+            span = max(1, self.epochs - self.warmup_epochs)
+            return max(0.0, 1.0 - (epoch - self.warmup_epochs) / span)
         factor = 1.0
         for m, f in zip(self.milestone_epochs(), self.lr_factors):
             if epoch >= m:
@@ -374,6 +378,7 @@ class DataConfig(Section):
     n_meta_per_class: int = 10
     n_val_per_class: int = 20
     n_max: int | None = None
+    class_order: str | list | None = None  # profile rank -> class: null = label order; "count" = largest pool first
     normalize: bool = True
     augment: str = "pad_crop_flip"
     pad: int = 4
@@ -382,8 +387,10 @@ class DataConfig(Section):
     few_threshold: int = 20
     modality_options: dict = field(default_factory=dict)  # e.g. tokens: max_length, vocab_size, tokenizer
     image_size: tuple[int, ...] | None = None  # [H, W]: resize every image of a folder source (bilinear)
+    source_options: dict = field(default_factory=dict)  # passed to the source, e.g. n_points for point clouds
     loader: str = "auto"  # memory: on the device; stream: DataLoader workers; auto: memory if it fits
     num_workers: int | None = None  # stream path: worker processes (None: the usable cores, at most 8)
+    bucket_by_length: bool = False  # sequences (tokens): training batches of documents of similar length
 
     def validate(self) -> "DataConfig":
         _check_fields(self, "data.")
@@ -397,6 +404,9 @@ class DataConfig(Section):
         for name in ("n_meta_per_class", "n_val_per_class", "pad", "many_threshold", "few_threshold"):
             if getattr(self, name) < 0:
                 raise OTReweightError(f"data.{name} must be an integer >= 0, got {getattr(self, name)}")
+        if isinstance(self.class_order, str) and self.class_order != "count":
+            raise OTReweightError(f"data.class_order must be null, count or a list of class indices, got "
+                                  f"{self.class_order!r}")
         if self.n_max is not None and self.n_max < 1:
             raise OTReweightError(f"data.n_max must be an integer >= 1 or null, got {self.n_max}")
         return self
@@ -421,6 +431,10 @@ class RunConfig(Section):
     threads: int | None = None
     progress: bool = True
     checkpoint_every: int = 1  # epochs between checkpoints (and at each stage's end); 0: none, no --resume
+    # frozen-backbone features on disk for other runs: auto = <cache>/features when stage 1 trains only
+    # the classifier (a frozen pretrained backbone, the same in every run) or is loaded from a
+    # checkpoint; off; or a folder
+    feature_store: str | bool = "auto"  # YAML's off / on are booleans: false = "off", true = "auto"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     stage1: Stage1Config = field(default_factory=Stage1Config)
@@ -437,6 +451,8 @@ class RunConfig(Section):
         from .models import MODELS
 
         _check_fields(self)
+        if isinstance(self.feature_store, bool):
+            object.__setattr__(self, "feature_store", "auto" if self.feature_store else "off")
         if self.checkpoint_every < 0:
             raise OTReweightError(f"checkpoint_every must be an integer >= 0, got {self.checkpoint_every}")
         if self.threads is not None and self.threads < 1:
@@ -542,7 +558,7 @@ def set_dotted(cfg: dict, dotted: str, value) -> None:
             raise OTReweightError(f"--set {dotted}: give a list index or * before the last key")
         if not isinstance(t, dict):
             raise OTReweightError(f"--set {dotted}: {'.'.join(parts[:-1])!r} holds a value, not a section")
-        if parts[-1] not in t and not (len(parts) >= 2 and parts[-2] in ("options", "modality_options")):
+        if parts[-1] not in t and not (len(parts) >= 2 and parts[-2] in ("options", "modality_options", "source_options")):
             raise OTReweightError(f"--set {dotted}: unknown key {dotted!r}")
         t[parts[-1]] = value
 

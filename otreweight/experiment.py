@@ -39,10 +39,10 @@ import yaml
 
 from ._errors import OTReweightError, check_choice
 from .class_weights import effective_number_weights
-from .data.longtail import make_long_tailed
+from .data.longtail import long_tail_counts, make_long_tailed
 from .data.dataset import example_shape, has_arrays, subset
 from .data.loaders import build_loader, raw_chunks
-from .data.modality import get_modality
+from .data.modality import MODALITIES, get_modality
 from .data.sources import ArrayDataset, load_dataset
 from .config import (FitConfig, RunConfig, as_run_config, config_dir, dump_config, load_config,  # noqa: F401
                      resolve_config_path)
@@ -58,6 +58,38 @@ from .registry import check_options
 from .utils import atomic_save, load_yaml, pick_device, seed_everything
 
 # ----------------------------------------------------------------------------- data
+def class_order(d, labels, num_classes: int) -> tuple[list | None, int | None]:
+    """The profile's class order and ``n_max`` of ``data``: ``class_order: count`` ranks the classes
+    by their training-pool size (largest first, ties by label), for naturally imbalanced sources,
+    and with ``n_max: null`` takes the largest ``n_max`` every class can supply at that order (the
+    profile's counts grow with ``n_max``: a bisection over :func:`long_tail_counts`)."""
+    if d.class_order is None or d.profile == "given":
+        return (None if d.class_order is None else _order_list(d.class_order, num_classes)), d.n_max
+    pools = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes) - d.n_meta_per_class - d.n_val_per_class
+    order = _order_list(d.class_order, num_classes, pools)
+    if d.n_max is not None or pools.min() < 1:
+        return order, d.n_max  # make_long_tailed names a class that is too small
+
+    def fits(n: int) -> bool:
+        try:
+            counts = long_tail_counts(n, num_classes, d.imbalance_factor, d.profile)
+        except OTReweightError:
+            return False
+        return all(counts[r] <= pools[c] for r, c in enumerate(order))
+
+    lo, hi = 0, int(pools.max())
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    return order, (lo or int(pools.min()))
+
+
+def _order_list(order, num_classes: int, pools=None) -> list:
+    if order == "count":
+        return [int(c) for c in np.argsort(-np.asarray(pools), kind="stable")]
+    return [int(c) for c in order]
+
+
 class Prepared:
     """The splits of one run as loaders on the training device, and how inputs were normalised.
 
@@ -71,12 +103,19 @@ class Prepared:
         d = cfg.data
         self.classes = list(dataset.classes)
         pool, test = dataset.split("train"), dataset.split("test")
-        self.split = make_long_tailed(
-            pool.labels, d.imbalance_factor, profile=d.profile, n_meta_per_class=d.n_meta_per_class,
-            n_val_per_class=d.n_val_per_class, n_max=d.n_max, num_classes=dataset.num_classes, seed=cfg.seed,
-            allow_cut=d.allow_cut,
-        )
-        self.modality = get_modality(dataset.modality, **(d.modality_options or {}))
+        order, n_max = class_order(d, pool.labels, dataset.num_classes)
+        try:
+            self.split = make_long_tailed(
+                pool.labels, d.imbalance_factor, profile=d.profile, n_meta_per_class=d.n_meta_per_class,
+                n_val_per_class=d.n_val_per_class, n_max=n_max, num_classes=dataset.num_classes, seed=cfg.seed,
+                class_order=order,
+                # class_order: count re-long-tails a naturally imbalanced pool on purpose
+                allow_cut=d.allow_cut or d.class_order == "count",
+            )
+        except OTReweightError as err:
+            raise _with_class_name(err, self.classes, d.profile) from None
+        self.modality_options = modality_options(cfg, dataset.modality)
+        self.modality = get_modality(dataset.modality, **self.modality_options)
         self.pool, self.device, self.data_cfg = pool, device, d
         train = subset(pool, self.split.train)
         if has_arrays(train):
@@ -90,6 +129,18 @@ class Prepared:
         self.test = self._loader(test, "test")
         self.augment = self.modality.augment(d, self.stats)
         self.example_shape = example_shape(train)
+        if d.bucket_by_length:
+            self._bucket(self.train, train)
+
+    def _bucket(self, loader, split) -> None:
+        """Let the training sampler batch ``loader``'s examples by length (``data.bucket_by_length``)."""
+        if loader.lengths is None:
+            fn = getattr(self.modality, "lengths", None)
+            if fn is None or not has_arrays(split):
+                raise OTReweightError(f"data.bucket_by_length needs sequences (the tokens modality); these data are "
+                                      f"{self.modality.name} inputs: set it to false")
+            loader.lengths = torch.as_tensor(fn(split.arrays()[0], self.stats))
+        loader.bucket = True
 
     def _loader(self, split, name: str, mode: str | None = None):
         return build_loader(split, self.modality, self.stats, self.device, mode or self.data_cfg.loader,
@@ -101,6 +152,8 @@ class Prepared:
         if not hasattr(self, "_train_with_meta"):
             idx = np.concatenate([self.split.train, self.split.meta])
             self._train_with_meta = self._loader(subset(self.pool, idx), "train+meta")
+            if self.data_cfg.bucket_by_length:
+                self._bucket(self._train_with_meta, subset(self.pool, idx))
         return self._train_with_meta
 
     def model_kwargs(self) -> dict:
@@ -113,8 +166,47 @@ class Prepared:
                 loader.close()
 
 
+def _with_class_name(err: OTReweightError, classes: list, profile: str) -> OTReweightError:
+    """A split error about ``class <i>`` naming the class, and pointing at the ``given`` profile
+    for a class too small for the meta and validation sets."""
+    import re
+
+    msg = str(err)
+    m = re.match(r"class (\d+) ", msg)
+    if m and int(m.group(1)) < len(classes):
+        msg = msg.replace(f"class {m.group(1)} ", f"class {m.group(1)} ({classes[int(m.group(1))]!r}) ", 1)
+        if "too few for" in msg and profile != "given":
+            msg += ", or keep the training set as given (data.profile: given), which spares what a small class can"
+    return OTReweightError(msg)
+
+
+def feature_store(cfg: RunConfig):
+    """The :class:`~otreweight.train.features.FeatureStore` of ``cfg.feature_store`` (``None``: in memory only)."""
+    from .data.sources import default_cache_dir
+    from .train.features import FeatureStore
+
+    where = cfg.feature_store
+    if where == "off" or (where == "auto" and cfg.stage1.trainable != "classifier" and not cfg.stage1.checkpoint):
+        return None  # a backbone trained in this run: no other run has the same one
+    return FeatureStore(default_cache_dir() / "features" if where == "auto" else where)
+
+
+def modality_options(cfg: RunConfig, modality: str) -> dict:
+    """``data.modality_options`` with the defaults the model asks of its inputs filled in where
+    they are unset or ``auto`` (an ``hf/`` model's own tokenizer)."""
+    opts = dict(cfg.data.modality_options or {})
+    factory = MODELS.get(cfg.model.name) if cfg.model.name in MODELS else None
+    hint = getattr(factory, "modality_defaults", None)
+    if hint is not None and modality in MODALITIES:
+        accepted = inspect.signature(MODALITIES.get(modality)).parameters
+        for key, value in hint(cfg.model.name).items():
+            if key in accepted and opts.get(key, "auto") == "auto":
+                opts[key] = value
+    return opts
+
+
 # What a model factory is told about its inputs, and the modality each argument belongs to.
-INPUT_KINDS = {"in_features": "vector", "in_channels": "image", "vocab_size": "tokens"}
+INPUT_KINDS = {"in_features": "vector", "in_channels": "image", "vocab_size": "tokens", "in_dims": "points"}
 
 
 def build_model(name: str, options: dict, num_classes: int, input_kwargs: dict):
@@ -155,9 +247,10 @@ def model_bundle(cfg, prep: Prepared, state: dict) -> dict:
         "model": {"name": cfg.model.name, "options": cfg.model.options or {}},
         "num_classes": len(prep.classes),
         "classes": prep.classes,
-        "input": {"modality": prep.modality.name, "modality_options": dict(cfg.data.modality_options or {}),
+        "input": {"modality": prep.modality.name, "modality_options": dict(prep.modality_options),
                   "stats": prep.stats, "mean": prep.mean, "std": prep.std,
-                  "is_image": prep.modality.name == "image", **prep.model_kwargs()},
+                  "is_image": prep.modality.name == "image", **prep.model_kwargs(),
+                  "model_kwargs": prep.model_kwargs()},
         "train_counts": prep.split.train_counts.tolist(),
         "thresholds": {"many": cfg.data.many_threshold, "few": cfg.data.few_threshold},
         "state_dict": {k: v.detach().cpu() for k, v in state.items()},
@@ -216,8 +309,9 @@ def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, devi
     th = dict(many_threshold=cfg.data.many_threshold, few_threshold=cfg.data.few_threshold)
     eval_bs = fit_cfg.eval_batch_size
     cl = prep.modality.channels_last if fit_cfg.channels_last is None else fit_cfg.channels_last
-    if fit_cfg.trainable == "classifier" and method.trains:
-        # The backbone did not change: one feature pass over the test set serves both heads.
+    if fit_cfg.trainable == "classifier":
+        # The backbone did not change: one feature pass over the test set serves both heads (also for
+        # a post-hoc method, whose adjusted head is its state).
         feats = (FeatureCache() if feature_cache is None else feature_cache).features(model, prep.test, eval_bs, cl)
         with torch.no_grad():
             pred_last = model.classifier(feats).argmax(1).cpu().numpy()
@@ -312,6 +406,7 @@ def run_experiment(cfg: RunConfig | dict, resume: bool = False, log=print, datas
         d = cfg.data
         if dataset is None:
             extra = {"image_size": tuple(d.image_size)} if d.image_size else {}
+            extra.update(d.source_options or {})
             dataset = load_dataset(d.source, root=d.root, download=d.download, cache_dir=d.cache_dir,
                                    lazy=d.loader == "stream", **extra)
         prep = Prepared(cfg, dataset, device)
@@ -362,6 +457,9 @@ def run_stages(cfg: RunConfig, prep: Prepared, out: Path, device, resume: bool, 
     check_fits(model, prep, cfg.model.name)
     if started is not None:
         started()
+    # frozen stage-1 features, shared by every classifier-only variant that starts from stage 1 (and
+    # kept on disk for other runs when the backbone is a frozen pretrained one)
+    shared = FeatureCache(feature_store(cfg))
     if cfg.stage1.checkpoint:
         bundle = _load_bundle(cfg.stage1.checkpoint)
         try:
@@ -374,10 +472,11 @@ def run_stages(cfg: RunConfig, prep: Prepared, out: Path, device, resume: bool, 
         log(f"stage 1: loaded {cfg['stage1']['checkpoint']}")
     else:
         fit1 = cfg.stage_fit(cfg.stage1)
+        # a classifier-only stage 1 (a frozen pretrained encoder) leaves the backbone as it is: its
+        # features serve every classifier-only variant of stage 2 as well
         results["stage1"] = run_stage("stage1", model, create_method("ce"), fit1, prep, cfg, out, device, resume, log,
-                                      cfg.stage1.meta_in_train)
+                                      cfg.stage1.meta_in_train, feature_cache=shared)
     stage1_state = copy.deepcopy(model.state_dict())
-    shared = FeatureCache()  # frozen stage-1 features, shared by every classifier-only variant that starts from stage 1
     for v in cfg.stage2:
         if v.start == "scratch":
             seed_everything(cfg.seed)  # the same initialisation as stage 1
@@ -409,7 +508,9 @@ def _load_bundle(path) -> dict:
 
 def _input_kwargs(inp: dict) -> dict:
     """The model factory's input arguments saved in a bundle's ``input``."""
-    return {k: inp[k] for k in INPUT_KINDS if k in inp}
+    if "model_kwargs" in inp:
+        return dict(inp["model_kwargs"])
+    return {k: inp[k] for k in INPUT_KINDS if k in inp}  # checkpoints written before model_kwargs was saved
 
 
 def load_model(path, device="cpu"):

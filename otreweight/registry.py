@@ -1,6 +1,7 @@
 """A tiny name -> factory registry, used for models, methods and data sources."""
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Callable, Generic, TypeVar
 
@@ -15,6 +16,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._factories: dict[str, Callable[..., T]] = {}
+        self._prefixes: dict[str, tuple[Callable[..., T], str]] = {}
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         def deco(factory: Callable[..., T]) -> Callable[..., T]:
@@ -25,9 +27,35 @@ class Registry(Generic[T]):
 
         return deco
 
+    def register_prefix(self, prefix: str, factory: Callable[..., T], argument: str) -> None:
+        """A family of names: ``get(prefix + rest)`` is ``factory`` with ``argument=rest`` (e.g.
+        ``hf/bert-base-uncased`` -> ``hf_model(name_or_path="bert-base-uncased", ...)``)."""
+        if prefix in self._prefixes:
+            raise ValueError(f"{self.kind} prefix {prefix!r} is already registered")
+        self._prefixes[prefix] = (factory, argument)
+
+    def family(self, name: str):
+        """``(factory, argument, rest)`` when ``name`` belongs to a registered prefix, else ``None``."""
+        for prefix, (factory, argument) in self._prefixes.items():
+            if isinstance(name, str) and name.startswith(prefix) and len(name) > len(prefix):
+                return factory, argument, name[len(prefix):]
+        return None
+
     def get(self, name: str) -> Callable[..., T]:
+        fam = self.family(name)
+        if fam is not None:
+            factory, argument, rest = fam
+            bound = functools.partial(factory, **{argument: rest})
+            bound.__dict__.update({k: v for k, v in vars(factory).items() if k != "__wrapped__"})
+            bound.__doc__, bound.__name__ = factory.__doc__, f"{factory.__name__}[{rest}]"
+            return bound
+        if name not in self._factories and self._prefixes:
+            check_choice(self.kind, name, [*self._factories, *(p + "<name>" for p in self._prefixes)])
         check_choice(self.kind, name, self._factories)
         return self._factories[name]
+
+    def prefixes(self) -> list[str]:
+        return sorted(self._prefixes)
 
     def create(self, name: str, **kwargs) -> T:
         factory = self.get(name)
@@ -45,7 +73,7 @@ class Registry(Generic[T]):
         return sorted(self._factories)
 
     def __contains__(self, name: str) -> bool:
-        return name in self._factories
+        return name in self._factories or self.family(name) is not None
 
     # Read-only mapping views (``registry[name]``, ``dict(registry)``); ``get`` keeps its clear error.
     def __getitem__(self, name: str) -> Callable[..., T]:

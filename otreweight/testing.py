@@ -158,7 +158,7 @@ def check_modality(name: str) -> None:
     assert t.dtype == torch.int64 or torch.isfinite(t).all(), f"{name}: to_tensor gives non-finite values"
     items = [(raw[i], i % 3) for i in range(6)]
     assert torch.equal(mod.collate(items, stats)[0], t), f"{name}: collate differs from to_tensor"
-    aug = mod.augment(DataConfig(augment="pad_crop_flip"), stats)
+    aug = mod.augment(DataConfig(augment=getattr(mod, "augment_kind", "pad_crop_flip")), stats)
     if aug is not None:
         a1 = aug(t.clone(), torch.Generator().manual_seed(0))
         a2 = aug(t.clone(), torch.Generator().manual_seed(0))

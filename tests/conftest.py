@@ -1,3 +1,6 @@
+import os
+import tempfile
+
 import numpy as np
 import pytest
 import torch
@@ -60,3 +63,8 @@ def kill_mid_epoch(monkeypatch):
         return lambda: monkeypatch.setattr(loop, "train_one_epoch", real)
 
     return arm
+
+
+# Tests never touch the user's cache (token memory maps, decoded arrays) nor the network.
+os.environ.setdefault("OTREWEIGHT_CACHE", tempfile.mkdtemp(prefix="otreweight-test-cache-"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")

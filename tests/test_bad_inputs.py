@@ -54,7 +54,7 @@ def one_line_error(capsys, rc, *words):
     ("data.loader=disk", ["data loader", "disk"]),
     ("data.num_workers=-2", ["data.num_workers"]),
     ("stage1.optimizer=adam", ["optimizer", "adam"]),
-    ("stage1.schedule=linear", ["schedule"]),
+    ("stage1.schedule=exponential", ["schedule"]),
     ("stage2.0.trainable=head", ["trainable"]),
     ("stage1.lr=0", ["lr"]),
     ("data.profile=linear", ["profile"]),

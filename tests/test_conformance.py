@@ -55,6 +55,21 @@ def _text(tmp_path):
     return load_dataset(str(d))
 
 
+def _points(tmp_path, kind):
+    pytest.importorskip("trimesh")
+    import test_points as tp
+
+    if kind == "modelnet":
+        return load_dataset("modelnet", root=tp.modelnet_tree(tmp_path / "mn"), cache_dir=tmp_path / "cache", n_points=32)
+    if kind == "modelnet_h5":
+        pytest.importorskip("h5py")
+        return load_dataset("modelnet_h5", root=tp.h5_release(tmp_path / "h5"), n_points=32)
+    if kind == "point_folder":
+        return load_dataset("point_folder", root=tp.point_folder(tmp_path / "pf"), cache_dir=tmp_path / "cache",
+                            n_points=32)
+    return load_dataset("mnist_points", root=tp.idx_files(tmp_path / "mnist"), cache_dir=tmp_path / "cache", n_points=16)
+
+
 # One generated example per registered source; a new source adds its builder here.
 BUILDERS = {
     "cifar10": lambda p: _cifar(p, "cifar10"),
@@ -62,6 +77,10 @@ BUILDERS = {
     "npz": _npz,
     "folder": _folder,
     "text": _text,
+    "modelnet": lambda p: _points(p, "modelnet"),
+    "modelnet_h5": lambda p: _points(p, "modelnet_h5"),
+    "point_folder": lambda p: _points(p, "point_folder"),
+    "mnist_points": lambda p: _points(p, "mnist_points"),
 }
 
 

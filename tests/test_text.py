@@ -144,3 +144,13 @@ def test_a_text_run_killed_mid_stage_resumes_exactly(tmp_path, kill_mid_epoch):
     resumed = run_experiment(cfg(tmp_path / "cut"), resume=True, log=lambda *a: None)
     for stage in full:
         assert full[stage]["best"] == resumed[stage]["best"] and full[stage]["last"] == resumed[stage]["last"]
+
+
+def test_a_class_left_without_training_documents_is_one_line_naming_it(tmp_path):
+    docs = [(lab, f"{t} {i}") for i in range(8) for lab, t in DOCS[:2]] + [("science", "the cell divides")] * 2
+    src = write(tmp_path / "d", "tsv", docs=docs, test=DOCS)
+    cfg = load_config("configs/20newsgroups_lt_if10.yaml", [
+        f"data.source={src}", f"output_dir={tmp_path / 'o'}", "data.n_val_per_class=2", "data.n_meta_per_class=2"])
+    with pytest.raises(OTReweightError, match=r"class 1 \('science'\) has 2 examples, too few .*data.profile: given") as e:
+        run_experiment(cfg, log=lambda *a: None)
+    assert "\n" not in str(e.value) and not (tmp_path / "o" / "config.yaml").exists()

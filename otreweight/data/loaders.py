@@ -39,8 +39,12 @@ class MemoryLoader:
 
     stream = False
 
-    def __init__(self, x: torch.Tensor, labels: torch.Tensor, name: str = "split", modality: str | None = None) -> None:
+    def __init__(self, x: torch.Tensor, labels: torch.Tensor, name: str = "split", modality: str | None = None,
+                 lengths: torch.Tensor | None = None) -> None:
         self.x, self.labels, self.name, self.modality = x, labels, name, modality
+        #: per-example lengths of padded sequences: a batch is cut to its longest (``None``: never cut)
+        self.lengths = lengths
+        self.bucket = False  # set by the caller: the training sampler batches by ``lengths``
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -56,11 +60,18 @@ class MemoryLoader:
 
     def batches(self, index_batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
         for idx in index_batches:
-            yield self.x[idx]
+            yield self._cut(self.x[idx], self.lengths[idx] if self.lengths is not None else None)
 
     def chunks(self, batch_size: int) -> Iterator[torch.Tensor]:
         for i in range(0, len(self), batch_size):
-            yield self.x[i : i + batch_size]
+            sl = slice(i, i + batch_size)
+            yield self._cut(self.x[sl], self.lengths[sl] if self.lengths is not None else None)
+
+    @staticmethod
+    def _cut(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        if lengths is None or lengths.numel() == 0:
+            return x
+        return x[:, : max(1, int(lengths.max()))]
 
     def close(self) -> None:
         pass
@@ -98,9 +109,10 @@ class StreamLoader:
 
     def __init__(self, split, modality: Modality, stats: dict, device, num_workers: int = 2,
                  name: str = "split", prefetch_factor: int = 4) -> None:
-        self.split, self.name, self.device = split, name, torch.device(device)
+        self.split, self.name, self.device, self.stats = split, name, torch.device(device), stats
         self.modality = modality.name
         self.labels = torch.as_tensor(np.asarray(split.labels, dtype=np.int64), device=self.device)
+        self.lengths, self.bucket = None, False  # lengths: set by the caller to bucket training batches
         self._plan = _Plan()
         workers = max(0, int(num_workers))
         self._loader = torch.utils.data.DataLoader(
@@ -202,15 +214,22 @@ def build_loader(split, modality: Modality, stats: dict, device, mode: str = "au
         return StreamLoader(split, modality, stats, device, workers, name=name)
     if has_arrays(split):
         x, y = split.arrays()
-        return MemoryLoader(modality.to_tensor(x, stats, device), torch.as_tensor(np.asarray(y), device=device), name,
-                            modality.name)
+        t = modality.to_tensor(x, stats, device)
+        return MemoryLoader(t, torch.as_tensor(np.asarray(y), device=device), name, modality.name,
+                            _lengths(modality, t, stats))
     # A lazy split asked to sit in memory: decode it once through the workers.
     stream = StreamLoader(split, modality, stats, device, workers, name=name)
     try:
         x = torch.cat(list(stream.chunks(1024)))
     finally:
         stream.close()
-    return MemoryLoader(x, stream.labels, name, modality.name)
+    return MemoryLoader(x, stream.labels, name, modality.name, _lengths(modality, x, stats))
+
+
+def _lengths(modality: Modality, x: torch.Tensor, stats: dict):
+    """Per-example lengths of a padded sequence modality (``batch_lengths``), else ``None``."""
+    fn = getattr(modality, "batch_lengths", None)
+    return fn(x, stats) if fn is not None else None
 
 
 __all__ = ["LOADER_MODES", "MemoryLoader", "StreamLoader", "build_loader", "default_num_workers", "memory_budget",

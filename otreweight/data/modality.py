@@ -16,6 +16,8 @@ Registered now: ``image`` (uint8 ``(N, H, W, C)``, per-channel mean / std, pad-c
 ``vector`` (numeric ``(N, D)``, per-feature standardisation, no augmentation). A new modality
 (token ids, point clouds) registers itself with ``@MODALITIES.register("name")`` and is used by
 the loop, the loaders and ``evaluate`` without touching them; a source declares its modality.
+Also registered: ``tokens`` (:mod:`~otreweight.data.text`) and ``points``
+(:mod:`~otreweight.data.points`).
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ class Modality:
     name = "modality"
     default_model = "mlp"
     channels_last = False
+    augment_kind = "pad_crop_flip"  # the data.augment value that turns this modality's augmentation on
 
     def check(self, x, what: str = "inputs") -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -175,3 +178,4 @@ __all__ = ["MODALITIES", "ImageModality", "Modality", "VectorModality", "get_mod
 
 
 from . import text as _text  # noqa: E402,F401  (registers the tokens modality)
+from . import points as _points  # noqa: E402,F401  (registers the points modality)

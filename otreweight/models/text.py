@@ -1,4 +1,4 @@
-"""Text models over token ids ``(B, L)`` with 0 = padding (the ``tokens`` modality).
+"""Text models over token ids ``(B, L)`` padded with ``pad_id`` (0 by default; the ``tokens`` modality).
 
 ``text_bag`` is fastText-style (Joulin et al., 2017): the features of a document are the mean of
 its token embeddings, optionally with hashed bigrams,
@@ -21,13 +21,14 @@ _PRIME = 1_000_003
 
 class TextBag(FeatureClassifier):
     def __init__(self, num_classes: int, vocab_size: int, embed_dim: int = 64, bigram_buckets: int = 0,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, pad_id: int = 0) -> None:
         super().__init__()
-        self.vocab_size, self.bigram_buckets = int(vocab_size), int(bigram_buckets)
-        self.embed = nn.EmbeddingBag(self.vocab_size + self.bigram_buckets, embed_dim, mode="mean", padding_idx=0)
+        self.vocab_size, self.bigram_buckets, self.pad_id = int(vocab_size), int(bigram_buckets), int(pad_id)
+        self.embed = nn.EmbeddingBag(self.vocab_size + self.bigram_buckets, embed_dim, mode="mean",
+                                     padding_idx=self.pad_id)
         nn.init.normal_(self.embed.weight, std=0.1)
         with torch.no_grad():
-            self.embed.weight[0].zero_()
+            self.embed.weight[self.pad_id].zero_()
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(embed_dim, num_classes)
 
@@ -36,16 +37,16 @@ class TextBag(FeatureClassifier):
         if self.bigram_buckets and ids.shape[1] > 1:
             a, b = ids[:, :-1], ids[:, 1:]
             pair = (a * _PRIME + b) % self.bigram_buckets + self.vocab_size
-            pair = torch.where((a > 0) & (b > 0), pair, torch.zeros_like(pair))
+            pair = torch.where((a != self.pad_id) & (b != self.pad_id), pair, torch.full_like(pair, self.pad_id))
             ids = torch.cat([ids, pair], dim=1)
         return self.dropout(self.embed(ids))
 
 
 @MODELS.register("text_bag")
 def text_bag(num_classes: int, vocab_size: int, embed_dim: int = 64, bigram_buckets: int = 0,
-             dropout: float = 0.0) -> TextBag:
+             dropout: float = 0.0, pad_id: int = 0) -> TextBag:
     """fastText-style bag of embeddings (mean pooling, optional hashed bigrams) + linear classifier."""
-    return TextBag(num_classes, vocab_size, embed_dim, bigram_buckets, dropout)
+    return TextBag(num_classes, vocab_size, embed_dim, bigram_buckets, dropout, pad_id)
 
 
 def _example_input(n: int) -> torch.Tensor:

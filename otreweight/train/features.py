@@ -4,9 +4,23 @@ With a frozen backbone the features of a split cannot change, so they are comput
 batches (``eval_batch_size``), in eval mode, without gradients, and kept in a
 :class:`FeatureCache` keyed by the split's name and the view (``"plain"`` = un-augmented); several
 classifier-only runs from one backbone share one cache, so no feature is computed twice.
+
+With a :class:`FeatureStore` the cache also keeps them on disk, for other runs with the same
+backbone (a frozen pretrained encoder: every seed of a comparison, a re-run, ``evaluate``): one
+``(N, d)`` float32 ``.npy`` per split (exact: a stored run ends as a computed one), keyed by a SHA-256 of the backbone's weights and buffers (the classifier
+excluded), of the split's inputs (every input tensor of an in-memory split; the item names, the
+subset ids, labels and statistics of a streamed one) and of the view. Entries are written
+atomically; a damaged one is computed again.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -74,8 +88,9 @@ class FeatureCache:
     only between runs whose backbones are identical (e.g. several stage-2 methods from one stage-1 model).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, store: "FeatureStore | None" = None) -> None:
         self._store: dict = {}
+        self.disk = store
 
     def get(self, key: tuple, source, compute) -> torch.Tensor:
         hit = self._store.get(key)
@@ -86,11 +101,102 @@ class FeatureCache:
     def features(self, model: nn.Module, loader, batch_size: int = 256, channels_last: bool = False,
                  view: str = "plain") -> torch.Tensor:
         """The cached float features of ``loader``'s split (computed on the first call)."""
-        return self.get((loader.name, view), loader.source,
-                        lambda: compute_features(model, loader, batch_size, channels_last).float())
+        def compute():
+            fn = lambda: compute_features(model, loader, batch_size, channels_last).float()  # noqa: E731
+            return fn() if self.disk is None else self.disk.features(model, loader, view, fn)
+
+        return self.get((loader.name, view), loader.source, compute)
 
     def __len__(self) -> int:
         return len(self._store)
 
 
-__all__ = ["FeatureCache", "compute_features", "layout", "predict_logits", "probe"]
+def _hash_tensor(h, t: torch.Tensor) -> None:
+    t = t.detach().cpu()
+    h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+    if t.numel():
+        flat = t.contiguous().reshape(-1)
+        h.update((flat.float() if flat.dtype == torch.bfloat16 else flat).view(torch.uint8).numpy().tobytes())
+
+
+def backbone_digest(model: nn.Module) -> str:
+    """SHA-256 of every state entry of ``model`` but its ``classifier``'s (what features depend on)."""
+    h = hashlib.sha256(type(model).__name__.encode())
+    for k, v in sorted(model.state_dict().items()):
+        if k.startswith("classifier."):
+            continue
+        h.update(k.encode())
+        if isinstance(v, torch.Tensor):
+            _hash_tensor(h, v)
+    return h.hexdigest()
+
+
+def inputs_digest(loader) -> str:
+    """SHA-256 of what a loader feeds the model (see the module docstring)."""
+    h = hashlib.sha256(type(loader).__name__.encode())
+    _hash_tensor(h, torch.as_tensor(loader.labels))
+    x = getattr(loader, "x", None)
+    if isinstance(x, torch.Tensor):
+        _hash_tensor(h, x)
+        lengths = getattr(loader, "lengths", None)
+        if lengths is not None:
+            _hash_tensor(h, lengths)
+        return h.hexdigest()
+    from ..data.dataset import fingerprint
+
+    split = loader.source
+    h.update(fingerprint(split).encode())
+    while split is not None:
+        indices = getattr(split, "indices", None)
+        if indices is not None:
+            h.update(np.ascontiguousarray(indices).tobytes())
+        names = getattr(split, "names", None)
+        if names is not None:
+            h.update(repr(list(names)).encode())
+        split = getattr(split, "base", None)
+    h.update(json.dumps(getattr(loader, "stats", None), sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+class FeatureStore:
+    """Frozen-backbone features of whole splits on disk (see the module docstring)."""
+
+    def __init__(self, folder) -> None:
+        self.folder = Path(folder).expanduser()
+        self.hits = self.misses = 0
+
+    def path(self, model: nn.Module, loader, view: str = "plain") -> Path:
+        key = hashlib.sha256(f"{backbone_digest(model)}|{inputs_digest(loader)}|{view}".encode()).hexdigest()[:32]
+        return self.folder / f"{key}.npy"
+
+    def features(self, model: nn.Module, loader, view: str, compute) -> torch.Tensor:
+        """The stored features of ``loader`` (on its device), or ``compute()`` stored for next time."""
+        path = self.path(model, loader, view)
+        device = loader.labels.device
+        if path.exists():
+            try:
+                arr = np.load(path, mmap_mode="r")
+                if arr.ndim == 2 and arr.shape[0] == len(loader) and arr.dtype == np.float32:
+                    self.hits += 1
+                    return torch.from_numpy(np.array(arr)).to(device)
+            except (OSError, ValueError):
+                pass  # damaged: computed again below
+        self.misses += 1
+        feats = compute()
+        self._write(path, feats)
+        return feats
+
+    def _write(self, path: Path, feats: torch.Tensor) -> None:
+        tmp = None
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, feats.detach().float().cpu().numpy())
+            os.replace(tmp, path)
+        except OSError:  # a full or read-only store never stops a run: the features are in memory
+            if tmp is not None and os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+__all__ = ["FeatureCache", "FeatureStore", "backbone_digest", "inputs_digest", "compute_features", "layout", "predict_logits", "probe"]

@@ -164,7 +164,8 @@ def setup(model, method, train, val, meta, config, device, augment, num_classes,
         meta_view = MetaSet(model, meta_loader.x, meta_loader.labels, num_classes, frozen, config.eval_batch_size,
                             channels_last, lambda: cache.features(model, meta_loader, config.eval_batch_size,
                                                                   channels_last))
-    sampler = EpochSampler(y_tr, num_classes, config.batch_size, method.sampling, drop_single=not frozen)
+    sampler = EpochSampler(y_tr, num_classes, config.batch_size, method.sampling, drop_single=not frozen,
+                           lengths=train.lengths if getattr(train, "bucket", False) else None)
     method.prepare_model(model)
     if frozen:
         for p in model.backbone_parameters():

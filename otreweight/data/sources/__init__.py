@@ -14,6 +14,10 @@ Sources
 ``<folder>`` or ``<archive>.tar.gz``
     Class-per-folder images, ``train/<class>/*`` and ``test/<class>/*``
     (:func:`load_image_folder`).
+``"modelnet"``, ``"modelnet_h5"``, ``"point_folder"``, ``"mnist_points"``
+    Point clouds (``data.root`` = their folder): ModelNet ``.off`` trees sampled with trimesh,
+    the HDF5 release, point sets in class folders, MNIST digits as 2-D point sets
+    (:mod:`~otreweight.data.sources.points`).
 
 More sources can be added by name with :func:`register_source`.
 
@@ -50,11 +54,12 @@ from .dataset import ArrayDataset, DataError  # noqa: F401
 from .download import _md5, _safe_extract, _urlretrieve  # noqa: F401
 from .registry import PATH_SOURCES, SOURCES, load_dataset, register_source  # noqa: F401
 
-from . import cifar, folder, npz, text  # noqa: F401  (each registers its sources)
+from . import cifar, folder, npz, points, text  # noqa: F401  (each registers its sources)
 from .cifar import CIFAR10_MD5, CIFAR10_URL, CIFAR100_MD5, CIFAR100_URL, _decode_cifar, load_cifar  # noqa: F401
 from .folder import IMAGE_EXTENSIONS, LazyImageFolder, _decode_image, load_image_folder, open_image_folder  # noqa: F401
 from .npz import load_npz  # noqa: F401
 from .text import TextDataset, load_text  # noqa: F401
+from .points import PointDataset, load_mnist_points, load_modelnet, load_modelnet_h5, load_point_folder  # noqa: F401
 
 __all__ = [
     "ArrayDataset",
