@@ -108,9 +108,7 @@ class Prepared:
             self.split = make_long_tailed(
                 pool.labels, d.imbalance_factor, profile=d.profile, n_meta_per_class=d.n_meta_per_class,
                 n_val_per_class=d.n_val_per_class, n_max=n_max, num_classes=dataset.num_classes, seed=cfg.seed,
-                class_order=order,
-                # class_order: count re-long-tails a naturally imbalanced pool on purpose
-                allow_cut=d.allow_cut or d.class_order == "count",
+                class_order=order, allow_cut=d.allow_cut,
             )
         except OTReweightError as err:
             raise _with_class_name(err, self.classes, d.profile) from None
@@ -250,7 +248,8 @@ def model_bundle(cfg, prep: Prepared, state: dict) -> dict:
         "input": {"modality": prep.modality.name, "modality_options": dict(prep.modality_options),
                   "stats": prep.stats, "mean": prep.mean, "std": prep.std,
                   "is_image": prep.modality.name == "image", **prep.model_kwargs(),
-                  "model_kwargs": prep.model_kwargs()},
+                  "model_kwargs": prep.model_kwargs(),
+                  "source": str(cfg.data.source), "source_options": dict(cfg.data.source_options or {})},
         "train_counts": prep.split.train_counts.tolist(),
         "thresholds": {"many": cfg.data.many_threshold, "few": cfg.data.few_threshold},
         "state_dict": {k: v.detach().cpu() for k, v in state.items()},
@@ -531,7 +530,10 @@ def evaluate_checkpoint(path, source: str, root=None, split: str = "test", devic
     model, bundle = load_model(path, dev)
     inp = bundle["input"]
     kwargs = _input_kwargs(inp)
-    ds = load_dataset(source, root=root, download=download, cache_dir=cache_dir)
+    # the source's options of the training run (e.g. n_points) when scoring on a source of the same name
+    same = str(source).lower() == str(inp.get("source", "")).lower()
+    opts = (inp.get("source_options") or {}) if same else {}
+    ds = load_dataset(source, root=root, download=download, cache_dir=cache_dir, **opts)
     if ds.num_classes != bundle["num_classes"]:
         raise OTReweightError(
             f"{source} has {ds.num_classes} classes but the checkpoint was trained on {bundle['num_classes']}"

@@ -130,6 +130,9 @@ def test_modelnet_tree_sampled_on_the_surface_seeded_and_cached(tmp_path, monkey
     # seeded: another seed draws other points; the same seed the same ones
     other = load_dataset("modelnet", root=root, cache_dir=tmp_path / "c2", n_points=128, seed=1)
     assert not np.allclose(other.x_train, ds.x_train)
+    # the clouds do not depend on the number of worker processes
+    two = load_dataset("modelnet", root=root, cache_dir=tmp_path / "c3", n_points=128, workers=2)
+    assert np.array_equal(two.x_train, ds.x_train) and np.array_equal(two.x_test, ds.x_test)
     # sampled once: the second load reads the cache, no mesh is touched
     monkeypatch.setattr(P, "sample_mesh", lambda *a, **k: pytest.fail("sampled again"))
     again = load_dataset("modelnet", root=root, cache_dir=tmp_path / "c", n_points=128)
@@ -343,7 +346,7 @@ def test_point_runs_resume_exactly_after_a_kill(tmp_path, kill_mid_epoch):
         assert full[stage]["best"] == resumed[stage]["best"] and full[stage]["last"] == resumed[stage]["last"]
 
 
-def test_dgcnn_and_whole_network_stage_two_and_evaluate(tmp_path):
+def test_dgcnn_and_whole_network_stage_two_and_evaluate(tmp_path, monkeypatch):
     from otreweight.cli import main
     from otreweight.experiment import evaluate_checkpoint
 
@@ -352,9 +355,14 @@ def test_dgcnn_and_whole_network_stage_two_and_evaluate(tmp_path):
              "batch_size: 8, lr: 0.01}, {name: crt, method: crt, trainable: classifier, epochs: 1, batch_size: 8}]"]
     res = run_experiment(_run_cfg(tmp_path, root, tmp_path / "dg", "dgcnn", extra), log=lambda *a: None)
     assert set(res) == {"stage1", "stage2_ot_full", "stage2_crt"}
+    import otreweight.experiment as ex
+
+    seen, real = [], ex.load_dataset
+    monkeypatch.setattr(ex, "load_dataset", lambda *a, **k: seen.append(k) or real(*a, **k))
     m = evaluate_checkpoint(tmp_path / "dg" / "stage2_crt" / "best.pt", "point_folder", root=root,
                             cache_dir=tmp_path / "cache", device="cpu")
-    assert 0 <= m["balanced_accuracy"] <= 1
+    monkeypatch.undo()
+    assert 0 <= m["balanced_accuracy"] <= 1 and seen[0]["n_points"] == 32  # the training run's source options
     assert main(["train", "--config", "configs/modelnet10_lt_if10.yaml", "--set", "data.augment=pad_crop_flip",
                  "--set", "data.source=point_folder", "--set", f"data.root={root}", "--set",
                  f"output_dir={tmp_path / 'bad'}", "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set",
@@ -372,11 +380,22 @@ def test_class_order_count_ranks_classes_by_pool_and_finds_n_max():
                         n_val_per_class=3)
     order, n_max = class_order(d, labels, 4)
     assert order == [1, 2, 0, 3]
-    split = make_long_tailed(labels, 10, n_max=n_max, class_order=order, n_meta_per_class=2, n_val_per_class=3)
+    split = make_long_tailed(labels, 10, n_max=n_max, class_order=order, n_meta_per_class=2, n_val_per_class=3,
+                             allow_cut=True)
     # the largest n_max that fits: one more does not
     with pytest.raises(OTReweightError):
-        make_long_tailed(labels, 10, n_max=n_max + 1, class_order=order, n_meta_per_class=2, n_val_per_class=3)
+        make_long_tailed(labels, 10, n_max=n_max + 1, class_order=order, n_meta_per_class=2, n_val_per_class=3,
+                         allow_cut=True)
     assert split.train_counts[1] == n_max and split.train_counts[3] == int(n_max / 10)
     assert class_order(SimpleNamespace(**{**vars(d), "class_order": None}), labels, 4) == (None, None)
     with pytest.raises(OTReweightError, match="class_order must be null, count"):
         DataConfig(class_order="size").validate()
+
+
+def test_streamed_point_clouds_end_as_the_in_memory_run(tmp_path):
+    root = point_folder(tmp_path / "pf", n_train=(9, 8, 8), n_test=2, n_points=32, normals=False, txt=False)
+    res = {mode: run_experiment(_run_cfg(tmp_path, root, tmp_path / mode, extra=(
+        f"data.loader={mode}", "data.num_workers=0", "stage1.epochs=1")), log=lambda *a: None)
+        for mode in ("memory", "stream")}
+    for stage in res["memory"]:
+        assert res["memory"][stage]["best"] == res["stream"][stage]["best"]

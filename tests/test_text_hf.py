@@ -118,7 +118,7 @@ def hf_cfg(src, out, tiny_bert, *extra):
     return load_config("configs/20newsgroups_lt_if10_frozen_encoder.yaml", [
         f"data.source={src}", f"output_dir={out}", f"model.name=hf/{tiny_bert}", "stage1.epochs=3",
         "stage2.*.epochs=2", "data.imbalance_factor=4", "data.n_val_per_class=2", "data.n_meta_per_class=2",
-        "data.modality_options.max_length=16", "progress=false", "threads=1", *extra])
+        "data.modality_options.max_length=16", "data.allow_cut=true", "progress=false", "threads=1", *extra])
 
 
 def test_a_frozen_encoder_run_computes_features_once_and_fine_tunes(tiny_bert, tmp_path, monkeypatch):
@@ -224,7 +224,7 @@ def test_bucketed_text_run_and_non_sequence_data_refused(tmp_path, tiny_npz):
     cfg = load_config("configs/20newsgroups_lt_if10.yaml", [
         f"data.source={src}", f"output_dir={tmp_path / 'b'}", "stage1.epochs=2", "stage2.*.epochs=1",
         "data.imbalance_factor=4", "data.n_val_per_class=2", "data.n_meta_per_class=2", "progress=false",
-        "threads=1", "data.bucket_by_length=true", "data.modality_options.min_frequency=1"])
+        "threads=1", "data.bucket_by_length=true", "data.modality_options.min_frequency=1", "data.allow_cut=true"])
     res = run_experiment(cfg, log=lambda *a: None)
     assert res["stage2_ot_classifier"]["best"]["balanced_accuracy"] > 0
     bad = load_config("configs/cifar10_lt_if100.yaml", [f"data.source={tiny_npz}", f"output_dir={tmp_path / 'c'}",

@@ -295,21 +295,50 @@ def _require(module: str, extra: str = "points"):
                         f"{module})") from None
 
 
+def _sample_file(job) -> np.ndarray:
+    """One mesh file -> its sampled cloud (a top-level function: it runs in worker processes)."""
+    path, n_points, seed, split, index, normals = job
+    return sample_mesh(*read_off(path), n_points, _rng(seed, split, index), normals, where=str(path))
+
+
+def _workers(workers) -> int:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise DataError(f"workers must be an integer >= 0 (0: sample in this process), got {workers!r}")
+    return workers
+
+
 def load_modelnet(root, n_points: int = 1024, normals: bool = False, seed: int = 0, cache_dir=None,
-                  progress: bool = False) -> PointDataset:
-    """A ModelNet ``.off`` tree as point clouds (see the module docstring); sampled once, then cached."""
+                  workers: int = 0) -> PointDataset:
+    """A ModelNet ``.off`` tree as point clouds (see the module docstring); sampled once, then cached.
+
+    ``workers`` > 1 processes parse and sample the meshes (started with ``spawn``: each imports
+    otreweight and torch, seconds of start-up, so it pays only for thousands of large meshes on
+    many cores; default 0: in this process). Each shape's generator is seeded by
+    ``(seed, split, index)``, so the clouds do not depend on ``workers``.
+    """
     _require("trimesh")
     n_points = _check_n_points(n_points)
     root = Path(root).expanduser().absolute()
     classes, files = _class_files(root, (".off",), "ModelNet")
+    n_workers = _workers(workers)
 
     def build() -> PointDataset:
         out = {}
-        for s in ("train", "test"):
-            xs = [sample_mesh(*read_off(f), n_points, _rng(seed, s, i), normals, where=str(f))
-                  for i, (f, _) in enumerate(files[s])]
-            out[s] = (np.stack(xs) if xs else np.zeros((0, n_points, 6 if normals else 3), np.float32),
-                      np.asarray([k for _, k in files[s]], dtype=np.int64))
+        pool = None
+        if n_workers > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            pool = ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            for s in ("train", "test"):
+                jobs = [(f, n_points, int(seed), s, i, bool(normals)) for i, (f, _) in enumerate(files[s])]
+                xs = list(pool.map(_sample_file, jobs, chunksize=16)) if pool else [_sample_file(j) for j in jobs]
+                out[s] = (np.stack(xs) if xs else np.zeros((0, n_points, 6 if normals else 3), np.float32),
+                          np.asarray([k for _, k in files[s]], dtype=np.int64))
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
         return PointDataset(*out["train"], *out["test"], classes, f"modelnet:{root}")
 
     return _cached("modelnet", root, cache_dir, (n_points, bool(normals), int(seed)), build)
@@ -486,8 +515,9 @@ def load_mnist_points(root, n_points: int = 256, threshold: int = 128, seed: int
 
 # ----------------------------------------------------------------------------- registration
 @register_source("modelnet")
-def _modelnet(root, download=True, cache_dir=None, n_points: int = 1024, normals: bool = False, seed: int = 0):
-    return load_modelnet(root, n_points, normals, seed, cache_dir)
+def _modelnet(root, download=True, cache_dir=None, n_points: int = 1024, normals: bool = False, seed: int = 0,
+              workers: int = 0):
+    return load_modelnet(root, n_points, normals, seed, cache_dir, workers)
 
 
 @register_source("modelnet_h5")
