@@ -374,7 +374,7 @@ class DataConfig(Section):
     cache_dir: str | None = None
     imbalance_factor: float = 100
     profile: str = "exp"
-    allow_cut: bool = False  # exp / step may cut an already imbalanced pool (else: use profile given)
+    allow_cut: bool = False  # exp / step may cut a pool more imbalanced than imbalance_factor (else: profile given)
     n_meta_per_class: int = 10
     n_val_per_class: int = 20
     n_max: int | None = None

@@ -85,6 +85,8 @@ DEMO_METHODS["ot-no-step"] = {**DEMO_METHODS["ot"], **OT_VARIANTS["ot-no-step"]}
 # weights of all training examples are solved once per epoch against the meta prototypes.
 DEMO_METHODS["ot-kl"] = {**DEMO_METHODS["ot"], **OT_VARIANTS["ot-kl"]}
 DEMO_METHODS["ot-cc"] = {**DEMO_METHODS["ot"], **OT_VARIANTS["ot-cc"]}
+# The authors' step exactly: <pi, C> differentiated through the Sinkhorn iterations, weight decay on the scores.
+DEMO_METHODS["ot-authors-grad"] = {**DEMO_METHODS["ot"], **OT_VARIANTS["ot-authors-grad"]}
 
 
 STAGE1 = {"epochs": 60, "batch_size": 64, "lr": 0.1, "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4,

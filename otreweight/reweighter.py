@@ -71,11 +71,18 @@ from .class_weights import effective_number_weights
 from .cost import COSTS, LABEL_SCALES, cost_matrix
 from .targets import MetaTargets
 from .registry import check_option_types
-from .transport import balanced_target_mass, class_conditional_ot, entropic_ot, semi_relaxed_ot
+from .transport import (
+    balanced_target_mass,
+    class_conditional_ot,
+    entropic_ot,
+    entropic_ot_linear_unrolled,
+    semi_relaxed_ot,
+)
 
 INITS = ("uniform", "class_balanced")
 WEIGHTINGS = ("raw", "normalized")
 OBJECTIVES = ("reference", "kl_regularized", "class_conditional")
+GRADIENTS = ("envelope", "unrolled")
 SCOPES = ("batch", "dataset")
 SOLVERS = ("auto", "log", "scaling")
 
@@ -119,6 +126,15 @@ class OTReweighter(nn.Module):
     lam : float
         :math:`\lambda`, weight of :math:`\mathrm{KL}(a\,\|\,\text{prior})` in the solved
         objectives (``inf``: the prior itself). Smaller values let OT move the weights further.
+    gradient : {"envelope", "unrolled"}
+        ``objective="reference"``: the gradient of the step. ``"envelope"`` (default, what ``ot``
+        uses): the envelope gradient of the entropic value :math:`\langle\pi,C\rangle +
+        \varepsilon\sum\pi\log\pi` (the dual potential). ``"unrolled"``: the authors' - the
+        linear part :math:`\langle\pi^*(a),C\rangle` differentiated through POT's log-domain
+        Sinkhorn iterations (:func:`~otreweight.transport.entropic_ot_linear_unrolled`).
+    score_decay : float
+        Weight decay on the scores in the OT step, :math:`s \leftarrow s - \mathrm{lr}\,(g +
+        \mathrm{decay}\cdot s)` (0 by default; the authors' fresh SGD optimiser applies 5e-4).
 
     Attributes
     ----------
@@ -148,10 +164,17 @@ class OTReweighter(nn.Module):
         objective: str = "reference",
         scope: str = "batch",
         lam: float = 0.1,
+        gradient: str = "envelope",
+        score_decay: float = 0.0,
     ) -> None:
         super().__init__()
         check_option_types("OTReweighter", OTReweighter.__init__, dict(
-            beta=beta, eps=eps, alpha=alpha, steps=steps, lr=lr, tol=tol, max_iter=max_iter, lam=lam))
+            beta=beta, eps=eps, alpha=alpha, steps=steps, lr=lr, tol=tol, max_iter=max_iter, lam=lam,
+            score_decay=score_decay))
+        self.gradient = check_choice("OT gradient", gradient, GRADIENTS)
+        if not float(score_decay) >= 0:
+            raise OTReweightError(f"score_decay (weight decay on the scores) must be >= 0, got {score_decay!r}")
+        self.score_decay = float(score_decay)
         labels = torch.as_tensor(np.asarray(train_labels)).long()
         if labels.numel() == 0:
             raise OTReweightError("train_labels is empty; the re-weighter needs at least one training example")
@@ -255,11 +278,17 @@ class OTReweighter(nn.Module):
             for k in range(self.steps):
                 s = s.detach().requires_grad_(True)
                 a = torch.softmax(s, dim=0)
-                res = entropic_ot(cost, a, eps=self.eps, tol=self.tol, max_iter=self.max_iter, method=self.solver)
-                (grad,) = torch.autograd.grad(res.value, s)
+                if self.gradient == "envelope":
+                    value = entropic_ot(cost, a, eps=self.eps, tol=self.tol, max_iter=self.max_iter,
+                                        method=self.solver).value
+                else:  # the authors': <pi, C> differentiated through POT's Sinkhorn iterations
+                    value = entropic_ot_linear_unrolled(cost, a, eps=self.eps, tol=self.tol, max_iter=self.max_iter)
+                (grad,) = torch.autograd.grad(value, s)
                 if k == 0:
-                    self.last_ot_value = res.value.detach()
-                s = s.detach() - self.lr * grad
+                    self.last_ot_value = value.detach()
+                s = s.detach()
+                # SGD on the scores, with weight decay as the authors' fresh optimiser applies it
+                s = s - self.lr * (grad + self.score_decay * s) if self.score_decay else s - self.lr * grad
             # On the CPU the check is free; on an accelerator it would sync every batch, and a
             # non-finite score surfaces as a non-finite training loss at the end of the epoch.
             if s.device.type == "cpu" and not bool(torch.isfinite(s).all()):

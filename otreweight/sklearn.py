@@ -153,10 +153,6 @@ def _cosine(A, B) -> np.ndarray:
     return prod
 
 
-def _rows(Z, idx: np.ndarray):
-    return Z[idx]
-
-
 def _class_means(Z, labels: np.ndarray, classes: np.ndarray):
     """Mean row of ``Z`` for each class of ``classes`` (sparse in, sparse out), in that order."""
     pos = {c: k for k, c in enumerate(classes)}
@@ -509,7 +505,7 @@ class OTSampleWeighter(BaseEstimator):
         t_feats, t_labels = [meta_Z], [np.asarray(meta_y_enc, dtype=np.int64)]
         for c in missing:
             rows = weighted_idx[y_w == c]
-            t_feats.append(_rows(Z, rows))
+            t_feats.append(Z[rows])
             t_labels.append(np.full(rows.shape[0], c, dtype=np.int64))
         t_feats, t_labels = _stack(t_feats), np.concatenate(t_labels)
         if self.targets == "prototype":
@@ -570,7 +566,7 @@ class OTSampleWeighter(BaseEstimator):
             if self.cost == "label":
                 block = np.zeros((pos.size, tj.size))
             else:
-                block = 1.0 - _cosine(_rows(Z, weighted_idx[pos]), _rows(t_feats, tj))
+                block = 1.0 - _cosine(Z[weighted_idx[pos]], t_feats[tj])
                 if self.cost == "combined":
                     block *= float(self.alpha)
             # Solved at unit mass (the minimiser scales with the mass), then given 1/K.

@@ -109,22 +109,24 @@ def test_given_profile_end_to_end_and_ot_with_classes_without_meta(tmp_path, cap
 
 
 def test_cutting_an_imbalanced_pool_needs_allow_cut():
-    """exp / step on a pool that is already long-tailed (or IF 1 on unequal pools) is refused unless asked for."""
+    """exp / step on a pool more imbalanced than the profile (or IF 1 on unequal pools) is refused unless asked for."""
     import numpy as np
     import pytest
 
     from otreweight import OTReweightError, make_long_tailed
 
     y = np.repeat(np.arange(3), [400, 40, 4])
-    for imf in (1, 10, 100):
-        with pytest.raises(OTReweightError, match="already imbalanced.*profile='given'.*allow_cut") as e:
+    for imf in (1, 10, 50):
+        with pytest.raises(OTReweightError, match="more imbalanced than the profile.*profile='given'.*allow_cut") as e:
             make_long_tailed(y, imf, n_meta_per_class=1, n_val_per_class=1)
         assert "\n" not in str(e.value)
     s = make_long_tailed(y, 1, n_meta_per_class=1, n_val_per_class=1, allow_cut=True)
     assert s.train_counts.tolist() == [2, 2, 2]
     assert make_long_tailed(y, 1, profile="given").train.size == 388  # keeps it as it is (meta + val per its rule)
     # IF 1 on slightly unequal pools cuts every class to the smallest: refused too
-    with pytest.raises(OTReweightError, match="already imbalanced"):
+    with pytest.raises(OTReweightError, match="more imbalanced than the profile"):
         make_long_tailed(np.repeat(np.arange(2), [30, 25]), 1, n_meta_per_class=2, n_val_per_class=2)
+    # a pool less imbalanced than the requested factor is long-tailed as asked
+    assert make_long_tailed(y, 200, n_max=300, n_meta_per_class=1, n_val_per_class=1).train_counts.tolist() == [300, 21, 1]
     # a balanced pool (the standard protocol) needs nothing
     assert make_long_tailed(np.repeat(np.arange(3), 50), 10, n_meta_per_class=2, n_val_per_class=2).train_counts[0] == 46

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from otreweight import OTReweighter, OTReweightError, build_targets
+from otreweight.targets import MetaTargets
 from otreweight.engine import FitConfig, fit
 from otreweight.methods import create_method
 from otreweight.models import create_model
@@ -181,3 +182,21 @@ def test_dataset_scope_trains_through_the_loop(trainable):
     assert not np.allclose(w, start)  # the solve moved the weights...
     shares = np.bincount(y, w) / w.sum()
     assert np.allclose(shares, 1 / 3)  # ...keeping the classes exactly balanced
+
+
+@pytest.mark.parametrize("objective", ["class_conditional", "kl_regularized"])
+def test_unbalanced_meta_set_does_not_set_the_class_masses(objective):
+    """whole targets with 10 / 10 / 1 meta examples: class masses do not follow the meta counts."""
+    rng = np.random.default_rng(3)
+    y = torch.tensor(np.repeat([0, 1, 2], [30, 10, 3]))
+    feats = torch.from_numpy(rng.normal(size=(43, 4)) + 2 * np.eye(3, 4)[y.numpy()])
+    ty = torch.tensor(np.repeat([0, 1, 2], [10, 10, 1]))
+    tf = torch.from_numpy(rng.normal(size=(21, 4)) + 2 * np.eye(3, 4)[ty.numpy()])
+    rw = OTReweighter(y, 3, init="class_balanced", objective=objective, scope="dataset", lam=1.0, label_scale="unit")
+    rw.refresh(feats, MetaTargets(tf, ty, 3))
+    w = rw.weights().double()
+    share = torch.bincount(y, weights=w) / w.sum()
+    if objective == "class_conditional":
+        assert torch.allclose(share, torch.full((3,), 1 / 3, dtype=torch.float64), atol=1e-6)
+    else:
+        assert share.min() > 0.25  # the 1-example class is not cut to its 1/21 share of the targets

@@ -35,10 +35,6 @@ from .._errors import OTReweightError, check_choice, check_labels
 
 PROFILES = ("exp", "step", "given")
 
-#: Per-class pools differing by more than this factor count as an already imbalanced source, which
-#: ``exp`` / ``step`` only cut with ``allow_cut`` (20 Newsgroups, 377-600 per class, is below it).
-CUT_RATIO = 2.0
-
 
 def long_tail_counts(n_max: int, num_classes: int, imbalance_factor: float, profile: str = "exp") -> list[int]:
     """Per-class counts of a long-tailed profile (see the module docstring)."""
@@ -157,11 +153,12 @@ def make_long_tailed(
     seed : int
         Seeds the per-class shuffles.
     allow_cut : bool
-        ``"exp"`` / ``"step"`` cut a training pool that is *already* imbalanced - its per-class
-        pools (after meta and validation) differ by more than :data:`CUT_RATIO` x, or differ at
-        all with ``imbalance_factor=1`` (every class cut to the smallest) - only when this is
-        True; otherwise such a split is refused with a one-line error that suggests
-        ``profile="given"``. A (nearly) balanced pool, the standard protocol, is cut without it.
+        ``"exp"`` / ``"step"`` cut the head classes of a training pool that is *more* imbalanced
+        than the profile asks for - its largest class over its smallest exceeds
+        ``imbalance_factor`` (with ``imbalance_factor=1``: any unequal pool, every class cut to
+        the smallest) - only when this is True; otherwise such a split is refused with a one-line
+        error that suggests ``profile="given"``. A balanced pool (the standard protocol), or one
+        less imbalanced than the requested factor, is long-tailed without it.
 
     Returns
     -------
@@ -200,18 +197,22 @@ def make_long_tailed(
     pools = available - reserved
     if n_max is None:
         n_max = int(pools.min())
-    ratio = pools.max() / pools.min()
-    if not allow_cut and (ratio > CUT_RATIO or (float(imbalance_factor) == 1.0 and ratio > 1)):
+    ratio = available.max() / available.min()
+    try:
+        imf = float(imbalance_factor)
+    except (TypeError, ValueError):
+        imf = float("nan")  # long_tail_counts names the bad value below
+    if not allow_cut and imf >= 1 and ratio > imf:
         try:
             counts = long_tail_counts(int(n_max), k, imbalance_factor, profile)
             kept = f"keep {sum(min(int(counts[r]), int(pools[c])) for r, c in enumerate(order))} of"
         except OTReweightError:
             kept = "leave a class without training examples, out of"
         raise OTReweightError(
-            f"the training pool is already imbalanced (classes of {pools.min()} to {pools.max()} examples after meta "
-            f"and validation): profile={profile!r} at IF={float(imbalance_factor):g} would {kept} its "
-            f"{int(pools.sum())} training examples; keep it as it is with profile='given' (data.profile=given), or "
-            "cut it on purpose with allow_cut=True (data.allow_cut=true)"
+            f"the training pool is more imbalanced than the profile asked for (classes of {available.min()} to "
+            f"{available.max()} examples, {ratio:.3g}x apart, IF={imf:g}): profile={profile!r} "
+            f"would cut its head classes and {kept} its {int(pools.sum())} training examples; keep it as it is with "
+            "profile='given' (data.profile=given), or cut it on purpose with allow_cut=True (data.allow_cut=true)"
         )
     counts_by_rank = long_tail_counts(int(n_max), k, imbalance_factor, profile)
     rng = np.random.default_rng(seed)
