@@ -103,15 +103,21 @@ class Prepared:
         d = cfg.data
         self.classes = list(dataset.classes)
         pool, test = dataset.split("train"), dataset.split("test")
+        # a source with its own validation file (image_list's val): validation as given, nothing carved
+        self.given_val = dataset.split("val") if getattr(dataset, "has_val", False) else None
+        n_val = 0 if self.given_val is not None else d.n_val_per_class
         order, n_max = class_order(d, pool.labels, dataset.num_classes)
         try:
             self.split = make_long_tailed(
                 pool.labels, d.imbalance_factor, profile=d.profile, n_meta_per_class=d.n_meta_per_class,
-                n_val_per_class=d.n_val_per_class, n_max=n_max, num_classes=dataset.num_classes, seed=cfg.seed,
+                n_val_per_class=n_val, n_max=n_max, num_classes=dataset.num_classes, seed=cfg.seed,
                 class_order=order, allow_cut=d.allow_cut,
             )
         except OTReweightError as err:
             raise _with_class_name(err, self.classes, d.profile) from None
+        if self.given_val is not None:  # split.json reports the given validation file's counts
+            self.split.val_counts = np.bincount(np.asarray(self.given_val.labels, dtype=np.int64),
+                                                minlength=dataset.num_classes)
         self.modality_options = modality_options(cfg, dataset.modality)
         self.modality = get_modality(dataset.modality, **self.modality_options)
         self.pool, self.device, self.data_cfg = pool, device, d
@@ -122,7 +128,7 @@ class Prepared:
             self.stats = self.modality.stats_from_chunks(raw_chunks(train, 512, d.num_workers), d.normalize)
         self.mean, self.std = self.stats.get("mean"), self.stats.get("std")
         self.train = self._loader(train, "train")
-        self.val = self._loader(subset(pool, self.split.val), "val")
+        self.val = self._loader(self.given_val if self.given_val is not None else subset(pool, self.split.val), "val")
         self.meta = self._loader(subset(pool, self.split.meta), "meta", mode="memory")
         self.test = self._loader(test, "test")
         self.augment = self.modality.augment(d, self.stats)
@@ -410,7 +416,8 @@ def run_experiment(cfg: RunConfig | dict, resume: bool = False, log=print, datas
                                    lazy=d.loader == "stream", **extra)
         prep = Prepared(cfg, dataset, device)
         try:
-            fingerprint = data_fingerprint(prep.pool, dataset.split("test"))
+            fingerprint = data_fingerprint(prep.pool, dataset.split("test"),
+                                           *([prep.given_val] if prep.given_val is not None else []))
             split_path = out / "split.json"
             if resume and split_path.exists():
                 old = _read_saved(split_path, "the saved split").get("data_fingerprint")
@@ -425,6 +432,7 @@ def run_experiment(cfg: RunConfig | dict, resume: bool = False, log=print, datas
                 _write_json(split_path, {
                     "classes": prep.classes, **prep.split.to_dict(), "test_counts": test_counts.tolist(),
                     "many_threshold": d.many_threshold, "few_threshold": d.few_threshold, "source": d.source,
+                    "validation": "given" if prep.given_val is not None else "drawn from the training pool",
                     "data_fingerprint": fingerprint,
                 })
                 log(f"test: {int(test_counts.sum())} examples; device {device}")

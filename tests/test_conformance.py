@@ -65,6 +65,13 @@ def _text(tmp_path):
     return load_dataset(str(d))
 
 
+def _image_list(tmp_path):
+    import test_image_lists as til
+
+    rows = til.jpeg_tree(tmp_path / "il", per_class=(3, 2, 2), size=8)
+    return load_dataset("image_list", root=tmp_path / "il", **til.write_lists(tmp_path / "il", rows))
+
+
 def _points(tmp_path, kind):
     pytest.importorskip("trimesh")
     import test_points as tp
@@ -91,6 +98,7 @@ BUILDERS = {
     "modelnet_h5": lambda p: _points(p, "modelnet_h5"),
     "point_folder": lambda p: _points(p, "point_folder"),
     "mnist_points": lambda p: _points(p, "mnist_points"),
+    "image_list": lambda p: _image_list(p),
 }
 
 

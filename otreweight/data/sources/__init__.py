@@ -54,7 +54,7 @@ from .dataset import ArrayDataset, DataError  # noqa: F401
 from .download import _md5, _safe_extract, _urlretrieve  # noqa: F401
 from .registry import PATH_SOURCES, SOURCES, load_dataset, register_source  # noqa: F401
 
-from . import cifar, folder, npz, points, text  # noqa: F401  (each registers its sources)
+from . import cifar, folder, image_lists, npz, points, text  # noqa: F401  (each registers its sources)
 from .cifar import CIFAR10_MD5, CIFAR10_URL, CIFAR100_MD5, CIFAR100_URL, _decode_cifar, load_cifar  # noqa: F401
 from .folder import IMAGE_EXTENSIONS, LazyImageFolder, _decode_image, load_image_folder, open_image_folder  # noqa: F401
 from .npz import load_npz  # noqa: F401
