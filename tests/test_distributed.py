@@ -1,0 +1,191 @@
+"""Several processes (gloo on the CPU, spawned here as torchrun would start them) against one.
+
+Two ranks with per-rank batch b must follow one process with batch 2b: the same global batches
+(the sampler's ``rank::world_size`` slices of one global order), gradients averaged over the ranks
+(DistributedDataParallel for the whole network, an all-reduce for the classifier alone), hence the
+same validation metrics and weights. The training set holds 48 examples and the global batch is 8,
+so every step's global batch is full and each rank's half of it holds 4 (with a last partial batch
+the two halves differ in size and the mean of per-rank means is not the global mean).
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from torch import nn
+
+from otreweight import FitConfig, create_method, fit
+from otreweight import distributed as dist
+from otreweight.models.base import FeatureClassifier
+
+CASES = [("ce", "classifier"), ("ce", "all"), ("cb", "classifier"), ("cb", "all"), ("cb_resample", "all")]
+
+
+class PlainMLP(FeatureClassifier):
+    """Linear-ReLU layers without batch norm: a batch's statistics do not depend on how it is split."""
+
+    def __init__(self, d=5, h=12, k=3):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU())
+        self.classifier = nn.Linear(h, k)
+
+    def features(self, x):
+        return self.backbone(x)
+
+
+def tiny_data(seed=0):
+    rng = np.random.default_rng(seed)
+    counts = [24, 16, 8]
+    centers = rng.normal(0, 2, (3, 5))
+    y = np.repeat(np.arange(3), counts)
+    x = (centers[y] + rng.normal(0, 1.5, (y.size, 5))).astype(np.float32)
+    yv = np.repeat(np.arange(3), 6)
+    xv = (centers[yv] + rng.normal(0, 1.5, (yv.size, 5))).astype(np.float32)
+    return (x, y), (xv, yv)
+
+
+def run_cases(batch_size):
+    """Every case of CASES trained from the same initialisation; what must agree across world sizes."""
+    train, val = tiny_data()
+    out = {}
+    for method, trainable in CASES:
+        torch.manual_seed(0)
+        model = PlainMLP()
+        cfg = FitConfig(epochs=3, batch_size=batch_size, lr=0.1, momentum=0.9, trainable=trainable,
+                        progress=False, seed=1)
+        res = fit(model, create_method(method), train, val, config=cfg, device="cpu")
+        out[(method, trainable)] = {
+            "val": [r["val"] for r in res.history],
+            "train_loss": [r["train_loss"] for r in res.history],
+            "best_epoch": res.best_epoch,
+            "weights": {k: v.clone() for k, v in res.last_state.items()},
+        }
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank, world, port, folder, fn_name):
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), OTREWEIGHT_DIST_TIMEOUT="60")
+    torch.set_num_threads(1)
+    dist.init("cpu")
+    try:
+        result = globals()[fn_name](folder)
+        torch.save(result, os.path.join(folder, f"result{rank}.pt"))
+    finally:
+        dist.finish()
+
+
+def spawn(fn_name, folder, world=2):
+    mp.spawn(_worker, args=(world, free_port(), str(folder), fn_name), nprocs=world, join=True)
+    return [torch.load(os.path.join(folder, f"result{r}.pt"), weights_only=False) for r in range(world)]
+
+
+def two_rank_cases(folder):
+    assert dist.world_size() == 2
+    return run_cases(batch_size=4)
+
+
+def test_single_process_helpers_are_identities(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert dist.init("cpu") is None and dist.world_size() == 1 and dist.rank() == 0 and dist.is_main()
+    t = torch.arange(3.0)
+    assert dist.all_gather(t) is t
+    dist.barrier()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert dist.env() is None
+
+
+def test_torchrun_environment_is_checked(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for k in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(k, raising=False)
+    with pytest.raises(dist.OTReweightError, match="RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT are not set"):
+        dist.env()
+
+
+def test_two_ranks_follow_one_process_with_twice_the_batch(tmp_path):
+    one = run_cases(batch_size=8)
+    ranks = spawn("two_rank_cases", tmp_path)
+    for case in CASES:
+        ref = one[case]
+        for r, res in enumerate(ranks):
+            got = res[case]
+            assert got["best_epoch"] == ref["best_epoch"], (case, r)
+            np.testing.assert_allclose(got["train_loss"], ref["train_loss"], rtol=1e-5, atol=1e-6, err_msg=str(case))
+            for e, (a, b) in enumerate(zip(got["val"], ref["val"])):
+                for key, v in b.items():
+                    if isinstance(v, float):
+                        assert a[key] == pytest.approx(v, abs=1e-4), (case, r, e, key)
+            for k, w in ref["weights"].items():
+                torch.testing.assert_close(got["weights"][k], w, rtol=1e-5, atol=1e-6, msg=f"{case} {k}")
+    # the two ranks hold the same model (not merely close)
+    for case in CASES:
+        for k, w in ranks[0][case]["weights"].items():
+            assert torch.equal(ranks[1][case]["weights"][k], w)
+
+
+CONFIG = """
+name: ddp_tiny
+seed: 0
+device: cpu
+threads: 1
+progress: false
+data: {{source: {src}, imbalance_factor: 3, n_meta_per_class: 2, n_val_per_class: 4, normalize: true}}
+model: {{name: mlp, options: {{hidden: [8]}}}}
+stage1: {{epochs: 2, batch_size: 8, lr: 0.05, weight_decay: 0.0}}
+stage2:
+- {{name: cb_classifier, method: cb, trainable: classifier, epochs: 2, batch_size: 4, lr: 0.05}}
+output_dir: {out}
+"""
+
+
+@pytest.fixture
+def tiny_vectors(tmp_path):
+    rng = np.random.default_rng(0)
+    y, yt = np.repeat(np.arange(3), 20), np.repeat(np.arange(3), 5)
+    centers = rng.normal(0, 3, (3, 4))
+    x = (centers[y] + rng.normal(0, 1, (y.size, 4))).astype(np.float32)
+    xt = (centers[yt] + rng.normal(0, 1, (yt.size, 4))).astype(np.float32)
+    path = tmp_path / "vec.npz"
+    np.savez(path, x_train=x, y_train=y, x_test=xt, y_test=yt)
+    return path
+
+
+def test_torchrun_train_rank0_alone_writes_files(tiny_vectors, tmp_path):
+    """``torchrun --nproc_per_node=2 -m otreweight train``: both ranks train, rank 0 alone writes the run folder."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "run"
+    cfg = tmp_path / "ddp.yaml"
+    cfg.write_text(CONFIG.format(src=tiny_vectors, out=out))
+    audit = Path(__file__).with_name("_torchrun_audit.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(free_port()),
+           str(audit), str(out), str(tmp_path / "writes"), "train", "--config", str(cfg)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", OTREWEIGHT_DIST_TIMEOUT="60",
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (json.loads((tmp_path / f"writes{r}.json").read_text()) for r in (0, 1))
+    assert r0["rc"] == r1["rc"] == 0
+    assert r1["writes"] == [], r1["writes"][:5]
+    written = {Path(p).name for _, p in r0["writes"]}
+    assert {"config.yaml", "split.json", "results.json", "report.md", "metrics.jsonl", "best.pt", "final.json"} <= written
+    final = json.loads((out / "stage2_cb_classifier" / "final.json").read_text())
+    assert (final["processes"], final["batch_size_per_process"], final["global_batch_size"]) == (2, 4, 8)
+    assert "global batch = batch_size x 2" in (out / "config.yaml").read_text()
+    assert proc.stdout.count("stage1 epoch 1/2") == 1  # rank 0 alone prints progress
+    assert "global batch" in proc.stdout
