@@ -143,6 +143,31 @@ def all_gather(t: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def gather_batch(*tensors: torch.Tensor):
+    """Every rank's part of one step's global batch, in the order of the global batch.
+
+    Rank ``r`` holds the examples at positions ``i * world_size + r`` of the global batch (the
+    sampler's slice ``rank::world_size``); the parts may differ in length by the last batch. Returns
+    ``(gathered, local)``: each tensor's rows of the whole global batch in that order (the order one
+    process with the global batch would see), and the positions of this rank's rows in it. With one
+    process: ``(tensors, None)``. Every rank receives the same tensors.
+    """
+    n = world_size()
+    if n == 1:
+        return tensors, None
+    first = tensors[0]
+    sizes = all_gather(torch.tensor([first.shape[0]], device=first.device))
+    m = int(sizes.max())
+    valid = (torch.arange(m, device=first.device)[:, None] < sizes[None, :]).reshape(-1)  # (m * n,): position i*n+r
+    gathered = []
+    for t in tensors:
+        pad = t.new_zeros((m - t.shape[0], *t.shape[1:]))
+        g = all_gather(torch.cat([t, pad])[None])  # (n, m, ...)
+        gathered.append(g.transpose(0, 1).reshape(m * n, *t.shape[1:])[valid])
+    pos = (torch.cumsum(valid.long(), 0) - 1).view(m, n)
+    return tuple(gathered), pos[: first.shape[0], rank()]
+
+
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """The sum of ``t`` over the ranks (in place; ``t`` itself with one process)."""
     if world_size() > 1:
@@ -198,5 +223,5 @@ def finish() -> None:
 
 
 __all__ = ["FeaturesAndLogits", "all_gather", "all_reduce_sum", "average_gradients", "backend", "barrier", "env",
-           "finish",
+           "finish", "gather_batch",
            "init", "is_initialized", "is_main", "local_device", "rank", "world_size", "wrap_ddp"]

@@ -24,7 +24,9 @@ from otreweight import FitConfig, create_method, fit
 from otreweight import distributed as dist
 from otreweight.models.base import FeatureClassifier
 
-CASES = [("ce", "classifier"), ("ce", "all"), ("cb", "classifier"), ("cb", "all"), ("cb_resample", "all")]
+CASES = [("ce", "classifier"), ("ce", "all"), ("cb", "classifier"), ("cb", "all"), ("cb_resample", "all"),
+         ("ot", "classifier"), ("ot", "all"), ("ot_normalized", "all")]
+METHODS = {"ot_normalized": ("ot", {"weighting": "normalized"})}
 
 
 class PlainMLP(FeatureClassifier):
@@ -47,20 +49,33 @@ def tiny_data(seed=0):
     x = (centers[y] + rng.normal(0, 1.5, (y.size, 5))).astype(np.float32)
     yv = np.repeat(np.arange(3), 6)
     xv = (centers[yv] + rng.normal(0, 1.5, (yv.size, 5))).astype(np.float32)
-    return (x, y), (xv, yv)
+    ym = np.repeat(np.arange(3), 2)
+    xm = (centers[ym] + rng.normal(0, 1.5, (ym.size, 5))).astype(np.float32)
+    return (x, y), (xv, yv), (xm, ym)
 
 
 def run_cases(batch_size):
     """Every case of CASES trained from the same initialisation; what must agree across world sizes."""
-    train, val = tiny_data()
+    train, val, meta = tiny_data()
     out = {}
-    for method, trainable in CASES:
+    for name, trainable in CASES:
         torch.manual_seed(0)
         model = PlainMLP()
-        cfg = FitConfig(epochs=3, batch_size=batch_size, lr=0.1, momentum=0.9, trainable=trainable,
+        lr = 0.005 if name.startswith("ot") else 0.1  # raw OT weights sum to ~K per batch, meta_ce=10: a smaller step
+        cfg = FitConfig(epochs=3, batch_size=batch_size, lr=lr, momentum=0.9, trainable=trainable,
                         progress=False, seed=1)
-        res = fit(model, create_method(method), train, val, config=cfg, device="cpu")
-        out[(method, trainable)] = {
+        method_name, options = METHODS.get(name, (name, {}))
+        method = create_method(method_name, **options)
+        scores = []
+
+        def keep_scores(epoch, record, method=method, scores=scores):
+            if getattr(method, "reweighter", None) is not None:
+                scores.append(method.reweighter.scores.detach().clone())
+
+        res = fit(model, method, train, val, meta=meta if method.uses_meta else None, config=cfg, device="cpu",
+                  on_epoch_end=keep_scores)
+        out[(name, trainable)] = {
+            "scores": scores,
             "val": [r["val"] for r in res.history],
             "train_loss": [r["train_loss"] for r in res.history],
             "best_epoch": res.best_epoch,
@@ -94,7 +109,14 @@ def spawn(fn_name, folder, world=2):
 
 def two_rank_cases(folder):
     assert dist.world_size() == 2
-    return run_cases(batch_size=4)
+    out = run_cases(batch_size=4)
+    train, val, meta = tiny_data()
+    try:  # a look-ahead method refuses several processes, before any training
+        fit(PlainMLP(), create_method("mwnet"), train, val, meta=meta, config=FitConfig(epochs=1, progress=False),
+            device="cpu")
+    except dist.OTReweightError as err:
+        out["mwnet"] = str(err)
+    return out
 
 
 def test_single_process_helpers_are_identities(monkeypatch):
@@ -130,10 +152,19 @@ def test_two_ranks_follow_one_process_with_twice_the_batch(tmp_path):
                         assert a[key] == pytest.approx(v, abs=1e-4), (case, r, e, key)
             for k, w in ref["weights"].items():
                 torch.testing.assert_close(got["weights"][k], w, rtol=1e-5, atol=1e-6, msg=f"{case} {k}")
-    # the two ranks hold the same model (not merely close)
+            assert len(got["scores"]) == len(ref["scores"])
+            for e, (a, b) in enumerate(zip(got["scores"], ref["scores"])):  # the learned OT scores, every epoch
+                torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=f"{case} OT scores, epoch {e + 1}")
+    # the two ranks hold the same model and the same OT scores after every epoch (not merely close)
     for case in CASES:
         for k, w in ranks[0][case]["weights"].items():
             assert torch.equal(ranks[1][case]["weights"][k], w)
+        for a, b in zip(ranks[0][case]["scores"], ranks[1][case]["scores"]):
+            assert torch.equal(a, b), case
+    for c in CASES:
+        if c[0].startswith("ot"):  # the scores were learned (they moved), so their agreement says something
+            assert len(ranks[0][c]["scores"]) == 3 and not torch.equal(ranks[0][c]["scores"][0], ranks[0][c]["scores"][-1])
+    assert all("does not run on several processes" in r.get("mwnet", "") for r in ranks)
 
 
 CONFIG = """

@@ -140,9 +140,9 @@ def setup(model, method, train, val, meta, config, device, augment, num_classes,
     check_labels("training labels", y_tr, num_classes)
     check_labels("validation labels", val.labels, num_classes)
     world = dist.world_size()
-    if world > 1 and method.uses_meta:
-        raise OTReweightError(f"method {method.name!r} does not run on several processes yet (its meta set or OT "
-                              f"scores are per process); run it in one process, without torchrun")
+    if world > 1 and not getattr(method, "multi_process", True):
+        raise OTReweightError(f"method {method.name!r} does not run on several processes yet (its look-ahead step is "
+                              f"per process); run it in one process, without torchrun")
     if method.uses_meta and meta is None:
         raise OTReweightError(f"method {method.name!r} needs a meta set (meta=(x, y)); build one with make_long_tailed")
     channels_last = config.channels_last
