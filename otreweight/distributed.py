@@ -192,6 +192,15 @@ def average_gradients(params) -> None:
         o += g.numel()
 
 
+def broadcast_buffers(model: torch.nn.Module) -> None:
+    """Give every rank rank 0's buffers (batch-norm running statistics, which each rank updates from
+    its own part of the batch), so all ranks hold the same model (nothing with one process)."""
+    if world_size() == 1:
+        return
+    for b in model.buffers():
+        dist.broadcast(b.data, src=0)
+
+
 class FeaturesAndLogits(torch.nn.Module):
     """``x -> (model.features(x), model.classifier(features))`` as one module, so
     ``DistributedDataParallel`` sees the whole forward pass and averages every gradient."""
@@ -222,6 +231,6 @@ def finish() -> None:
         dist.destroy_process_group()
 
 
-__all__ = ["FeaturesAndLogits", "all_gather", "all_reduce_sum", "average_gradients", "backend", "barrier", "env",
+__all__ = ["FeaturesAndLogits", "all_gather", "all_reduce_sum", "average_gradients", "backend", "barrier", "broadcast_buffers", "env",
            "finish", "gather_batch",
            "init", "is_initialized", "is_main", "local_device", "rank", "world_size", "wrap_ddp"]

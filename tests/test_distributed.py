@@ -20,7 +20,7 @@ import torch.multiprocessing as mp
 
 from torch import nn
 
-from otreweight import FitConfig, create_method, fit
+from otreweight import FitConfig, create_method, create_model, fit
 from otreweight import distributed as dist
 from otreweight.models.base import FeatureClassifier
 
@@ -116,7 +116,28 @@ def two_rank_cases(folder):
             device="cpu")
     except dist.OTReweightError as err:
         out["mwnet"] = str(err)
+    draws = []
+
+    def augment(x, gen):  # records this rank's augmentation draws
+        draws.append(float(torch.rand((), generator=gen)))
+        return x
+
+    fit(PlainMLP(), create_method("ce"), train, val, config=FitConfig(epochs=2, batch_size=4, progress=False),
+        device="cpu", augment=augment)
+    out["draws"] = draws
+    torch.manual_seed(0)  # a model with batch norm: each rank's running statistics come from its own examples
+    bn = create_model("mlp", in_features=5, num_classes=3, hidden=(8,))
+    out["bn_state"] = fit(bn, create_method("ce"), train, val, config=FitConfig(epochs=2, batch_size=4, progress=False),
+                          device="cpu").last_state
+    out["resume"] = resume_cases(folder)
     return out
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    """One spawn of 2 gloo ranks running every 2-rank case (each spawn costs two interpreter starts)."""
+    folder = tmp_path_factory.mktemp("two_ranks")
+    return spawn("two_rank_cases", folder), folder
 
 
 def test_single_process_helpers_are_identities(monkeypatch):
@@ -137,9 +158,9 @@ def test_torchrun_environment_is_checked(monkeypatch):
         dist.env()
 
 
-def test_two_ranks_follow_one_process_with_twice_the_batch(tmp_path):
+def test_two_ranks_follow_one_process_with_twice_the_batch(two_ranks):
     one = run_cases(batch_size=8)
-    ranks = spawn("two_rank_cases", tmp_path)
+    ranks, _ = two_ranks
     for case in CASES:
         ref = one[case]
         for r, res in enumerate(ranks):
@@ -165,6 +186,13 @@ def test_two_ranks_follow_one_process_with_twice_the_batch(tmp_path):
         if c[0].startswith("ot"):  # the scores were learned (they moved), so their agreement says something
             assert len(ranks[0][c]["scores"]) == 3 and not torch.equal(ranks[0][c]["scores"][0], ranks[0][c]["scores"][-1])
     assert all("does not run on several processes" in r.get("mwnet", "") for r in ranks)
+    # with batch norm, every rank still ends with rank 0's model, running statistics included
+    assert any("running_mean" in k for k in ranks[0]["bn_state"])
+    for k, v in ranks[0]["bn_state"].items():
+        assert torch.equal(ranks[1]["bn_state"][k], v), k
+    # each rank augments its examples with its own draws, not the other rank's at the same position
+    assert len(ranks[0]["draws"]) == len(ranks[1]["draws"]) == 12
+    assert len(set(ranks[0]["draws"]) & set(ranks[1]["draws"])) == 0
 
 
 CONFIG = """
@@ -220,3 +248,51 @@ def test_torchrun_train_rank0_alone_writes_files(tiny_vectors, tmp_path):
     assert "global batch = batch_size x 2" in (out / "config.yaml").read_text()
     assert proc.stdout.count("stage1 epoch 1/2") == 1  # rank 0 alone prints progress
     assert "global batch" in proc.stdout
+
+
+def resume_cases(folder):
+    """OT, whole network, 2 ranks: uninterrupted, then stopped after epoch 2 of 4 and resumed."""
+    train, val, meta = tiny_data()
+    cfg = FitConfig(epochs=4, batch_size=4, lr=0.005, progress=False, seed=3)
+
+    def run(ckpt, resume=False, stop_after=None):
+        torch.manual_seed(0)
+        model, method = PlainMLP(), create_method("ot")
+        ran = []
+
+        def stop(epoch, record):
+            ran.append(epoch + 1)
+            if stop_after is not None and epoch + 1 == stop_after:
+                raise KeyboardInterrupt  # the whole job stops here, after the epoch's checkpoint
+
+        try:
+            res = fit(model, method, train, val, meta=meta, config=cfg, device="cpu", checkpoint=ckpt,
+                      resume=resume, on_epoch_end=stop)
+        except KeyboardInterrupt:
+            return None
+        return {"history": [(r["train_loss"], r["val"]) for r in res.history], "scores": method.reweighter.scores,
+                "weights": res.last_state, "ran": ran}
+
+    full = run(os.path.join(folder, "full.pt"))
+    assert run(os.path.join(folder, "cut.pt"), stop_after=2) is None
+    dist.barrier()
+    return {"full": full, "resumed": run(os.path.join(folder, "cut.pt"), resume=True)}
+
+
+def test_resume_on_two_ranks_continues_exactly(two_ranks):
+    ranks, folder = two_ranks
+    ranks = [r["resume"] for r in ranks]
+    for r in ranks:
+        full, resumed = r["full"], r["resumed"]
+        assert full["ran"] == [1, 2, 3, 4] and resumed["ran"] == [3, 4]  # it did continue from the checkpoint
+        assert resumed["history"] == full["history"]
+        assert torch.equal(resumed["scores"], full["scores"])
+        for k, w in full["weights"].items():
+            assert torch.equal(resumed["weights"][k], w), k
+    assert torch.equal(ranks[0]["resumed"]["scores"], ranks[1]["resumed"]["scores"])
+    # a checkpoint of 2 processes is refused by 1 (its batches would differ)
+    train, val, meta = tiny_data()
+    with pytest.raises(dist.OTReweightError, match="written by 2 process"):
+        fit(PlainMLP(), create_method("ot"), train, val, meta=meta,
+            config=FitConfig(epochs=4, batch_size=4, lr=0.005, progress=False, seed=3), device="cpu",
+            checkpoint=folder / "cut.pt", resume=True)

@@ -223,6 +223,11 @@ def train_one_epoch(run: Run, epoch: int) -> float:
     if run.frozen and run.augment is not None:
         run.cached_train = _augmented_features(run)
     batches = run.sampler.batches(run.gen, run.device)
+    aug_gen = run.gen
+    if run.augment is not None and run.cached_train is None and dist.world_size() > 1:
+        # several ranks: each augments its own examples with its own draws (not rank 0's draws at the
+        # same batch position), seeded by (seed, epoch, rank), so a resumed run draws them again
+        aug_gen = torch.Generator().manual_seed((config.seed * 100_003 + epoch) * 1_009 + dist.rank())
     inputs = run.train.batches(batches) if run.cached_train is None else iter(())
     total = torch.zeros((), device=run.device)
     bar = tqdm(batches, desc=f"{run.tag} {epoch + 1}/{config.epochs}", leave=False,
@@ -237,7 +242,7 @@ def train_one_epoch(run: Run, epoch: int) -> float:
             else:
                 xb = next(inputs)
                 if run.augment is not None:
-                    xb = run.augment(xb, run.gen)
+                    xb = run.augment(xb, aug_gen)
                 xb = layout(xb, run.channels_last)
                 if run.ddp is not None:  # several ranks: DDP averages the gradients in backward
                     f, logits = run.ddp(xb)
@@ -252,6 +257,8 @@ def train_one_epoch(run: Run, epoch: int) -> float:
             dist.average_gradients([p for g in run.optimizer.param_groups for p in g["params"]])
         run.optimizer.step()
         total += loss.detach() * idx.shape[0]
+    if run.ddp is not None:  # DDP sends rank 0's buffers at each forward; after the last step, once more
+        dist.broadcast_buffers(model)
     return float(dist.all_reduce_sum(total)) / len(run.train)
 
 
