@@ -296,3 +296,21 @@ def test_resume_on_two_ranks_continues_exactly(two_ranks):
         fit(PlainMLP(), create_method("ot"), train, val, meta=meta,
             config=FitConfig(epochs=4, batch_size=4, lr=0.005, progress=False, seed=3), device="cpu",
             checkpoint=folder / "cut.pt", resume=True)
+
+
+@pytest.mark.parametrize("sampling", ["instance", "class_balanced"])
+def test_sampler_gives_every_rank_the_same_steps(sampling):
+    """51 examples on 2 ranks, batch 4, a last batch of one dropped: both ranks must take the same
+    number of steps (else one waits for the other's all-reduce), and together they cover the order."""
+    from otreweight.data.samplers import EpochSampler
+
+    y = np.arange(51) % 3
+    parts = []
+    for r in range(2):
+        s = EpochSampler(y, 3, 4, sampling, drop_single=True, rank=r, world_size=2)
+        parts.append(s.batches(torch.Generator().manual_seed(5)))
+    assert [len(b) for b in parts[0]] == [len(b) for b in parts[1]]
+    order = EpochSampler(y, 3, 4, sampling).order(torch.Generator().manual_seed(5))
+    seen = torch.cat([torch.cat(p) for p in parts])
+    assert set(order.tolist()) == set(seen.tolist())
+    assert seen.numel() == 52  # 51 padded by the order's first id
