@@ -156,8 +156,10 @@ def cmd_train(args) -> int:
 
         print(dump_config(cfg), end="")
         return 0
-    run_experiment(cfg, resume=args.resume, log=print)
-    if not args.no_report:
+    run_experiment(cfg, resume=args.resume, log=print)  # under torchrun: one process per rank, rank 0 writes
+    from . import distributed
+
+    if not args.no_report and distributed.is_main():
         from .report import write_report
 
         print(f"report: {write_report(cfg['output_dir'])}")
@@ -165,8 +167,13 @@ def cmd_train(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    from . import distributed
     from .compare import plan_comparison, run_comparison
     from .experiment import load_config, resolve_config_path
+
+    if distributed.env() is not None:
+        raise OTReweightError("compare does not run under torchrun yet; run `otreweight train` under torchrun "
+                              "(one config per method), or compare in one process")
 
     cfg = load_config(resolve_config_path(args.config), args.overrides)
     if args.print_plan:
@@ -261,6 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except OTReweightError as err:
+        from . import distributed
+
+        if distributed.world_size() > 1:
+            err = f"rank {distributed.rank()}: {err}"
         print(f"otreweight: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # disk full, permissions, read-only: one line (the API raises them as they are)
@@ -271,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("otreweight: interrupted", file=sys.stderr)
         return 130
+    finally:
+        from . import distributed
+
+        distributed.finish()  # leave the process group of a run under torchrun (nothing otherwise)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ initialisation as stage 1) instead of starting from the stage-1 model: the end-t
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import json
@@ -37,6 +38,7 @@ import numpy as np
 import torch
 import yaml
 
+from . import distributed as dist
 from ._errors import OTReweightError, check_choice
 from .class_weights import effective_number_weights
 from .data.longtail import long_tail_counts, make_long_tailed
@@ -190,6 +192,8 @@ def feature_store(cfg: RunConfig):
     from .train.features import FeatureStore
 
     where = cfg.feature_store
+    if dist.world_size() > 1:
+        return None  # several processes: each keeps its features in memory (no two writers, no float16 copy)
     if where == "off" or (where == "auto" and cfg.stage1.trainable != "classifier" and not cfg.stage1.checkpoint):
         return None  # a backbone trained in this run: no other run has the same one
     return FeatureStore(default_cache_dir() / "features" if where == "auto" else where)
@@ -272,6 +276,7 @@ def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, devi
     """
     sdir = out / name
     final_path = sdir / "final.json"
+    main = dist.is_main()  # only rank 0 writes files; every rank trains and evaluates
     if resume and final_path.exists() and (sdir / "best.pt").exists():
         try:
             final = json.loads(final_path.read_text())
@@ -282,11 +287,13 @@ def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, devi
             log(f"{name}: finished earlier, skipped (--resume)")
             model.load_state_dict(bundle["state_dict"])
             return final
-    sdir.mkdir(parents=True, exist_ok=True)
+    if main:
+        sdir.mkdir(parents=True, exist_ok=True)
 
     def on_epoch_end(epoch, record):
         lines = "".join(json.dumps(r, default=_json_default) + "\n" for r in result_history(record))
-        atomic_save(lines, sdir / "metrics.jsonl")
+        if main:
+            atomic_save(lines, sdir / "metrics.jsonl")
         v = record["val"]
         log(f"{name} epoch {record['epoch']}/{fit_cfg.epochs}: loss {record['train_loss']:.4f}  "
             f"val acc {100 * v['accuracy']:.2f}  bal.acc {100 * v['balanced_accuracy']:.2f}  ({record['seconds']:.1f} s)")
@@ -308,7 +315,7 @@ def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, devi
         checkpoint=ckpt if cfg.checkpoint_every else None, checkpoint_every=cfg.checkpoint_every, resume=resume,
         feature_cache=feature_cache if fit_cfg.trainable == "classifier" else None,
     )
-    if not res.history or res.history[-1]["epoch"] == 0:
+    if main and (not res.history or res.history[-1]["epoch"] == 0):
         atomic_save("".join(json.dumps(r, default=_json_default) + "\n" for r in res.history), sdir / "metrics.jsonl")
     counts = prep.split.train_counts
     th = dict(many_threshold=cfg.data.many_threshold, few_threshold=cfg.data.few_threshold)
@@ -338,25 +345,37 @@ def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, devi
         "seconds": float(sum(r["seconds"] for r in res.history)),
         "seconds_per_epoch": float(np.mean([r["seconds"] for r in res.history])) if res.history else 0.0,
         "meta_in_train": bool(meta_in_train and not method.uses_meta),
+        "processes": dist.world_size(),
+        "batch_size_per_process": fit_cfg.batch_size,
+        "global_batch_size": fit_cfg.batch_size * dist.world_size(),
     }
     if callable(getattr(method, "stats", None)):  # e.g. forward/backward passes of the bilevel methods
         final["method_stats"] = method.stats()
-    np.savez(sdir / "predictions.npz", y_true=y_test, pred_best=pred_best, pred_last=pred_last)
     rw = getattr(method, "reweighter", None)
     if rw is not None:
         start = rw.initial_scores().to(rw.scores.device)
         final["score_change"] = float(((rw.scores - start).abs() / start.abs().clamp_min(1e-12)).mean())
+    if main:
+        _write_stage_files(sdir, final, y_test, pred_best, pred_last, rw, counts, model_bundle(cfg, prep, res.best_state))
+    dist.barrier()  # the stage's files exist before any rank moves on
+    b = final["best"]
+    log(f"{name}: best epoch {res.best_epoch} (validation) -> test acc {100 * b['accuracy']:.2f}  "
+        f"bal.acc {100 * b['balanced_accuracy']:.2f}")
+    return final
+
+
+def _write_stage_files(sdir: Path, final: dict, y_test, pred_best, pred_last, rw, counts, bundle: dict) -> None:
+    """A finished stage's predictions, OT weights, model bundle and ``final.json`` (written last:
+    its presence marks the stage as finished)."""
+    np.savez(sdir / "predictions.npz", y_true=y_test, pred_best=pred_best, pred_last=pred_last)
+    if rw is not None:
         np.savez(
             sdir / "weights.npz", labels=rw.labels.cpu().numpy(), scores=rw.weights().numpy(),
             initial=rw.initial_scores().numpy(),
             class_balanced=effective_number_weights(counts, getattr(rw, "beta", 0.9999)).numpy(),
         )
-    atomic_save(model_bundle(cfg, prep, res.best_state), sdir / "best.pt")
-    _write_json(final_path, final)
-    b = final["best"]
-    log(f"{name}: best epoch {res.best_epoch} (validation) -> test acc {100 * b['accuracy']:.2f}  "
-        f"bal.acc {100 * b['balanced_accuracy']:.2f}")
-    return final
+    atomic_save(bundle, sdir / "best.pt")
+    _write_json(sdir / "final.json", final)
 
 
 def _check_resumable(cfg: RunConfig, old: dict, out: Path) -> None:
@@ -396,7 +415,11 @@ def run_experiment(cfg: RunConfig | dict, resume: bool = False, log=print, datas
     """
     cfg = as_run_config(cfg)
     out = Path(cfg.output_dir)
-    device = pick_device(cfg.device)
+    dist.init(cfg.device)  # under torchrun: join the process group (nothing for one process)
+    device = dist.local_device(cfg.device)
+    main = dist.is_main()
+    if not main:
+        log = _quiet  # noqa: F811 - rank 0 alone prints progress
     cfg_path = out / "config.yaml"
     if cfg_path.exists() and has_progress(out) and not resume:
         raise OTReweightError(
@@ -404,8 +427,10 @@ def run_experiment(cfg: RunConfig | dict, resume: bool = False, log=print, datas
         )
     if cfg_path.exists() and resume:
         _check_resumable(cfg, _read_saved(cfg_path, "the saved config"), out)
-    check_output_dir(out)
-    with OutputLock(out):
+    if main:
+        check_output_dir(out)
+    dist.barrier()  # every rank has read the folder before rank 0 writes in it
+    with OutputLock(out) if main else contextlib.nullcontext():
         if cfg.threads:
             torch.set_num_threads(int(cfg.threads))
         d = cfg.data
@@ -425,10 +450,16 @@ def run_experiment(cfg: RunConfig | dict, resume: bool = False, log=print, datas
                     raise OTReweightError(f"the data of {d.source} changed since {out} was started; resume with the "
                                           "same data, or start a new run in another output_dir")
             log(prep.split.summary(prep.classes))
+            if dist.world_size() > 1:
+                log(f"{dist.world_size()} processes ({dist.backend()}): each stage's global batch is its batch_size "
+                    f"per process x {dist.world_size()} (stage 1: {cfg.stage1.batch_size} x {dist.world_size()} = "
+                    f"{cfg.stage1.batch_size * dist.world_size()}); learning rates are used as given")
             test_counts = np.bincount(dataset.y_test, minlength=dataset.num_classes)
 
             def started() -> None:  # the model takes the data: the run is under way
-                atomic_save(dump_config(cfg), cfg_path)
+                if not main:
+                    return
+                atomic_save(_distributed_note(cfg) + dump_config(cfg), cfg_path)
                 _write_json(split_path, {
                     "classes": prep.classes, **prep.split.to_dict(), "test_counts": test_counts.tolist(),
                     "many_threshold": d.many_threshold, "few_threshold": d.few_threshold, "source": d.source,
@@ -440,8 +471,25 @@ def run_experiment(cfg: RunConfig | dict, resume: bool = False, log=print, datas
             results = run_stages(cfg, prep, out, device, resume, log, started)
         finally:
             prep.close()
-        _write_json(out / "results.json", results)
+        if main:
+            _write_json(out / "results.json", results)
+    dist.barrier()
     return results
+
+
+def _quiet(*args, **kwargs) -> None:
+    pass
+
+
+def _distributed_note(cfg: RunConfig) -> str:
+    """YAML comments heading ``config.yaml`` of a run on several processes: the global batches."""
+    n = dist.world_size()
+    if n == 1:
+        return ""
+    lines = [f"# run on {n} processes ({dist.backend()}); batch_size is per process, global batch = batch_size x {n}:",
+             f"#   stage1: {cfg.stage1.batch_size} x {n} = {cfg.stage1.batch_size * n}"]
+    lines += [f"#   stage2 {v.name}: {v.batch_size} x {n} = {v.batch_size * n}" for v in cfg.stage2]
+    return "\n".join(lines) + "\n"
 
 
 def check_fits(model, prep: Prepared, name: str) -> None:

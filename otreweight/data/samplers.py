@@ -6,7 +6,9 @@
 seeded CPU generator, so an epoch's order is a function of the seed and the epoch, and a run
 resumed from a checkpoint (which stores the generator) draws the same batches. With several
 processes every rank draws the same global order and takes the slice ``rank::world_size``
-(``DistributedSampler`` semantics); with one process that is the whole order.
+(``DistributedSampler`` semantics: an order whose length is not a multiple of the world size is
+padded with its first ids, so every rank takes the same number of steps); with one process that
+is the whole order.
 
 Length-bucketed batching (``lengths`` given, e.g. tokens per document): the epoch's order is cut
 into windows of ``bucket_window`` batches, each window is sorted by length and cut into batches,
@@ -77,6 +79,9 @@ class EpochSampler:
             perm = self._bucketed(perm, gen)
         perm = perm.to(device)
         if self.world_size > 1:
+            extra = (-int(perm.shape[0])) % self.world_size
+            if extra:  # every rank gets as many examples (and steps): the order's first ones are repeated
+                perm = torch.cat([perm, perm[:extra]])
             perm = perm[self.rank :: self.world_size]
         n = int(perm.shape[0])
         starts = list(range(0, n, self.batch_size))

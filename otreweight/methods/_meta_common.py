@@ -97,6 +97,7 @@ class LookAheadReweighter(Method):
     backward of the batch beside the look-ahead's passes."""
 
     uses_meta = True
+    multi_process = False  # the look-ahead step is not split over ranks (yet)
 
     def batch_weights(self, losses: torch.Tensor, meta) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -96,6 +96,9 @@ class Method:
     trains: bool = True
     end_to_end: bool = False
     recipe: dict | None = None
+    #: Whether the method trains on several processes (torchrun): its loss of a rank's part of the
+    #: global batch, gradients averaged over the ranks, gives the one-process run.
+    multi_process: bool = True
 
     def prepare_model(self, model: torch.nn.Module) -> None:
         pass

@@ -30,6 +30,7 @@ from .._errors import OTReweightError, check_choice
 from ..registry import check_options
 from ..reweighter import OTReweighter
 from ..targets import TARGET_KINDS, MetaTargets, build_targets, class_means
+from .. import distributed as dist
 from . import METHODS
 from .base import Method
 
@@ -119,9 +120,16 @@ class OTReweight(Method):
         return MetaTargets(feats, labels, self.info.num_classes)
 
     def loss(self, batch, meta):
-        w = self.reweighter.step(batch.idx, batch.features, batch.y, self.targets)
+        # Several processes: every rank solves the OT problem of the whole global batch (ids, features
+        # and labels gathered in the global batch's order) and applies the same score update, so the
+        # score buffers stay identical; each takes the weights of its own examples. The ranks' gradients
+        # are averaged, so a summed loss is scaled by the number of ranks to give the global sum's gradient.
+        (idx, feats, y), local = dist.gather_batch(batch.idx, batch.features, batch.y)
+        w = self.reweighter.step(idx, feats, y, self.targets)
+        if local is not None:
+            w = w[local.to(w.device)]
         ce = F.cross_entropy(batch.logits, batch.y, reduction="none")
-        loss = (w * ce).sum() if self.reweighter.weighting == "raw" else (w * ce).mean()
+        loss = (w * ce).sum() * dist.world_size() if self.reweighter.weighting == "raw" else (w * ce).mean()
         if self.meta_ce > 0:
             loss = loss + self.meta_ce * F.cross_entropy(meta.logits(), meta.y)
         return loss

@@ -13,6 +13,7 @@ import torch
 
 from .._errors import OTReweightError
 from ..config import FitConfig, resume_keys
+from ..distributed import world_size
 from ..utils import atomic_save, rng_state, set_rng_state
 
 
@@ -24,6 +25,7 @@ def save_checkpoint(path, epoch: int, config: FitConfig, model, optimizer, sched
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "method": method.state_dict(), "rng": rng_state(gen), "history": result.history,
             "best_epoch": result.best_epoch, "best_score": result.best_score, "best_state": result.best_state,
+            "world_size": world_size(),
         },
         path,
     )
@@ -51,6 +53,11 @@ def load_checkpoint(path, config: FitConfig, model, optimizer, scheduler, method
         raise OTReweightError(
             f"checkpoint {path} was written with different settings ({', '.join(changed)}); "
             "use a new output folder or start without --resume"
+        )
+    if int(ck.get("world_size", 1)) != world_size():
+        raise OTReweightError(
+            f"checkpoint {path} was written by {ck.get('world_size', 1)} process(es) and this run has {world_size()}: "
+            "their batches differ; resume with the same number of processes (torchrun --nproc_per_node)"
         )
     model.load_state_dict(ck["model"])
     optimizer.load_state_dict(ck["optimizer"])

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .. import distributed as dist
 from .._errors import OTReweightError, check_finite, check_labels, check_same_length
 from ..config import FitConfig
 from ..data.loaders import MemoryLoader
@@ -116,6 +117,7 @@ class Run:
     use_amp: bool
     features_fn: Callable
     tag: str = "train"
+    ddp: nn.Module | None = None  # the whole network wrapped in DistributedDataParallel (several ranks)
     cached_train: torch.Tensor | None = None
     cached_val: torch.Tensor | None = None
 
@@ -137,6 +139,10 @@ def setup(model, method, train, val, meta, config, device, augment, num_classes,
     y_tr = train.labels
     check_labels("training labels", y_tr, num_classes)
     check_labels("validation labels", val.labels, num_classes)
+    world = dist.world_size()
+    if world > 1 and not getattr(method, "multi_process", True):
+        raise OTReweightError(f"method {method.name!r} does not run on several processes yet (its look-ahead step is "
+                              f"per process); run it in one process, without torchrun")
     if method.uses_meta and meta is None:
         raise OTReweightError(f"method {method.name!r} needs a meta set (meta=(x, y)); build one with make_long_tailed")
     channels_last = config.channels_last
@@ -165,6 +171,7 @@ def setup(model, method, train, val, meta, config, device, augment, num_classes,
                             channels_last, lambda: cache.features(model, meta_loader, config.eval_batch_size,
                                                                   channels_last))
     sampler = EpochSampler(y_tr, num_classes, config.batch_size, method.sampling, drop_single=not frozen,
+                           rank=dist.rank(), world_size=world,
                            lengths=train.lengths if getattr(train, "bucket", False) else None)
     method.prepare_model(model)
     if frozen:
@@ -187,6 +194,8 @@ def setup(model, method, train, val, meta, config, device, augment, num_classes,
             return compute_features(model, train, config.eval_batch_size, channels_last).float()
         return run.frozen_features(train)
 
+    if not frozen and world > 1:  # one module whose forward gives features and logits: DDP averages every gradient
+        run.ddp = dist.wrap_ddp(model, device, run.features_fn)
     method.bind(TrainInfo(num_classes, y_tr, train_counts, device, model, optimizer, config.epochs, train_features))
     if frozen:  # features cannot change: the un-augmented ones once per run
         run.cached_val = run.frozen_features(val)
@@ -214,9 +223,15 @@ def train_one_epoch(run: Run, epoch: int) -> float:
     if run.frozen and run.augment is not None:
         run.cached_train = _augmented_features(run)
     batches = run.sampler.batches(run.gen, run.device)
+    aug_gen = run.gen
+    if run.augment is not None and run.cached_train is None and dist.world_size() > 1:
+        # several ranks: each augments its own examples with its own draws (not rank 0's draws at the
+        # same batch position), seeded by (seed, epoch, rank), so a resumed run draws them again
+        aug_gen = torch.Generator().manual_seed((config.seed * 100_003 + epoch) * 1_009 + dist.rank())
     inputs = run.train.batches(batches) if run.cached_train is None else iter(())
     total = torch.zeros((), device=run.device)
-    bar = tqdm(batches, desc=f"{run.tag} {epoch + 1}/{config.epochs}", leave=False, disable=not config.progress)
+    bar = tqdm(batches, desc=f"{run.tag} {epoch + 1}/{config.epochs}", leave=False,
+               disable=not config.progress or not dist.is_main())
     for idx in bar:
         y = run.train.labels[idx]
         xb = None
@@ -227,17 +242,24 @@ def train_one_epoch(run: Run, epoch: int) -> float:
             else:
                 xb = next(inputs)
                 if run.augment is not None:
-                    xb = run.augment(xb, run.gen)
+                    xb = run.augment(xb, aug_gen)
                 xb = layout(xb, run.channels_last)
-                f = run.features_fn(xb)  # the whole network trains (a frozen backbone is served from the cache)
-                logits = model.classifier(f)
+                if run.ddp is not None:  # several ranks: DDP averages the gradients in backward
+                    f, logits = run.ddp(xb)
+                else:  # the whole network trains (a frozen backbone is served from the cache)
+                    f = run.features_fn(xb)
+                    logits = model.classifier(f)
                 feats = f.detach()
             loss = method.loss(Batch(idx, y, logits.float(), feats.float(), xb), run.meta)
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if run.frozen:  # the classifier alone: its gradients averaged over the ranks (nothing with one)
+            dist.average_gradients([p for g in run.optimizer.param_groups for p in g["params"]])
         run.optimizer.step()
         total += loss.detach() * idx.shape[0]
-    return float(total) / len(run.train)
+    if run.ddp is not None:  # DDP sends rank 0's buffers at each forward; after the last step, once more
+        dist.broadcast_buffers(model)
+    return float(dist.all_reduce_sum(total)) / len(run.train)
 
 
 @torch.no_grad()
@@ -288,7 +310,8 @@ def fit(model: nn.Module, method: Method, train, val, meta=None, config: FitConf
         if val_metrics[config.select_metric] > result.best_score:
             result.best_score, result.best_epoch = val_metrics[config.select_metric], epoch + 1
             result.best_state = copy.deepcopy(model.state_dict())
-        if checkpoint is not None and ((epoch + 1) % max(1, checkpoint_every) == 0 or epoch + 1 == config.epochs):
+        if (checkpoint is not None and dist.is_main()
+                and ((epoch + 1) % max(1, checkpoint_every) == 0 or epoch + 1 == config.epochs)):
             ckpt.save_checkpoint(checkpoint, epoch + 1, config, model, run.optimizer, run.scheduler, method,
                                  run.gen, result)
         if on_epoch_end is not None:
