@@ -42,6 +42,10 @@ OT_VARIANTS: dict[str, dict] = {
     "ot-no-step": {"steps": 0},  # the loss alone, no OT step: the class-balanced start and the meta term
     "ot-kl": {"objective": "kl_regularized", "scope": "dataset", "lam": 0.1},  # solved, well-posed (docs/ot_weights.md)
     "ot-cc": {"objective": "class_conditional", "scope": "dataset", "lam": 0.1},
+    # the class-conditional weights alone with cb's loss (normalised weights, no meta-set term): run it
+    # in cb's recipe (docs/ot_weights.md, family A)
+    "ot-cc-cb": {"objective": "class_conditional", "scope": "dataset", "lam": 0.3, "meta_ce": 0.0,
+                 "weighting": "normalized"},
     # the authors' step exactly: <pi, C> differentiated through the Sinkhorn iterations, weight decay on the scores
     "ot-authors-grad": {"gradient": "unrolled", "score_decay": 5e-4},
 }
