@@ -18,7 +18,6 @@ Sections (``--only``, comma-separated):
 from __future__ import annotations
 
 import argparse
-import platform
 import resource
 import shutil
 import statistics
@@ -176,19 +175,9 @@ def main(argv=None):
     ap.add_argument("--only", default="models,loop,mesh")
     ap.add_argument("--out")
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    out = [f"Command: `python {' '.join(sys.argv)}`\n",
-           f"Hardware: {platform.machine()} CPU, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}\n"]
-    for name in args.only.split(","):
-        t = time.perf_counter()
-        SECTIONS[name](args, out)
-        print("\n".join(out[-12:]), flush=True)
-        print(f"[{name}: {time.perf_counter() - t:.0f} s]", flush=True)
-    text = "\n".join(out)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
-    print(text)
+    from speed import run_sections  # benchmarks/speed.py: the same section runner
+
+    run_sections(args, SECTIONS, tail=12)
 
 
 if __name__ == "__main__":

@@ -259,13 +259,20 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=2, help="loaders: rounds")
     ap.add_argument("--out")
     args = ap.parse_args(argv)
+    run_sections(args, SECTIONS, tail=40)
+
+
+def run_sections(args, sections: dict, tail: int) -> None:
+    """Run the ``args.only`` sections (each ``fn(args, out)`` appending Markdown lines to ``out``) with
+    ``args.threads`` torch threads, printing the last ``tail`` lines and the time after each; the
+    whole report, headed by the command and the hardware, goes to stdout and to ``args.out``."""
     torch.set_num_threads(args.threads)
     out = [f"Command: `python {' '.join(sys.argv)}`\n",
            f"Hardware: {platform.machine()} CPU, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}\n"]
     for name in args.only.split(","):
         t = time.perf_counter()
-        SECTIONS[name](args, out)
-        print("\n".join(out[-40:]), flush=True)
+        sections[name](args, out)
+        print("\n".join(out[-tail:]), flush=True)
         print(f"[{name}: {time.perf_counter() - t:.0f} s]", flush=True)
     text = "\n".join(out)
     if args.out:

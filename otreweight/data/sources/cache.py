@@ -50,26 +50,29 @@ def _cache_path(cache_dir: Path, prefix: str, *parts) -> Path:
     return cache_dir / f"{prefix}-{digest}.npz"
 
 
-def _read_cache(path: Path) -> ArrayDataset | None:
-    """The cached dataset, or None when absent or unreadable (then rebuilt)."""
+def _read_cache(path: Path, make=ArrayDataset, version: str = _CACHE_VERSION, errors: tuple = ()):
+    """The cached dataset (``make(x_train=..., y_train=..., x_test=..., y_test=..., classes=...,
+    name=...)``), or None when absent, of another ``version`` or unreadable (then rebuilt);
+    ``errors``: further exceptions of ``make`` that mark an entry as unreadable."""
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
-            if str(z["version"]) != _CACHE_VERSION:
+            if str(z["version"]) != version:
                 return None
             arrays = {k: z[k] for k in _ARRAY_KEYS}
-            return ArrayDataset(classes=list(z["classes"]), name=str(z["name"]), **arrays)
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            return make(classes=list(z["classes"]), name=str(z["name"]), **arrays)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, *errors):
         return None
 
 
-def _write_cache(path: Path, ds: ArrayDataset) -> None:
-    """Write ``ds`` atomically (temp file + rename); warn if not possible."""
+def _write_cache(path: Path, ds, version: str = _CACHE_VERSION,
+                 redo: str = "data will be decoded again next time") -> None:
+    """Write ``ds``'s arrays, classes and name atomically (temp file + rename); warn if not possible."""
     arrays = {k: getattr(ds, k) for k in _ARRAY_KEYS}
     try:
         atomic_write(path, lambda f: np.savez(
-            f, version=np.array(_CACHE_VERSION), name=np.array(ds.name), classes=np.array(ds.classes, dtype=str), **arrays
+            f, version=np.array(version), name=np.array(ds.name), classes=np.array(ds.classes, dtype=str), **arrays
         ))
     except OSError as e:
-        warnings.warn(f"could not write the data cache {path} ({e}); data will be decoded again next time")
+        warnings.warn(f"could not write the data cache {path} ({e}); {redo}")

@@ -18,8 +18,26 @@ class DataError(OTReweightError):
 
 
 
+class ArraySplits:
+    """``split("train" | "test")`` and ``num_classes`` of a source holding ``x_train`` / ``y_train`` /
+    ``x_test`` / ``y_test`` arrays, ``classes`` and a ``modality``."""
+
+    def split(self, which: str):
+        """The ``"train"`` or ``"test"`` split as an :class:`~otreweight.data.dataset.ArraySplit`."""
+        from ..dataset import ArraySplit
+
+        if which not in ("train", "test"):
+            raise DataError(f"unknown split {which!r}; use train or test")
+        return ArraySplit(getattr(self, f"x_{which}"), getattr(self, f"y_{which}"), self.classes, self.modality)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes ``K`` (``len(classes)``)."""
+        return len(self.classes)
+
+
 @dataclass
-class ArrayDataset:
+class ArrayDataset(ArraySplits):
     """A labelled train/test pair of arrays, as loaded from a source.
 
     Attributes
@@ -56,19 +74,6 @@ class ArrayDataset:
         """``"image"`` for uint8 ``(N, H, W, C)`` arrays, ``"vector"`` for ``(N, D)`` features: the
         one place the kind of in-memory inputs is read off their shape (``validate`` allows only these)."""
         return "image" if self.x_train.ndim == 4 else "vector"
-
-    def split(self, which: str):
-        """The ``"train"`` or ``"test"`` split as an :class:`~otreweight.data.dataset.ArraySplit`."""
-        from ..dataset import ArraySplit
-
-        if which not in ("train", "test"):
-            raise DataError(f"unknown split {which!r}; use train or test")
-        return ArraySplit(getattr(self, f"x_{which}"), getattr(self, f"y_{which}"), self.classes, self.modality)
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes ``K`` (``len(classes)``)."""
-        return len(self.classes)
 
     def validate(self) -> None:
         """Check shapes, dtypes and label ranges; labels become int64.

@@ -42,8 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import _cache_path, _fingerprint, _resolve_cache_dir
-from .dataset import DataError
+from .cache import _cache_path, _fingerprint, _read_cache, _resolve_cache_dir, _write_cache
+from .dataset import ArraySplits, DataError
 from .registry import register_source
 
 __all__ = ["PointDataset", "fit_points", "load_mnist_points", "load_modelnet", "load_modelnet_h5",
@@ -53,7 +53,7 @@ SHORT_RULES = ("replace", "refuse")
 _CACHE_VERSION = "otreweight-points-v1"
 
 
-class PointDataset:
+class PointDataset(ArraySplits):
     """Labelled train / test point clouds ``(N, P, D)`` float32 with class names; modality ``points``."""
 
     modality = "points"
@@ -76,17 +76,6 @@ class PointDataset:
         if len(self.x_test) and self.x_test.shape[1:] != self.x_train.shape[1:]:
             raise DataError(f"{name}: train clouds are {self.x_train.shape[1:]} but test clouds "
                             f"{self.x_test.shape[1:]}; both splits need the same points per cloud and dims")
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def split(self, which: str):
-        from ..dataset import ArraySplit
-
-        if which not in ("train", "test"):
-            raise DataError(f"unknown split {which!r}; use train or test")
-        return ArraySplit(getattr(self, f"x_{which}"), getattr(self, f"y_{which}"), self.classes, self.modality)
 
 
 # ----------------------------------------------------------------------------- shared rules
@@ -126,41 +115,13 @@ def fit_points(points: np.ndarray, n_points: int, rng: np.random.Generator, shor
     return np.concatenate([pts, pts[extra]])
 
 
-def _read_cache(path: Path):
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if str(z["version"]) != _CACHE_VERSION:
-                return None
-            return PointDataset(z["x_train"], z["y_train"], z["x_test"], z["y_test"], list(z["classes"]),
-                                str(z["name"]))
-    except (OSError, ValueError, KeyError, EOFError, DataError):
-        return None
-    except Exception:  # noqa: BLE001 - a damaged zip: rebuilt
-        return None
-
-
-def _write_cache(path: Path, ds: PointDataset) -> None:
-    import warnings
-
-    from ...utils import atomic_write
-
-    try:
-        atomic_write(path, lambda f: np.savez(
-            f, version=np.array(_CACHE_VERSION), name=np.array(ds.name), classes=np.array(ds.classes, dtype=str),
-            x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test, y_test=ds.y_test))
-    except OSError as e:
-        warnings.warn(f"could not write the point-cloud cache {path} ({e}); shapes will be sampled again next time")
-
-
 def _cached(prefix: str, root: Path, cache_dir, options: tuple, build):
     """The dataset ``build()`` gives, cached under a key of ``root``'s files and ``options``."""
     path = _cache_path(_resolve_cache_dir(cache_dir), prefix, _fingerprint(root), *options)
-    ds = _read_cache(path)
+    ds = _read_cache(path, PointDataset, _CACHE_VERSION, errors=(DataError,))
     if ds is None:
         ds = build()
-        _write_cache(path, ds)
+        _write_cache(path, ds, _CACHE_VERSION, "shapes will be sampled again next time")
     return ds
 
 

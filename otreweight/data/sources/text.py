@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import DataError
+from .dataset import ArraySplits, DataError
 from .registry import register_source
 
 __all__ = ["TextDataset", "find_text_files", "load_text"]
@@ -33,7 +33,7 @@ __all__ = ["TextDataset", "find_text_files", "load_text"]
 _FORMATS = ("tsv", "csv", "jsonl")
 
 
-class TextDataset:
+class TextDataset(ArraySplits):
     """Labelled train / test documents (strings) with class names; modality ``tokens``."""
 
     modality = "tokens"
@@ -46,17 +46,6 @@ class TextDataset:
         self.classes, self.name = [str(c) for c in classes], name
         if len(self.x_train) == 0:
             raise DataError(f"{name}: the training split holds no document")
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def split(self, which: str):
-        from ..dataset import ArraySplit
-
-        if which not in ("train", "test"):
-            raise DataError(f"unknown split {which!r}; use train or test")
-        return ArraySplit(getattr(self, f"x_{which}"), getattr(self, f"y_{which}"), self.classes, self.modality)
 
 
 def _lines(path: Path):
