@@ -31,14 +31,13 @@ Options come from ``data.modality_options`` (``max_length``, ``vocab_size``, ``t
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .._errors import OTReweightError, check_choice
+from ..utils import atomic_write
 from .modality import MODALITIES, Modality
 
 TOKENIZERS = ("wordlevel", "wordpiece", "bpe")
@@ -240,19 +239,8 @@ def cached_token_ids(modality: TokensModality, texts, stats: dict, cache_dir=Non
             pass  # damaged: tokenise again
     ids = _pad(modality.token_ids(texts, stats), int(stats.get("pad_id", 0)), dtype=np.int32)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        os.close(fd)
-        mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int32, shape=ids.shape)
-        mm[:] = ids
-        mm.flush()
-        del mm
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: np.save(f, ids))
     except OSError:  # a read-only or full cache never stops a run: the ids are in memory
-        try:
-            os.unlink(tmp)
-        except (OSError, UnboundLocalError):
-            pass
         return ids
     return np.load(path, mmap_mode="r")
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -187,16 +185,13 @@ class FeatureStore:
         return feats
 
     def _write(self, path: Path, feats: torch.Tensor) -> None:
-        tmp = None
+        from ..utils import atomic_write
+
+        arr = feats.detach().float().cpu().numpy()
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, feats.detach().float().cpu().numpy())
-            os.replace(tmp, path)
+            atomic_write(path, lambda f: np.save(f, arr))
         except OSError:  # a full or read-only store never stops a run: the features are in memory
-            if tmp is not None and os.path.exists(tmp):
-                os.unlink(tmp)
+            pass
 
 
 __all__ = ["FeatureCache", "FeatureStore", "backbone_digest", "inputs_digest", "compute_features", "layout", "predict_logits", "probe"]

@@ -36,26 +36,14 @@ from pathlib import Path
 import numpy as np
 
 from .dataset import DataError
-from .folder import ImageFileSplit
+from .folder import ImageFileSplit, LazyImageFolder
 from .registry import register_source
 
 __all__ = ["ImageListDataset", "read_split_file"]
 
-SPLITS = ("train", "val", "test")
 
-
-class ImageListDataset:
+class ImageListDataset(LazyImageFolder):
     """Lazily read images of split files; ``split("train" | "val" | "test")`` (``val`` when given)."""
-
-    modality = "image"
-
-    def __init__(self, splits: dict, classes: list, name: str) -> None:
-        self._splits, self.classes, self.name = splits, list(classes), name
-        self.y_train, self.y_test = splits["train"].labels, splits["test"].labels
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
 
     @property
     def has_val(self) -> bool:
@@ -189,7 +177,7 @@ def _labels(kind: str, rows: list, path: Path, classes: list | None):
 
 
 @register_source("image_list")
-def load_image_lists(root=None, download=True, cache_dir=None, lazy=True, train=None, val=None, test=None,
+def load_image_lists(root=None, download=True, cache_dir=None, train=None, val=None, test=None,
                      images=None, image_size=None, check_files: bool = True) -> ImageListDataset:
     """Open the split files ``train`` / ``val`` / ``test`` over the image root (see the module docstring)."""
     if root is None:
