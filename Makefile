@@ -1,8 +1,9 @@
 # One command installs everything into .venv and runs the demo (`make demo`) or the tests (`make test`).
-# TORCH pins the CPU build that avoids a multi-GB CUDA download here; GPU users: make TORCH="torch>=2.1" ...
+# TORCH pins the builds that lie on this project's CI disk (torch 2.14.1 + torchvision 0.29.1: torchvision
+# cannot run beside the CPU-only 2.13.0 wheel); GPU users: make TORCH="torch torchvision" ...
 PYTHON ?= python3
 VENV   ?= .venv
-TORCH  ?= torch==2.13.0
+TORCH  ?= torch==2.14.1 torchvision==0.29.1
 BIN    := $(VENV)/bin
 
 .PHONY: install demo test clean
@@ -10,7 +11,7 @@ BIN    := $(VENV)/bin
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@
 
