@@ -50,7 +50,7 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("step", "cosine", "linear")
 SELECT_METRICS = ("accuracy", "balanced_accuracy", "gmean")
 AMP_MODES = ("auto", "bf16", "none")
-AUGMENTS = ("none", "pad_crop_flip", "point_cloud")
+AUGMENTS = ("none", "pad_crop_flip", "point_cloud", "random_resized_crop")
 PROFILES = ("exp", "step", "given")
 STARTS = ("stage1", "scratch")
 
@@ -379,10 +379,17 @@ class DataConfig(Section):
     n_val_per_class: int = 20
     n_max: int | None = None
     class_order: str | list | None = None  # profile rank -> class: null = label order; "count" = largest pool first
-    normalize: bool = True
-    augment: str = "pad_crop_flip"
+    normalize: bool | str = True  # per-channel statistics of the training split; "imagenet": ImageNet's; false: none
+    augment: str = "pad_crop_flip"  # random_resized_crop: ImageNet-style, per example in the loader workers
     pad: int = 4
     flip: bool = True
+    # large images (torchvision transforms v2 in the workers): evaluation resizes the shorter side to
+    # resize_size (null: crop_size / 0.875, 256 for 224) and centre-crops crop_size; training with
+    # augment random_resized_crop takes RandomResizedCrop(crop_size, crop_scale) + flip (+ colour jitter)
+    crop_size: int | None = None  # null: no resize / crop (224 when augment is random_resized_crop)
+    resize_size: int | None = None
+    crop_scale: tuple[float, ...] = (0.08, 1.0)
+    color_jitter: float = 0.0
     many_threshold: int = 100
     few_threshold: int = 20
     modality_options: dict = field(default_factory=dict)  # e.g. tokens: max_length, vocab_size, tokenizer
@@ -396,6 +403,27 @@ class DataConfig(Section):
         _check_fields(self, "data.")
         check_choice("augmentation", self.augment, AUGMENTS)
         check_choice("data loader", self.loader, ("auto", "memory", "stream"))
+        if isinstance(self.normalize, str) and self.normalize not in ("imagenet", "train"):
+            raise OTReweightError(f"data.normalize must be true, false or imagenet, got {self.normalize!r}")
+        if self.normalize == "train":
+            object.__setattr__(self, "normalize", True)
+        if self.augment == "random_resized_crop" and self.crop_size is None:
+            object.__setattr__(self, "crop_size", 224)
+        for name in ("crop_size", "resize_size"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise OTReweightError(f"data.{name} must be a positive integer or null, got {v}")
+        if self.crop_size is not None and self.resize_size is not None and self.resize_size < self.crop_size:
+            raise OTReweightError(f"data.resize_size ({self.resize_size}) is smaller than data.crop_size "
+                                  f"({self.crop_size}); the centre crop must fit in the resized image")
+        if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise OTReweightError(f"data.crop_scale must be [min, max] with 0 < min <= max <= 1, got "
+                                  f"{list(self.crop_scale)}")
+        if not 0 <= self.color_jitter <= 1:
+            raise OTReweightError(f"data.color_jitter must be in [0, 1], got {self.color_jitter}")
+        if self.augment == "random_resized_crop" and self.loader == "memory":
+            raise OTReweightError("data.augment: random_resized_crop transforms each image in the loader workers; "
+                                  "use data.loader: stream or auto")
         if self.image_size is not None and (len(self.image_size) != 2 or min(self.image_size) < 1):
             raise OTReweightError(f"data.image_size must be [H, W] with two positive integers, got {list(self.image_size)}")
         if self.num_workers is not None and self.num_workers < 0:
@@ -435,6 +463,8 @@ class RunConfig(Section):
     # the classifier (a frozen pretrained backbone, the same in every run) or is loaded from a
     # checkpoint; off; or a folder
     feature_store: str | bool = "auto"  # YAML's off / on are booleans: false = "off", true = "auto"
+    # the stored features' dtype: float32 (exact) or float16 (half the disk / memory; rounded in every run)
+    feature_dtype: str = "float32"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     stage1: Stage1Config = field(default_factory=Stage1Config)
@@ -453,6 +483,7 @@ class RunConfig(Section):
         _check_fields(self)
         if isinstance(self.feature_store, bool):
             object.__setattr__(self, "feature_store", "auto" if self.feature_store else "off")
+        check_choice("feature dtype", self.feature_dtype, ("float32", "float16"))
         if self.checkpoint_every < 0:
             raise OTReweightError(f"checkpoint_every must be an integer >= 0, got {self.checkpoint_every}")
         if self.threads is not None and self.threads < 1:

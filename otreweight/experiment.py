@@ -43,7 +43,7 @@ from ._errors import OTReweightError, check_choice
 from .class_weights import effective_number_weights
 from .data.longtail import long_tail_counts, make_long_tailed
 from .data.dataset import example_shape, has_arrays, subset
-from .data.loaders import build_loader, raw_chunks
+from .data.loaders import build_loader, raw_chunks, stats_sample
 from .data.modality import MODALITIES, get_modality
 from .data.sources import ArrayDataset, load_dataset
 from .config import (FitConfig, RunConfig, as_run_config, config_dir, dump_config, load_config,  # noqa: F401
@@ -103,6 +103,7 @@ class Prepared:
 
     def __init__(self, cfg: RunConfig, dataset: ArrayDataset, device: torch.device) -> None:
         d = cfg.data
+        self.modality_options = modality_options(cfg, dataset.modality)  # its one-line errors before any work
         self.classes = list(dataset.classes)
         pool, test = dataset.split("train"), dataset.split("test")
         # a source with its own validation file (image_list's val): validation as given, nothing carved
@@ -120,14 +121,18 @@ class Prepared:
         if self.given_val is not None:  # split.json reports the given validation file's counts
             self.split.val_counts = np.bincount(np.asarray(self.given_val.labels, dtype=np.int64),
                                                 minlength=dataset.num_classes)
-        self.modality_options = modality_options(cfg, dataset.modality)
         self.modality = get_modality(dataset.modality, **self.modality_options)
         self.pool, self.device, self.data_cfg = pool, device, d
+        #: per-example transforms in the stream workers (large images: resize / crop), or None
+        self.transforms = self.modality.worker_transforms(d)
         train = subset(pool, self.split.train)
-        if has_arrays(train):
+        if has_arrays(train) and self.transforms is None:
             self.stats = self.modality.stats(train.arrays()[0], d.normalize)
-        else:  # a lazy source: one pass over the training images through the workers
-            self.stats = self.modality.stats_from_chunks(raw_chunks(train, 512, d.num_workers), d.normalize)
+        elif self.modality.name == "image" and (d.normalize == "imagenet" or not d.normalize):
+            self.stats = self.modality.stats_from_chunks(iter(()), d.normalize)  # fixed: no pass over the images
+        else:  # lazy or transformed: one pass over (at most STATS_SAMPLE of) the training images, in the workers
+            self.stats = self.modality.stats_from_chunks(
+                raw_chunks(stats_sample(train), 512, d.num_workers, self.transforms), d.normalize)
         self.mean, self.std = self.stats.get("mean"), self.stats.get("std")
         self.train = self._loader(train, "train")
         self.val = self._loader(self.given_val if self.given_val is not None else subset(pool, self.split.val), "val")
@@ -149,8 +154,10 @@ class Prepared:
         loader.bucket = True
 
     def _loader(self, split, name: str, mode: str | None = None):
+        if self.transforms is not None and self.transforms.train is not None and name.startswith("train"):
+            mode = "stream"  # random-resized crops are drawn per example in the workers
         return build_loader(split, self.modality, self.stats, self.device, mode or self.data_cfg.loader,
-                            self.data_cfg.num_workers, name)
+                            self.data_cfg.num_workers, name, transforms=self.transforms)
 
     def train_with_meta(self):
         """The training set with the meta set appended (ids 0..N+M-1; built once, so its features
@@ -196,7 +203,7 @@ def feature_store(cfg: RunConfig):
         return None  # several processes: each keeps its features in memory (no two writers, no float16 copy)
     if where == "off" or (where == "auto" and cfg.stage1.trainable != "classifier" and not cfg.stage1.checkpoint):
         return None  # a backbone trained in this run: no other run has the same one
-    return FeatureStore(default_cache_dir() / "features" if where == "auto" else where)
+    return FeatureStore(default_cache_dir() / "features" if where == "auto" else where, cfg.feature_dtype)
 
 
 def modality_options(cfg: RunConfig, modality: str) -> dict:
@@ -210,6 +217,16 @@ def modality_options(cfg: RunConfig, modality: str) -> dict:
         for key, value in hint(cfg.model.name).items():
             if key in accepted and opts.get(key, "auto") == "auto":
                 opts[key] = value
+    d = cfg.data
+    if d.normalize == "imagenet" and modality != "image":
+        raise OTReweightError(f"data.normalize: imagenet is for images; these data are {modality} inputs: use true "
+                              "or false")
+    if d.crop_size is not None or d.augment == "random_resized_crop":
+        if modality != "image":
+            raise OTReweightError(f"data.crop_size / augment: random_resized_crop are for images; these data are "
+                                  f"{modality} inputs: remove them")
+        opts.setdefault("crop_size", d.crop_size)  # the evaluation resize + crop: saved with the modality
+        opts.setdefault("resize_size", d.resize_size)
     return opts
 
 
@@ -324,7 +341,7 @@ def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, devi
     if fit_cfg.trainable == "classifier":
         # The backbone did not change: one feature pass over the test set serves both heads (also for
         # a post-hoc method, whose adjusted head is its state).
-        feats = (FeatureCache() if feature_cache is None else feature_cache).features(model, prep.test, eval_bs, cl)
+        feats = (FeatureCache() if feature_cache is None else feature_cache).features(model, prep.test, eval_bs, cl).float()
         with torch.no_grad():
             pred_last = model.classifier(feats).argmax(1).cpu().numpy()
             model.load_state_dict(res.best_state)

@@ -122,7 +122,8 @@ def test_recipe_and_resume_keys_come_from_the_field_definitions():
                              "schedule", "warmup_epochs", "milestones", "lr_factors")
     assert set(resume_keys()) == set(recipe_keys()) | {"trainable", "select_metric", "seed"}
     assert {f.name for f in fields(RunConfig)} == {"name", "output_dir", "seed", "device", "threads", "progress",
-                                                   "checkpoint_every", "feature_store", "data", "model", "stage1", "stage2"}
+                                                   "checkpoint_every", "feature_store", "feature_dtype", "data", "model", "stage1",
+                                                   "stage2"}
 
 
 def test_cosine_schedule_and_adamw():

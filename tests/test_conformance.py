@@ -22,7 +22,8 @@ def test_model(name):
 
 
 # A model name of each registered prefix family (MODELS.register_prefix), built by a fixture.
-FAMILY_EXAMPLES = {"hf/": lambda request: f"hf/{request.getfixturevalue('tiny_bert')}"}
+FAMILY_EXAMPLES = {"hf/": lambda request: f"hf/{request.getfixturevalue('tiny_bert')}",
+                   "timm/": lambda request: "timm/resnet18"}
 
 
 @pytest.mark.parametrize("prefix", MODELS.prefixes())

@@ -74,16 +74,25 @@ def hf_cfg(src, out, tiny_bert, *extra):
         "data.modality_options.max_length=16", "data.allow_cut=true", "progress=false", "threads=1", *extra])
 
 
+def count_feature_passes(monkeypatch) -> list:
+    """The names of the splits whose features are computed (in memory or into the store), in order."""
+    from otreweight.train import features
+
+    calls = []
+    real, real_chunks = features.compute_features, features._feature_chunks
+    monkeypatch.setattr(features, "compute_features", lambda m, loader, *a, **k: calls.append(loader.name) or
+                        real(m, loader, *a, **k))
+    monkeypatch.setattr(features, "_feature_chunks", lambda m, loader, *a, **k: calls.append(loader.name) or
+                        real_chunks(m, loader, *a, **k))
+    return calls
+
+
 def test_a_frozen_encoder_run_computes_features_once_and_fine_tunes(tiny_bert, tmp_path, monkeypatch):
     """Stage 1 and the classifier-only OT stage on one feature pass per split; a fine-tuning stage
     (AdamW, linear schedule) trains the encoder; the model's tokenizer is taken by itself."""
-    from otreweight.train import features
 
     src = write_tsv(tmp_path / "d", corpus((30, 14, 10)), corpus((4, 4, 4), seed=1))
-    calls = []
-    real = features.compute_features
-    monkeypatch.setattr(features, "compute_features", lambda m, loader, *a, **k: calls.append(loader.name) or
-                        real(m, loader, *a, **k))
+    calls = count_feature_passes(monkeypatch)
     stage2 = ('stage2=[{"name": "ot_classifier", "method": "ot"}, {"name": "ot_finetune", "method": "ot", '
               '"trainable": "all", "optimizer": "adamw", "schedule": "linear", "lr": 0.0005, "warmup_epochs": 1, '
               '"batch_size": 8, "momentum": 0.9, "weight_decay": 0.0, "epochs": 2}]')
@@ -103,14 +112,12 @@ def scores(res):
 
 
 def test_frozen_features_are_stored_on_disk_for_the_next_run(tiny_bert, tmp_path, monkeypatch):
-    from otreweight.train import features
 
     src = write_tsv(tmp_path / "d", corpus((30, 14, 10)), corpus((4, 4, 4), seed=1))
     store = tmp_path / "store"
     first = run_experiment(hf_cfg(src, tmp_path / "a", tiny_bert, f"feature_store={store}"), log=lambda *a: None)
     assert len(list(store.glob("*.npy"))) == 4  # train, val, meta, test
-    calls = []
-    monkeypatch.setattr(features, "compute_features", lambda *a, **k: calls.append(1))
+    calls = count_feature_passes(monkeypatch)
     again = run_experiment(hf_cfg(src, tmp_path / "b", tiny_bert, f"feature_store={store}"), log=lambda *a: None)
     assert calls == [] and scores(again) == scores(first)  # every split read back, the same results to the last digit
     monkeypatch.undo()

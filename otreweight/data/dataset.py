@@ -68,6 +68,11 @@ class Subset:
     def __getitem__(self, i: int):
         return self.base[int(self.indices[i])]
 
+    def read(self, i: int):
+        """The base's ``read`` (decode without its same-size check) where it has one."""
+        read = getattr(self.base, "read", None)
+        return read(int(self.indices[i])) if read is not None else self.base[int(self.indices[i])]
+
     def __getitems__(self, idx: list):
         inner = [int(self.indices[i]) for i in idx]
         if hasattr(self.base, "__getitems__"):

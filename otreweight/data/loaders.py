@@ -6,7 +6,8 @@ Both kinds serve the loop through one narrow interface:
 * ``batches(index_batches)`` - the normalised inputs of each given batch of ids, in order, on the
   device (the loop draws the ids with :class:`~otreweight.data.samplers.EpochSampler`, so both
   kinds see the same batches for the same seed);
-* ``chunks(batch_size)`` - the inputs in id order (evaluation, frozen features).
+* ``chunks(batch_size, start=0)`` - the inputs in id order from ``start`` (evaluation, frozen
+  features, a resumed extraction).
 
 :class:`MemoryLoader` holds the whole split as one normalised tensor on the device (normalised
 once; a batch is an index into it: the fastest path, used whenever the split fits).
@@ -62,8 +63,8 @@ class MemoryLoader:
         for idx in index_batches:
             yield self._cut(self.x[idx], self.lengths[idx] if self.lengths is not None else None)
 
-    def chunks(self, batch_size: int) -> Iterator[torch.Tensor]:
-        for i in range(0, len(self), batch_size):
+    def chunks(self, batch_size: int, start: int = 0) -> Iterator[torch.Tensor]:
+        for i in range(int(start), len(self), batch_size):
             sl = slice(i, i + batch_size)
             yield self._cut(self.x[sl], self.lengths[sl] if self.lengths is not None else None)
 
@@ -90,6 +91,38 @@ class _Plan:
         return len(self.batches)
 
 
+def _read(split, i: int):
+    """Example ``i`` of ``split`` as decoded, without the same-size check of a lazy image split
+    (transforms give every image one size)."""
+    read = getattr(split, "read", None)
+    return read(i) if read is not None else split[i]
+
+
+class TransformedSplit:
+    """``split`` through per-example worker transforms: key ``i`` -> the evaluation transform,
+    ``(i, seed)`` -> the training transform seeded with ``seed`` (see
+    :class:`~otreweight.data.transforms.WorkerTransforms`); ``hwc=True`` gives ``(H, W, C)`` arrays
+    (raw examples for statistics) instead of ``(C, H, W)`` tensors."""
+
+    def __init__(self, split, transforms, hwc: bool = False) -> None:
+        self.split, self.transforms, self.hwc = split, transforms, hwc
+        self.labels, self.classes = split.labels, split.classes
+        self.modality = getattr(split, "modality", None)
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, key):
+        i, seed = key if isinstance(key, tuple) else (key, None)
+        x, y = _read(self.split, int(i))
+        t = self.transforms(np.asarray(x), seed)
+        return (t.permute(1, 2, 0).numpy() if self.hwc else t), y
+
+    @property
+    def example_shape(self) -> tuple:
+        return (self.transforms.crop, self.transforms.crop, int(example_shape(self.split)[-1]))
+
+
 class _Collate:
     def __init__(self, modality: Modality, stats: dict) -> None:
         self.modality, self.stats = modality, stats
@@ -108,15 +141,19 @@ class StreamLoader:
     stream = True
 
     def __init__(self, split, modality: Modality, stats: dict, device, num_workers: int = 2,
-                 name: str = "split", prefetch_factor: int = 4) -> None:
+                 name: str = "split", prefetch_factor: int = 4, transforms=None) -> None:
         self.split, self.name, self.device, self.stats = split, name, torch.device(device), stats
         self.modality = modality.name
         self.labels = torch.as_tensor(np.asarray(split.labels, dtype=np.int64), device=self.device)
         self.lengths, self.bucket = None, False  # lengths: set by the caller to bucket training batches
+        #: training batches are augmented per example in the workers (``batches(..., gen)``)
+        self.worker_augment = transforms is not None and transforms.train is not None
+        self.transforms = transforms
         self._plan = _Plan()
         workers = max(0, int(num_workers))
+        data = TransformedSplit(split, transforms) if transforms is not None else split
         self._loader = torch.utils.data.DataLoader(
-            split, batch_sampler=self._plan, num_workers=workers, collate_fn=_Collate(modality, stats),
+            data, batch_sampler=self._plan, num_workers=workers, collate_fn=_Collate(modality, stats),
             pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
             prefetch_factor=prefetch_factor if workers > 0 else None,
             worker_init_fn=_worker_init if workers > 0 else None,
@@ -138,12 +175,20 @@ class StreamLoader:
         for x in self._loader:
             yield x.to(self.device, non_blocking=True)
 
-    def batches(self, index_batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
-        return self._run([idx.cpu().tolist() for idx in index_batches])
+    def batches(self, index_batches: Iterable[torch.Tensor], gen: torch.Generator | None = None) -> Iterator[torch.Tensor]:
+        """The inputs of each batch of ids; with ``gen`` and worker augmentation, every example's
+        random transform is seeded from ``gen`` (one draw per batch), else the evaluation transform."""
+        if gen is None or not self.worker_augment:
+            return self._run([idx.cpu().tolist() for idx in index_batches])
+        plans = []
+        for idx in index_batches:
+            base = int(torch.randint(0, 2**62, (1,), generator=gen))
+            plans.append([(i, base + k) for k, i in enumerate(idx.cpu().tolist())])
+        return self._run(plans)
 
-    def chunks(self, batch_size: int) -> Iterator[torch.Tensor]:
+    def chunks(self, batch_size: int, start: int = 0) -> Iterator[torch.Tensor]:
         n = len(self)
-        return self._run([list(range(i, min(n, i + batch_size))) for i in range(0, n, batch_size)])
+        return self._run([list(range(i, min(n, i + batch_size))) for i in range(int(start), n, batch_size)])
 
     def close(self) -> None:
         """Stop the persistent workers (also done when the loader is garbage-collected)."""
@@ -157,10 +202,27 @@ def _stack_raw(items):
     return np.stack([np.asarray(x) for x, _ in items])
 
 
-def raw_chunks(split, batch_size: int = 512, num_workers: int | None = None):
+#: at most this many training examples (evenly spaced) give the normalisation statistics of a lazy split
+STATS_SAMPLE = 20_000
+
+
+def stats_sample(split, limit: int = STATS_SAMPLE):
+    """``split``, or ``limit`` of its examples evenly spaced when it is larger and not in memory
+    (the per-channel mean / std of ImageNet-LT's 116k images from 20k of them: one decode pass less)."""
+    if has_arrays(split) or len(split) <= limit:
+        return split
+    from .dataset import subset
+
+    return subset(split, np.linspace(0, len(split) - 1, num=limit).astype(np.int64))
+
+
+def raw_chunks(split, batch_size: int = 512, num_workers: int | None = None, transforms=None):
     """The raw examples of ``split`` in id order, ``batch_size`` at a time, read by worker processes
-    (one pass, e.g. for normalisation statistics of a lazy split)."""
+    (one pass, e.g. for normalisation statistics of a lazy split); with ``transforms``, after their
+    evaluation resize / crop."""
     workers = default_num_workers() if num_workers is None else int(num_workers)
+    if transforms is not None:
+        split = TransformedSplit(split, transforms, hwc=True)
     return iter(torch.utils.data.DataLoader(split, batch_size=batch_size, num_workers=workers,
                                             collate_fn=_stack_raw, worker_init_fn=_worker_init if workers else None))
 
@@ -202,23 +264,26 @@ def resolve_mode(split, mode: str, device, budget: int | None = None, modality: 
 
 
 def build_loader(split, modality: Modality, stats: dict, device, mode: str = "auto", num_workers: int | None = None,
-                 name: str = "split", budget: int | None = None):
+                 name: str = "split", budget: int | None = None, transforms=None):
     """A :class:`MemoryLoader` or :class:`StreamLoader` over ``split`` (a dataset of the
-    :mod:`~otreweight.data.dataset` protocol), its inputs normalised with ``stats`` by ``modality``."""
+    :mod:`~otreweight.data.dataset` protocol), its inputs normalised with ``stats`` by ``modality``;
+    ``transforms`` (:class:`~otreweight.data.transforms.WorkerTransforms`) run per example in the
+    workers (an in-memory loader holds the evaluation transform's images)."""
     device = torch.device(device)
     if len(split) == 0:
         raise OTReweightError(f"the {name} split is empty; it needs at least one example")
-    kind = resolve_mode(split, mode, device, budget, modality)
+    kind = resolve_mode(TransformedSplit(split, transforms) if transforms is not None else split, mode, device,
+                        budget, modality)
     workers = default_num_workers() if num_workers is None else int(num_workers)
     if kind == "stream":
-        return StreamLoader(split, modality, stats, device, workers, name=name)
-    if has_arrays(split):
+        return StreamLoader(split, modality, stats, device, workers, name=name, transforms=transforms)
+    if has_arrays(split) and transforms is None:
         x, y = split.arrays()
         t = modality.to_tensor(x, stats, device)
         return MemoryLoader(t, torch.as_tensor(np.asarray(y), device=device), name, modality.name,
                             _lengths(modality, t, stats))
-    # A lazy split asked to sit in memory: decode it once through the workers.
-    stream = StreamLoader(split, modality, stats, device, workers, name=name)
+    # A lazy (or transformed) split asked to sit in memory: decode it once through the workers.
+    stream = StreamLoader(split, modality, stats, device, workers, name=name, transforms=transforms)
     try:
         x = torch.cat(list(stream.chunks(1024)))
     finally:
@@ -233,4 +298,4 @@ def _lengths(modality: Modality, x: torch.Tensor, stats: dict):
 
 
 __all__ = ["LOADER_MODES", "MemoryLoader", "StreamLoader", "build_loader", "default_num_workers", "memory_budget",
-           "raw_chunks", "resolve_mode"]
+           "TransformedSplit", "raw_chunks", "resolve_mode", "stats_sample"]

@@ -26,7 +26,8 @@ import torch
 
 from .._errors import OTReweightError
 from ..registry import Registry
-from .transforms import PadCropFlip, channel_stats, to_tensor_images
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, PadCropFlip, WorkerTransforms, channel_stats, normalize_chw, \
+    to_tensor_images
 
 
 class Modality:
@@ -59,6 +60,11 @@ class Modality:
     def augment(self, data_cfg, stats: dict):
         return None
 
+    def worker_transforms(self, data_cfg):
+        """Per-example transforms the stream loader's workers apply (``None``: none; see
+        :class:`~otreweight.data.transforms.WorkerTransforms`)."""
+        return None
+
     def bytes_per_example(self, example_shape: tuple) -> int:
         """Bytes one example takes on the device once converted (float32 of its raw shape)."""
         return int(np.prod(example_shape)) * 4
@@ -79,18 +85,27 @@ MODALITIES: Registry[Modality] = Registry("modality")
 
 @MODALITIES.register("image")
 class ImageModality(Modality):
-    """uint8 images ``(N, H, W, C)`` -> normalised float ``(N, C, H, W)``; CIFAR pad-crop-flip."""
+    """uint8 images ``(N, H, W, C)`` -> normalised float ``(N, C, H, W)``; CIFAR pad-crop-flip on the
+    device, or (``crop_size`` set) ImageNet-style transforms in the loader workers: resize the shorter
+    side to ``resize_size`` and centre-crop ``crop_size`` for evaluation, random-resized crops for
+    training (``data.augment: random_resized_crop``)."""
 
     name = "image"
     default_model = "resnet32"
     channels_last = True
 
+    def __init__(self, crop_size: int | None = None, resize_size: int | None = None) -> None:
+        self.crop_size = int(crop_size) if crop_size else None
+        self.resize_size = int(resize_size) if resize_size else None
+
     def check(self, x, what: str = "inputs") -> None:
         if getattr(x, "ndim", None) != 4:
             raise OTReweightError(f"this model expects images (N, H, W, C), got an array of shape {np.shape(x)}")
 
-    def stats(self, x_train, normalize: bool = True) -> dict:
+    def stats(self, x_train, normalize: bool | str = True) -> dict:
         self.check(x_train)
+        if normalize == "imagenet":
+            return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
         if normalize:
             mean, std = channel_stats(x_train)
         else:
@@ -101,8 +116,12 @@ class ImageModality(Modality):
         self.check(x)
         return to_tensor_images(x, stats["mean"], stats["std"], device)
 
-    def stats_from_chunks(self, chunks, normalize: bool = True) -> dict:
+    def stats_from_chunks(self, chunks, normalize: bool | str = True) -> dict:
         """Per-channel mean / std from running sums over uint8 chunks (no copy of the split)."""
+        if normalize == "imagenet":
+            return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+        if not normalize:  # decoded files are RGB
+            return {"mean": [0.0] * 3, "std": [1.0 / 255.0] * 3}
         total = sq = None
         count = 0
         for chunk in chunks:
@@ -112,8 +131,6 @@ class ImageModality(Modality):
             count += c.shape[0] * c.shape[1] * c.shape[2]
         if total is None:
             raise OTReweightError("the training split is empty; it needs at least one image")
-        if not normalize:
-            return {"mean": [0.0] * total.shape[0], "std": [1.0 / 255.0] * total.shape[0]}
         mean = total / count
         return {"mean": mean.tolist(), "std": np.sqrt(np.maximum(sq / count - mean**2, 1e-12)).tolist()}
 
@@ -122,6 +139,21 @@ class ImageModality(Modality):
             return None
         fill = [-m / s for m, s in zip(stats["mean"], stats["std"])]
         return PadCropFlip(pad=data_cfg.pad, flip=data_cfg.flip, fill=fill)
+
+    def worker_transforms(self, data_cfg=None):
+        if self.crop_size is None:
+            return None
+        train = data_cfg is not None and data_cfg.augment == "random_resized_crop"
+        return WorkerTransforms(self.crop_size, self.resize_size, augment=train,
+                                scale=tuple(data_cfg.crop_scale) if train else (0.08, 1.0),
+                                jitter=data_cfg.color_jitter if train else 0.0,
+                                flip=data_cfg.flip if train else True)
+
+    def collate(self, items: list, stats: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        if not items or not isinstance(items[0][0], torch.Tensor):
+            return super().collate(items, stats)
+        y = torch.as_tensor(np.asarray([int(b) for _, b in items], dtype=np.int64))
+        return normalize_chw(torch.stack([a for a, _ in items]), stats["mean"], stats["std"]), y
 
     def model_kwargs(self, example_shape: tuple, stats: dict | None = None) -> dict:
         return {"in_channels": int(example_shape[-1])}

@@ -68,3 +68,65 @@ class PadCropFlip:
             mask = (torch.rand(b, generator=gen) < 0.5).to(x.device).view(b, 1, 1, 1)
             x = torch.where(mask, x.flip(3), x)
         return x
+
+
+# ----------------------------------------------------------------------------- large images, in the workers
+#: ImageNet's per-channel mean and std (``data.normalize: imagenet``), in [0, 1] units
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _v2():
+    try:
+        from torchvision.transforms import v2
+    except ImportError:
+        raise OTReweightError("data.augment: random_resized_crop and data.crop_size need torchvision: "
+                              "pip install 'otreweight[vision]' (or pip install torchvision)") from None
+    return v2
+
+
+class WorkerTransforms:
+    """Per-example image transforms run in the stream loader's worker processes (torchvision v2).
+
+    ``eval``: ``Resize(resize)`` (shorter side) then ``CenterCrop(crop)`` - every image, every split,
+    unless it is a training batch; ``train`` (``None``: no augmentation): ``RandomResizedCrop(crop,
+    scale)``, a horizontal flip with probability 1/2 and, when ``jitter > 0``, ``ColorJitter(jitter,
+    jitter, jitter)``. ``(H, W, C)`` uint8 in, ``(C, crop, crop)`` uint8 out; normalisation follows
+    in the collate step. A training draw is seeded per example (``seed``, from the loop's generator),
+    so the augmentation is the same whatever the number of workers, and a resumed run repeats it.
+    """
+
+    def __init__(self, crop: int = 224, resize: int | None = None, augment: bool = False,
+                 scale: tuple = (0.08, 1.0), jitter: float = 0.0, flip: bool = True) -> None:
+        v2 = _v2()
+        self.crop = int(crop)
+        self.resize = int(resize) if resize else int(round(self.crop / 0.875))
+        self.eval = v2.Compose([v2.Resize(self.resize, antialias=True), v2.CenterCrop(self.crop)])
+        self.train = None
+        if augment:
+            steps = [v2.RandomResizedCrop(self.crop, scale=tuple(float(s) for s in scale), antialias=True)]
+            if flip:
+                steps.append(v2.RandomHorizontalFlip())
+            if jitter > 0:
+                steps.append(v2.ColorJitter(jitter, jitter, jitter))
+            self.train = v2.Compose(steps)
+
+    def __call__(self, img: np.ndarray, seed: int | None = None) -> torch.Tensor:
+        img = np.ascontiguousarray(img)
+        t = torch.from_numpy(img if img.flags.writeable else img.copy()).permute(2, 0, 1)
+        if seed is None or self.train is None:
+            return self.eval(t).contiguous()
+        with torch.random.fork_rng(devices=[]):  # the worker's (or main process's) own stream is left as it was
+            torch.manual_seed(int(seed))
+            return self.train(t).contiguous()
+
+    def __repr__(self) -> str:
+        return f"WorkerTransforms(crop={self.crop}, resize={self.resize}, train={self.train is not None})"
+
+
+def normalize_chw(x_uint8: torch.Tensor, mean, std) -> torch.Tensor:
+    """``(N, C, H, W)`` uint8 -> normalised float32 (the collate step after :class:`WorkerTransforms`)."""
+    t = x_uint8.float().div_(255.0)
+    m = torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return t.sub_(m).div_(s)

@@ -14,6 +14,6 @@ def create_model(name: str, **kwargs) -> FeatureClassifier:
     return MODELS.create(name, **kwargs)
 
 
-from . import hf, mlp, points, resnet_cifar, small_cnn, text  # noqa: E402,F401  (register their models)
+from . import hf, mlp, points, resnet_cifar, small_cnn, text, timm_nets  # noqa: E402,F401  (register their models)
 
 __all__ = ["MODELS", "FeatureClassifier", "create_model"]

@@ -6,11 +6,17 @@ batches (``eval_batch_size``), in eval mode, without gradients, and kept in a
 classifier-only runs from one backbone share one cache, so no feature is computed twice.
 
 With a :class:`FeatureStore` the cache also keeps them on disk, for other runs with the same
-backbone (a frozen pretrained encoder: every seed of a comparison, a re-run, ``evaluate``): one
-``(N, d)`` float32 ``.npy`` per split (exact: a stored run ends as a computed one), keyed by a SHA-256 of the backbone's weights and buffers (the classifier
-excluded), of the split's inputs (every input tensor of an in-memory split; the item names, the
-subset ids, labels and statistics of a streamed one) and of the view. Entries are written
-atomically; a damaged one is computed again.
+backbone (a frozen pretrained encoder: every seed of a comparison, every stage-2 method, a re-run,
+``evaluate``): one ``(N, d)`` ``.npy`` per split, keyed by a SHA-256 of the backbone's weights and
+buffers (the classifier excluded), of the split's inputs (every input tensor of an in-memory split;
+the item names, the subset ids, labels, statistics and worker transforms of a streamed one) and of
+the view. ``dtype`` is float32 (exact) or float16 (half the disk and memory: iNaturalist's 437k x
+2,048 train features are 1.8 GB); the features are rounded to it in every run, stored or computed,
+so a run that finds them on disk ends exactly as the one that computed them. A stored split is
+served as a memory map (on the CPU nothing is read into RAM before a batch needs it; on a GPU it is
+copied to the device once). Extraction writes into ``<key>.partial.npy`` and records after every
+batch how many rows are done, so an interrupted extraction resumes where it stopped; the finished
+file is renamed into place. A damaged entry is computed again.
 """
 from __future__ import annotations
 
@@ -98,10 +104,12 @@ class FeatureCache:
 
     def features(self, model: nn.Module, loader, batch_size: int = 256, channels_last: bool = False,
                  view: str = "plain") -> torch.Tensor:
-        """The cached float features of ``loader``'s split (computed on the first call)."""
+        """The cached features of ``loader``'s split (computed on the first call): float32, or the
+        store's float16 (callers take ``.float()`` of the rows they use)."""
         def compute():
-            fn = lambda: compute_features(model, loader, batch_size, channels_last).float()  # noqa: E731
-            return fn() if self.disk is None else self.disk.features(model, loader, view, fn)
+            if self.disk is None:
+                return compute_features(model, loader, batch_size, channels_last).float()
+            return self.disk.features(model, loader, view, batch_size, channels_last)
 
         return self.get((loader.name, view), loader.source, compute)
 
@@ -153,45 +161,100 @@ def inputs_digest(loader) -> str:
             h.update(repr(list(names)).encode())
         split = getattr(split, "base", None)
     h.update(json.dumps(getattr(loader, "stats", None), sort_keys=True, default=str).encode())
+    h.update(repr(getattr(loader, "transforms", None)).encode())
     return h.hexdigest()
+
+
+FEATURE_DTYPES = ("float32", "float16")
+
+
+@torch.no_grad()
+def _feature_chunks(model: nn.Module, loader, batch_size: int, channels_last: bool, start: int):
+    """Backbone features of ``loader``'s examples ``start..`` in id order, a batch at a time (eval mode)."""
+    was = model.training
+    model.eval()
+    try:
+        for xb in loader.chunks(batch_size, start=start):
+            yield model.features(layout(xb, channels_last)).float()
+    finally:
+        model.train(was)
 
 
 class FeatureStore:
     """Frozen-backbone features of whole splits on disk (see the module docstring)."""
 
-    def __init__(self, folder) -> None:
+    def __init__(self, folder, dtype: str = "float32") -> None:
+        from .._errors import check_choice
+
         self.folder = Path(folder).expanduser()
-        self.hits = self.misses = 0
+        self.dtype = np.dtype(check_choice("feature dtype", dtype, FEATURE_DTYPES))
+        self.hits = self.misses = self.resumed = 0
 
     def path(self, model: nn.Module, loader, view: str = "plain") -> Path:
-        key = hashlib.sha256(f"{backbone_digest(model)}|{inputs_digest(loader)}|{view}".encode()).hexdigest()[:32]
+        key = hashlib.sha256(f"{backbone_digest(model)}|{inputs_digest(loader)}|{view}|{self.dtype.name}"
+                             .encode()).hexdigest()[:32]
         return self.folder / f"{key}.npy"
 
-    def features(self, model: nn.Module, loader, view: str, compute) -> torch.Tensor:
-        """The stored features of ``loader`` (on its device), or ``compute()`` stored for next time."""
-        path = self.path(model, loader, view)
-        device = loader.labels.device
-        if path.exists():
-            try:
-                arr = np.load(path, mmap_mode="r")
-                if arr.ndim == 2 and arr.shape[0] == len(loader) and arr.dtype == np.float32:
-                    self.hits += 1
-                    return torch.from_numpy(np.array(arr)).to(device)
-            except (OSError, ValueError):
-                pass  # damaged: computed again below
-        self.misses += 1
-        feats = compute()
-        self._write(path, feats)
-        return feats
-
-    def _write(self, path: Path, feats: torch.Tensor) -> None:
-        from ..utils import atomic_write
-
-        arr = feats.detach().float().cpu().numpy()
+    def _open(self, path: Path, n: int):
         try:
-            atomic_write(path, lambda f: np.save(f, arr))
-        except OSError:  # a full or read-only store never stops a run: the features are in memory
-            pass
+            arr = np.load(path, mmap_mode="c")  # copy-on-write: a writable view, nothing read yet
+        except (OSError, ValueError):
+            return None  # damaged: computed again
+        return arr if arr.ndim == 2 and arr.shape[0] == n and arr.dtype == self.dtype else None
+
+    def _serve(self, arr: np.ndarray, device: torch.device) -> torch.Tensor:
+        t = torch.from_numpy(arr)
+        return t.to(device) if device.type != "cpu" else t
+
+    def features(self, model: nn.Module, loader, view: str, batch_size: int = 256,
+                 channels_last: bool = False) -> torch.Tensor:
+        """The stored features of ``loader`` (extracted first, or resumed, when not on disk)."""
+        path = self.path(model, loader, view)
+        n, device = len(loader), loader.labels.device
+        if path.exists():
+            arr = self._open(path, n)
+            if arr is not None:
+                self.hits += 1
+                return self._serve(arr, device)
+        self.misses += 1
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            arr = self._extract(path, model, loader, batch_size, channels_last)
+        except OSError:  # a full or read-only store never stops a run: the features in memory
+            feats = torch.cat(list(_feature_chunks(model, loader, batch_size, channels_last, 0)))
+            return feats.to(torch.float16).to(device) if self.dtype == np.float16 else feats
+        return self._serve(arr, device)
+
+    def _extract(self, path: Path, model, loader, batch_size: int, channels_last: bool) -> np.ndarray:
+        """Fill ``<key>.partial.npy`` batch by batch (resuming a partial one), then rename it to ``path``."""
+        from ..utils import atomic_save
+
+        partial, progress = path.with_suffix(".partial.npy"), path.with_suffix(".partial.json")
+        n, done, arr = len(loader), 0, None
+        if partial.exists() and progress.exists():
+            try:
+                done = int(json.loads(progress.read_text())["done"])
+                arr = np.load(partial, mmap_mode="r+")
+                if arr.ndim != 2 or arr.shape[0] != n or arr.dtype != self.dtype or not 0 <= done <= n:
+                    arr, done = None, 0
+                elif done:
+                    self.resumed += 1
+            except (OSError, ValueError, KeyError, TypeError):
+                arr, done = None, 0
+        for chunk in _feature_chunks(model, loader, batch_size, channels_last, done):
+            if arr is None:
+                arr = np.lib.format.open_memmap(partial, mode="w+", dtype=self.dtype, shape=(n, chunk.shape[1]))
+            arr[done : done + chunk.shape[0]] = chunk.cpu().numpy().astype(self.dtype, copy=False)
+            done += chunk.shape[0]
+            arr.flush()
+            atomic_save(json.dumps({"done": done, "n": n}), progress)
+        if arr is None:  # an empty split
+            arr = np.lib.format.open_memmap(partial, mode="w+", dtype=self.dtype, shape=(0, model.feature_dim))
+        arr.flush()
+        del arr
+        partial.replace(path)
+        progress.unlink(missing_ok=True)
+        return np.load(path, mmap_mode="c")
 
 
-__all__ = ["FeatureCache", "FeatureStore", "backbone_digest", "inputs_digest", "compute_features", "layout", "predict_logits", "probe"]
+__all__ = ["FEATURE_DTYPES", "FeatureCache", "FeatureStore", "backbone_digest", "inputs_digest", "compute_features", "layout", "predict_logits", "probe"]

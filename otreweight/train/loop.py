@@ -192,7 +192,7 @@ def setup(model, method, train, val, meta, config, device, augment, num_classes,
     def train_features() -> torch.Tensor:
         if not frozen:
             return compute_features(model, train, config.eval_batch_size, channels_last).float()
-        return run.frozen_features(train)
+        return run.frozen_features(train).float()
 
     if not frozen and world > 1:  # one module whose forward gives features and logits: DDP averages every gradient
         run.ddp = dist.wrap_ddp(model, device, run.features_fn)
@@ -224,11 +224,17 @@ def train_one_epoch(run: Run, epoch: int) -> float:
         run.cached_train = _augmented_features(run)
     batches = run.sampler.batches(run.gen, run.device)
     aug_gen = run.gen
-    if run.augment is not None and run.cached_train is None and dist.world_size() > 1:
+    augments = run.augment is not None or getattr(run.train, "worker_augment", False)
+    if augments and run.cached_train is None and dist.world_size() > 1:
         # several ranks: each augments its own examples with its own draws (not rank 0's draws at the
         # same batch position), seeded by (seed, epoch, rank), so a resumed run draws them again
         aug_gen = torch.Generator().manual_seed((config.seed * 100_003 + epoch) * 1_009 + dist.rank())
-    inputs = run.train.batches(batches) if run.cached_train is None else iter(())
+    if run.cached_train is not None:
+        inputs = iter(())
+    elif getattr(run.train, "worker_augment", False):  # random crops drawn per example in the loader workers
+        inputs = run.train.batches(batches, aug_gen)
+    else:
+        inputs = run.train.batches(batches)
     total = torch.zeros((), device=run.device)
     bar = tqdm(batches, desc=f"{run.tag} {epoch + 1}/{config.epochs}", leave=False,
                disable=not config.progress or not dist.is_main())
@@ -237,7 +243,7 @@ def train_one_epoch(run: Run, epoch: int) -> float:
         xb = None
         with run.autocast():
             if run.cached_train is not None:
-                feats = run.cached_train[idx]
+                feats = run.cached_train[idx].float()  # a float16 store: only the batch in float32
                 logits = model.classifier(feats)
             else:
                 xb = next(inputs)
@@ -266,7 +272,7 @@ def train_one_epoch(run: Run, epoch: int) -> float:
 def evaluate_split(run: Run) -> dict:
     """Validation metrics of the model in its current state."""
     if run.cached_val is not None:
-        logits = run.model.classifier(run.cached_val)
+        logits = run.model.classifier(run.cached_val.float())
     else:
         from .features import predict_logits
 

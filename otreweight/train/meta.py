@@ -32,7 +32,7 @@ class MetaSet:
         """Detached meta features ``(M, d)``, eval mode."""
         if self._features is None:
             if self.frozen and self.frozen_features is not None:
-                self._features = self.frozen_features()
+                self._features = self.frozen_features().float()
             else:
                 self._features = compute_features(self.model, self.x, self.batch_size, self.channels_last)
         return self._features

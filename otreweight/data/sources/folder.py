@@ -291,12 +291,16 @@ class ImageFileSplit:
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int):
+    def read(self, i: int):
+        """Example ``i`` decoded, ``(image, label)``, of whatever size the file has (for transforms)."""
         try:
-            x = _decode_image(_read_item(self.items[i]), self.image_size)
+            return _decode_image(_read_item(self.items[i]), self.image_size), int(self.labels[i])
         except Exception as e:  # noqa: BLE001 - any decoder error names the file
             raise DataError(f"{self.names[i]} does not decode as an image ({type(e).__name__}): "
                             "remove or replace the file") from None
+
+    def __getitem__(self, i: int):
+        x, _ = self.read(i)
         if self._shape is not None and x.shape != self._shape:
             raise DataError(f"{self.names[i]} is {x.shape[1]}x{x.shape[0]} but the first image is "
                             f"{self._shape[1]}x{self._shape[0]}: set data.image_size: [H, W] or resize the images")
