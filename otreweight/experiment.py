@@ -590,7 +590,11 @@ def load_model(path, device="cpu"):
     (``classes``, ``input`` modality and statistics, ``train_counts``, thresholds)."""
     bundle = _load_bundle(path)
     inp = bundle["input"]
-    model = build_model(bundle["model"]["name"], bundle["model"]["options"], bundle["num_classes"], _input_kwargs(inp))
+    options = dict(bundle["model"]["options"] or {})
+    if "pretrained" in options:  # the state dict holds every weight: no download, no weights file needed
+        options["pretrained"] = False
+    options.pop("checkpoint", None)
+    model = build_model(bundle["model"]["name"], options, bundle["num_classes"], _input_kwargs(inp))
     model.load_state_dict(bundle["state_dict"])
     return model.to(pick_device(device)).eval(), bundle
 
@@ -623,8 +627,8 @@ def evaluate_checkpoint(path, source: str, root=None, split: str = "test", devic
         have = ", ".join(f"{k}={v}" for k, v in wanted.items())
         was = ", ".join(f"{k}={kwargs.get(k)}" for k in wanted)
         raise OTReweightError(f"{source} has {have} but the checkpoint's model was built for {was}")
-    loader = build_loader(data, modality, stats, dev,
-                          "auto", None, f"{split} of {source}")
+    loader = build_loader(data, modality, stats, dev, "auto", None, f"{split} of {source}",
+                          transforms=modality.worker_transforms())  # the training run's resize + centre crop
     y = data.labels
     cl = modality.channels_last
     if cl:

@@ -169,6 +169,12 @@ def test_timm_resnet18_one_epoch_on_64px_crops_with_two_workers(tmp_path, monkey
     assert any(k.startswith("net.layer4") for k in saved["state_dict"])
     final = json.loads((tmp_path / "run" / "stage2_ot" / "final.json").read_text())
     assert 0.0 <= final["best"]["balanced_accuracy"] <= 1.0 and len(final["best"]["per_class"]) == 3
+    # evaluate: the checkpoint alone rebuilds the model and the evaluation resize + centre crop
+    from otreweight.experiment import evaluate_checkpoint
+
+    s1 = json.loads((tmp_path / "run" / "stage1" / "final.json").read_text())["best"]
+    m = evaluate_checkpoint(tmp_path / "run" / "stage1" / "best.pt", "image_list", root=root, device="cpu")
+    assert m["per_class"] == pytest.approx(s1["per_class"], abs=1e-6)
     # a frozen backbone (classifier-only stage 1): float16 features stored once, read back by the next run
     frozen = ("stage1.trainable=classifier", f"feature_store={store}", "feature_dtype=float16")
     first = run_experiment(run_cfg(root, tmp_path / "f1", *frozen), log=lambda *a: None)
@@ -271,3 +277,34 @@ def test_large_image_configs_run_on_data_of_their_format(config, tmp_path):
         assert split.get("validation") != "given" and sum(split["val_counts"]) > 0
     else:
         assert split["validation"] == "given"
+
+
+def test_a_truncated_image_in_a_worker_stops_the_run_with_one_line(tmp_path):
+    root = tmp_path / "inet"
+    rows = varied_jpegs(root)
+    bad = root / rows["train"][5][0]
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) // 2])  # a download cut short
+    with pytest.raises(OTReweightError) as err:
+        run_experiment(run_cfg(root, tmp_path / "run", "stage2=[]"), log=lambda *a: None)
+    assert str(err.value) == (f"ImageNet_LT_train.txt:{rows['train'][5][0]} does not decode as an image (OSError): "
+                              "remove or replace the file")
+    # the folder is reusable: the same run with the file replaced starts again
+    bad.write_bytes(data)
+    assert set(run_experiment(run_cfg(root, tmp_path / "run", "stage2=[]"), log=lambda *a: None)) == {"stage1"}
+
+
+def test_training_split_statistics_after_the_evaluation_crop(tmp_path):
+    from otreweight.data.loaders import stats_sample
+
+    root = tmp_path / "inet"
+    varied_jpegs(root)
+    run_experiment(run_cfg(root, tmp_path / "run", "stage2=[]", "data.normalize=true", "data.num_workers=0"),
+                   log=lambda *a: None)
+    stats = torch.load(tmp_path / "run" / "stage1" / "best.pt", weights_only=False)["input"]["stats"]
+    # dark images (0-60) but for their class's channel (+150); 22, 8 and 4 training images per class
+    assert len(stats["mean"]) == 3 and stats["mean"][0] > stats["mean"][1] > stats["mean"][2] > 0.1
+    big = _Split(n=50)
+    sample = stats_sample(big, limit=10)
+    assert len(sample) == 10 and sample.indices.tolist() == np.linspace(0, 49, 10).astype(int).tolist()
+    assert stats_sample(big, limit=50) is big

@@ -22,6 +22,7 @@ seeded generator, identically on both paths.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Iterable, Iterator
 
@@ -76,6 +77,25 @@ class MemoryLoader:
 
     def close(self) -> None:
         pass
+
+
+@contextlib.contextmanager
+def worker_errors():
+    """A one-line error raised in a loader worker (a file that does not decode) re-raised as that one
+    line: the DataLoader would wrap it in the worker's whole traceback."""
+    try:
+        yield
+    except OTReweightError as err:
+        msg = str(err)
+        if "DataLoader worker" not in msg:
+            raise
+        last = [line for line in msg.strip().splitlines() if line.strip()][-1]
+        raise type(err)(last.split(": ", 1)[1] if ": " in last else last) from None
+
+
+def _guarded(iterator):
+    with worker_errors():
+        yield from iterator
 
 
 class _Plan:
@@ -172,8 +192,9 @@ class StreamLoader:
 
     def _run(self, batches: list[list[int]]) -> Iterator[torch.Tensor]:
         self._plan.batches = batches
-        for x in self._loader:
-            yield x.to(self.device, non_blocking=True)
+        with worker_errors():
+            for x in self._loader:
+                yield x.to(self.device, non_blocking=True)
 
     def batches(self, index_batches: Iterable[torch.Tensor], gen: torch.Generator | None = None) -> Iterator[torch.Tensor]:
         """The inputs of each batch of ids; with ``gen`` and worker augmentation, every example's
@@ -223,7 +244,7 @@ def raw_chunks(split, batch_size: int = 512, num_workers: int | None = None, tra
     workers = default_num_workers() if num_workers is None else int(num_workers)
     if transforms is not None:
         split = TransformedSplit(split, transforms, hwc=True)
-    return iter(torch.utils.data.DataLoader(split, batch_size=batch_size, num_workers=workers,
+    return _guarded(torch.utils.data.DataLoader(split, batch_size=batch_size, num_workers=workers,
                                             collate_fn=_stack_raw, worker_init_fn=_worker_init if workers else None))
 
 
