@@ -11,6 +11,12 @@ backbone (a frozen pretrained encoder: every seed of a comparison, a re-run, ``e
 excluded), of the split's inputs (every input tensor of an in-memory split; the item names, the
 subset ids, labels and statistics of a streamed one) and of the view. Entries are written
 atomically; a damaged one is computed again.
+
+Under several processes (torchrun) a split's features and logits are computed in shares: each rank
+runs the rows of its contiguous share (:func:`otreweight.distributed.shard`) and the shares are
+gathered back in id order, so every rank holds the whole split's features or logits, as one
+process would, for 1/N of the forward passes. The store is read by every rank and written by
+rank 0 alone (see :meth:`FeatureStore.features`).
 """
 from __future__ import annotations
 
@@ -22,40 +28,73 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import distributed as dist
+
 
 def layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     """``x`` in channels-last memory format for 4-d conv inputs when asked, else unchanged."""
     return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
 
 
-def _chunks(x, batch_size: int):
+def _chunks(x, batch_size: int, rows: slice | None = None):
+    """``x`` (a tensor or a loader) in id order, ``batch_size`` rows at a time; ``rows``: those rows only."""
     if isinstance(x, torch.Tensor):
+        x = x if rows is None else x[rows]
         return (x[i : i + batch_size] for i in range(0, x.shape[0], batch_size))
-    return x.chunks(batch_size)  # a loader
+    if rows is None:
+        return x.chunks(batch_size)  # a loader
+    ids = torch.arange(rows.start, rows.stop, device=x.labels.device)
+    return x.batches(list(ids.split(batch_size)))
 
 
-@torch.no_grad()
-def compute_features(model: nn.Module, x, batch_size: int = 256, channels_last: bool = False) -> torch.Tensor:
-    """Backbone features of ``x`` (a tensor or a loader) in eval mode, without gradients (restores
-    the training flag)."""
+def _device(x) -> torch.device:
+    return x.device if isinstance(x, torch.Tensor) else x.labels.device
+
+
+def _share(x, shard: bool) -> slice | None:
+    """This rank's rows of ``x`` when ``shard`` is set under several processes (else all)."""
+    if not shard or dist.world_size() == 1:
+        return None
+    return dist.shard(x.shape[0] if isinstance(x, torch.Tensor) else len(x))
+
+
+def _forward_rows(model: nn.Module, fn, x, batch_size: int, channels_last: bool, shard: bool, width: int):
+    """``fn`` of every chunk of ``x`` (or of this rank's share of it, gathered back in id order) in eval
+    mode; an empty share is a ``(0, width)`` tensor."""
+    rows = _share(x, shard)
     was_training = model.training
     model.eval()
-    out = [model.features(layout(xb, channels_last)) for xb in _chunks(x, batch_size)]
-    model.train(was_training)
+    try:
+        out = [fn(layout(xb, channels_last)) for xb in _chunks(x, batch_size, rows)]
+    finally:
+        model.train(was_training)
     if out:
-        return torch.cat(out)
-    device = x.device if isinstance(x, torch.Tensor) else x.labels.device
-    return torch.empty(0, model.feature_dim, device=device)
+        t = torch.cat(out)
+    else:
+        p = next(model.parameters(), None)
+        t = torch.empty(0, width, device=_device(x), dtype=p.dtype if p is not None else torch.float32)
+    return t if rows is None else dist.all_gather_rows(t)
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x, batch_size: int = 256, channels_last: bool = False) -> torch.Tensor:
-    """Logits of ``x`` (a tensor or a loader) in eval mode, without gradients (restores the training flag)."""
-    was_training = model.training
-    model.eval()
-    out = [model(layout(xb, channels_last)) for xb in _chunks(x, batch_size)]
-    model.train(was_training)
-    return torch.cat(out)
+def compute_features(model: nn.Module, x, batch_size: int = 256, channels_last: bool = False,
+                     shard: bool = False) -> torch.Tensor:
+    """Backbone features of ``x`` (a tensor or a loader) in eval mode, without gradients (restores
+    the training flag).
+
+    ``shard=True`` under several processes: each rank computes its contiguous share of the rows
+    (:func:`otreweight.distributed.shard`) and every rank receives all of them, in id order (a
+    collective: every rank must call it). With one process it is ignored."""
+    return _forward_rows(model, model.features, x, batch_size, channels_last, shard, model.feature_dim)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x, batch_size: int = 256, channels_last: bool = False,
+                   shard: bool = False) -> torch.Tensor:
+    """Logits of ``x`` (a tensor or a loader) in eval mode, without gradients (restores the training
+    flag); ``shard`` as in :func:`compute_features`."""
+    width = model.classifier.out_features if shard else 0
+    return _forward_rows(model, model, x, batch_size, channels_last, shard, width)
 
 
 def probe(model: nn.Module, x: torch.Tensor, channels_last: bool = False, what: str = "the inputs",
@@ -100,7 +139,8 @@ class FeatureCache:
                  view: str = "plain") -> torch.Tensor:
         """The cached float features of ``loader``'s split (computed on the first call)."""
         def compute():
-            fn = lambda: compute_features(model, loader, batch_size, channels_last).float()  # noqa: E731
+            # several processes: each rank computes its share, every rank holds them all
+            fn = lambda: compute_features(model, loader, batch_size, channels_last, shard=True).float()  # noqa: E731
             return fn() if self.disk is None else self.disk.features(model, loader, view, fn)
 
         return self.get((loader.name, view), loader.source, compute)
@@ -168,21 +208,37 @@ class FeatureStore:
         return self.folder / f"{key}.npy"
 
     def features(self, model: nn.Module, loader, view: str, compute) -> torch.Tensor:
-        """The stored features of ``loader`` (on its device), or ``compute()`` stored for next time."""
+        """The stored features of ``loader`` (on its device), or ``compute()`` stored for next time.
+
+        Under several processes every rank reads the entry, and they agree on whether it is usable
+        (a collective): if any rank cannot read it, all compute (``compute`` is itself a collective,
+        each rank computing its share), rank 0 alone writes the entry (atomically) and the others
+        wait for it at a barrier, so no rank reads a half-written file and no two write one."""
         path = self.path(model, loader, view)
         device = loader.labels.device
-        if path.exists():
-            try:
-                arr = np.load(path, mmap_mode="r")
-                if arr.ndim == 2 and arr.shape[0] == len(loader) and arr.dtype == np.float32:
-                    self.hits += 1
-                    return torch.from_numpy(np.array(arr)).to(device)
-            except (OSError, ValueError):
-                pass  # damaged: computed again below
+        arr = self._read(path, len(loader))
+        if dist.all_true(arr is not None, device):
+            self.hits += 1
+            return torch.from_numpy(arr).to(device)
         self.misses += 1
         feats = compute()
-        self._write(path, feats)
+        if dist.is_main():
+            self._write(path, feats)
+        dist.barrier()
         return feats
+
+    @staticmethod
+    def _read(path: Path, n: int) -> np.ndarray | None:
+        """The entry at ``path`` if it holds ``n`` float32 rows, else ``None`` (missing or damaged)."""
+        if not path.exists():
+            return None
+        try:
+            arr = np.load(path, mmap_mode="r")
+            if arr.ndim == 2 and arr.shape[0] == n and arr.dtype == np.float32:
+                return np.array(arr)
+        except (OSError, ValueError):
+            pass  # damaged: computed again
+        return None
 
     def _write(self, path: Path, feats: torch.Tensor) -> None:
         from ..utils import atomic_write
