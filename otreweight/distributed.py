@@ -18,6 +18,11 @@ global batch is the per-rank batch times the world size; gradients are averaged 
 (``DistributedDataParallel`` for the whole network, :func:`average_gradients` for the classifier
 alone). With equal per-rank batches the average of per-rank mean losses is the mean loss over the
 global batch, so N processes with batch b follow the run of one process with batch N x b.
+Whole splits (validation, test, the training features of the dataset-level OT objectives, frozen
+features) are evaluated in shares: each rank runs the rows of :func:`shard` and
+:func:`all_gather_rows` puts them back in id order on every rank, so metrics computed from the
+gathered predictions are the one-process ones. :func:`convert_sync_batchnorm` (the run's
+``sync_batchnorm``) normalises batch norm over the global batch on CUDA devices.
 """
 from __future__ import annotations
 

@@ -300,12 +300,27 @@ def run_compare_cli(folder, name, batch):
 
     from otreweight.cli import main
 
+    import sys
+
     cfg = write_config(folder, COMPARE_CONFIG, name, "cmp.npz")
+    watched, writes = str(folder / name), []
+
+    def hook(event, a):  # files opened for writing, renamed or created below the comparison's folder
+        if event == "open" and isinstance(a[0], (str, Path)) and str(a[0]).startswith(watched):
+            if (any(c in a[1] for c in "wax+") if isinstance(a[1], str) else a[2] & (os.O_WRONLY | os.O_RDWR)):
+                writes.append(str(a[0]))
+        elif event in ("os.rename", "os.replace") and str(a[1]).startswith(watched):
+            writes.append(str(a[1]))  # the destination
+        elif event == "os.mkdir" and str(a[0]).startswith(watched):
+            writes.append(str(a[0]))
+
+    if dist.world_size() > 1:
+        sys.addaudithook(hook)  # a spawned rank: the hook ends with the process
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         rc = main(["compare", "--config", str(cfg), "--methods", "ce,cb,ot", "--seeds", "0", "--output",
                    str(folder / name), "--set", f"stage1.batch_size={batch}", "--method-set", f"*.batch_size={batch}"])
-    return {"rc": rc, "stdout": buf.getvalue()}
+    return {"rc": rc, "stdout": buf.getvalue(), "writes": list(writes)}
 
 
 def torchrun(args, folder, tag, env_extra=None, popen=False):
@@ -646,6 +661,9 @@ def test_compare_under_two_ranks_gives_the_one_process_table(two_ranks, tmp_path
     ranks, folder = two_ranks
     assert [r["compare"]["rc"] for r in ranks] == [0, 0]
     assert "| ot |" in ranks[0]["compare"]["stdout"] and ranks[1]["compare"]["stdout"] == ""  # rank 0 prints
+    written = {Path(p).name for p in ranks[0]["compare"]["writes"]}
+    assert {"compare.json", "compare.md", "compare.csv", "final.json", "weights.npz"} <= written, written
+    assert ranks[1]["compare"]["writes"] == []  # and rank 0 alone writes
     (tmp_path / "cmp.npz").write_bytes((folder / "cmp.npz").read_bytes())
     one = run_compare_cli(tmp_path, "compare1", batch=8)
     assert one["rc"] == 0
