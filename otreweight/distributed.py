@@ -301,8 +301,7 @@ def finish() -> None:
         dist.destroy_process_group()
 
 
-__all__ = ["FeaturesAndLogits", "all_gather", "all_gather_rows", "all_reduce_sum", "all_true", "average_gradients", "backend", "barrier", "broadcast_buffers", "check_sync_batchnorm",
-           "convert_sync_batchnorm", "env",
-           "finish", "gather_batch",
-           "init", "is_initialized", "is_main", "local_device", "rank", "restore_batchnorm", "shard", "world_size",
-           "wrap_ddp"]
+__all__ = ["FeaturesAndLogits", "all_gather", "all_gather_rows", "all_reduce_sum", "all_true", "average_gradients",
+           "backend", "barrier", "broadcast_buffers", "check_sync_batchnorm", "convert_sync_batchnorm", "env",
+           "finish", "gather_batch", "init", "is_initialized", "is_main", "local_device", "rank", "restore_batchnorm",
+           "shard", "world_size", "wrap_ddp"]

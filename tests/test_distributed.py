@@ -6,6 +6,11 @@ Two ranks with per-rank batch b must follow one process with batch 2b: the same 
 same validation metrics and weights. The training set holds 48 examples and the global batch is 8,
 so every step's global batch is full and each rank's half of it holds 4 (with a last partial batch
 the two halves differ in size and the mean of per-rank means is not the global mean).
+
+Also here: evaluation in shares (each rank's forward passes counted), the dataset-level OT
+objectives, the feature store, SyncBatchNorm's refusal on CPU ranks, ``compare`` on 2 ranks against
+1 process, and a ``torchrun`` job killed with SIGKILL mid-stage then resumed. One spawn of 2 ranks
+(the ``two_ranks`` fixture) runs every 2-rank case; the torchrun test starts two jobs.
 """
 from __future__ import annotations
 
@@ -365,6 +370,8 @@ def test_torchrun_kill_then_resume_is_exact_and_rank0_alone_writes(two_ranks, tm
     import signal
     import time
 
+    if not os.path.isdir("/proc"):  # not Linux
+        pytest.skip("finding torchrun's worker processes reads /proc")
     ranks, shared = two_ranks
     out = tmp_path / "run"
     cfg = write_config(tmp_path, KILL_CONFIG, "run", src=shared / "vec.npz")
