@@ -158,7 +158,7 @@ def _stream_rows(args, out):
 
 
 _RSS_CHILD = r"""
-import json, resource, sys, torch
+import json, sys, torch
 from otreweight.data.loaders import build_loader
 from otreweight.data.modality import get_modality
 from otreweight.data.sources import load_dataset
@@ -172,8 +172,9 @@ n = 0
 for x in loader.batches([torch.arange(i * 64, (i + 1) * 64) for i in range(2)], torch.Generator().manual_seed(0)):
     n += x.shape[0]
 loader.close()
-print(json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "read": n,
-                  "lines": len(ds.split("train"))}))
+# VmHWM: this process's own peak (ru_maxrss would carry over the parent's from before exec)
+hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")) / 1024
+print(json.dumps({"rss_mb": hwm, "read": n, "lines": len(ds.split("train"))}))
 """
 
 
@@ -187,7 +188,8 @@ def _rss_rows(args, out):
         res = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(root), name], capture_output=True, text=True,
                              check=True)
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
-    out.append("\n### Peak RSS of the training process: open a split file, stream two batches of 64 (2 workers)\n")
+    out.append("\n### Peak RSS (VmHWM) of a training process: import, open a split file, stream two batches of 64 "
+               "(2 workers)\n")
     out.append("| split-file lines | peak RSS (MB) |")
     out.append("|---|---|")
     for r in rows:
@@ -202,10 +204,11 @@ def _extract_rows(args, out):
     root = cifar_tree(args)
     write_list(root, "train", args.extract_images, "bench_ext_train.txt")
     write_list(root, "test", args.extract_images // 4, "bench_ext_test.txt", seed=1)
+    import shutil
+
     store = Path(args.work) / "feature_store"
-    if store.exists():
-        for f in store.glob("*"):
-            f.unlink()
+    for old in (store, Path(args.work) / "ext_run1", Path(args.work) / "ext_run2"):
+        shutil.rmtree(old, ignore_errors=True)
     methods = ["ce", "cb", "crt", "logit_adjust_posthoc", "ot"]
     stage2 = json.dumps([{"name": m, "method": m, "epochs": 2} for m in methods])
     overrides = [
@@ -215,6 +218,28 @@ def _extract_rows(args, out):
         "model.name=timm/resnet18", "stage1.trainable=classifier", "stage1.epochs=2", "stage1.batch_size=128",
         f"stage2={stage2}", "stage2.*.batch_size=128", f"feature_store={store}", "feature_dtype=float16",
         "progress=false", f"threads={args.threads}"]
+    # the extraction alone: the training list's images through the evaluation crop into a float16 memory map
+    from otreweight import create_model
+    from otreweight.data.loaders import build_loader
+    from otreweight.data.modality import get_modality
+    from otreweight.data.sources import load_dataset
+    from otreweight.data.transforms import IMAGENET_MEAN, IMAGENET_STD, WorkerTransforms
+
+    ds = load_dataset("image_list", root=root, train="bench_ext_train.txt", test="bench_ext_test.txt")
+    stats = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    model = create_model("timm/resnet18", num_classes=10).to(memory_format=torch.channels_last)
+    ext_rows = []
+    for workers in (0, 2):
+        loader = build_loader(ds.split("train"), get_modality("image", crop_size=64), stats, "cpu", "stream", workers,
+                              "train", transforms=WorkerTransforms(64))
+        one = features.FeatureStore(Path(args.work) / f"extract_only_{workers}", dtype="float16")
+        for f in one.folder.glob("*"):
+            f.unlink()
+        t0 = time.perf_counter()
+        feats = one.features(model, loader, "plain", 256, True)
+        ext_rows.append((workers, len(loader) / (time.perf_counter() - t0), tuple(feats.shape),
+                         one.path(model, loader).stat().st_size))
+        loader.close()
     calls = []
     real = features._feature_chunks
 
@@ -240,6 +265,11 @@ def _extract_rows(args, out):
     out.append(f"\n### Frozen features to float16 memory maps: timm resnet18 (random init), 64 px, "
                f"{args.extract_images} training images, stage 1 + {len(methods)} classifier-only stage-2 methods "
                f"({', '.join(methods)})\n")
+    out.append("| extraction alone: workers | images/s | features | file size |")
+    out.append("|---|---|---|---|")
+    for workers, ips, shape, size_b in ext_rows:
+        out.append(f"| {workers} | {ips:.0f} | {shape[0]} x {shape[1]} float16 | {size_b / 1e6:.2f} MB |")
+    out.append("")
     out.append("| run | feature passes (split: images) | wall time (s) |")
     out.append("|---|---|---|")
     out.append(f"| first (extracts) | {', '.join(f'{s}: {n}' for s, n in passes_first)} | {first:.1f} |")

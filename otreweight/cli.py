@@ -172,10 +172,6 @@ def cmd_compare(args) -> int:
     from .compare import plan_comparison, run_comparison
     from .experiment import load_config, resolve_config_path
 
-    if distributed.env() is not None:
-        raise OTReweightError("compare does not run under torchrun yet; run `otreweight train` under torchrun "
-                              "(one config per method), or compare in one process")
-
     cfg = load_config(resolve_config_path(args.config), args.overrides)
     if args.print_plan:
         plan = plan_comparison(cfg, args.methods, args.preset, args.mode, args.meta_in_train, args.method_sets)
@@ -188,8 +184,9 @@ def cmd_compare(args) -> int:
     result = run_comparison(
         cfg, args.methods, args.seeds, args.preset, args.mode, args.meta_in_train, args.method_sets,
         args.output, args.resume, args.which, log=print,
-    )
-    print(result["files"]["md"].read_text(), end="")
+    )  # under torchrun: every rank runs every method, rank 0 writes the tables and prints them
+    if distributed.is_main():
+        print(result["files"]["md"].read_text(), end="")
     return 0
 
 

@@ -65,6 +65,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import distributed as dist
 from ._errors import OTReweightError, check_choice
 from .config import Stage2Config, as_run_config, recipe_keys, set_dotted
 from .methods import METHODS
@@ -282,6 +283,19 @@ def run_plan(cfg: dict, plan: list[dict], seeds, output, preset: str = "custom",
         raise OTReweightError(f"the plan names a method twice: {','.join(names)}")
     out = Path(output)
     seed_cfgs = {s: seed_config(cfg, plan, s, out, meta_in_train) for s in seeds}  # validate all before running
+    # under torchrun every rank runs every method in turn (each stage on all ranks); rank 0 alone
+    # writes the plan, the run folders and the tables, and prints
+    dist.init(seed_cfgs[seeds[0]].device)
+    if dist.world_size() > 1:
+        single = [v["name"] for v in plan if "method" in v
+                  and not getattr(METHODS.get(v["method"]), "multi_process", True)]
+        if single:
+            raise OTReweightError(f"method(s) {', '.join(single)} cannot run on several processes yet (a look-ahead "
+                                  "step per process); compare them in one process, without torchrun, or leave them "
+                                  "out (--methods)")
+    main = dist.is_main()
+    if not main:
+        log = _quiet  # noqa: F811
     _check_or_write_plan(out, plan, cfg, seeds, preset, mode, meta_in_train, resume)
 
     # Seeds finished by an earlier run of this comparison (e.g. adding a seed with --resume) stay
@@ -295,9 +309,15 @@ def run_plan(cfg: dict, plan: list[dict], seeds, output, preset: str = "custom",
         log(f"== seed {s} ({i + 1}/{len(seeds)}): {', '.join(v['name'] for v in plan)}")
         results[s] = run_experiment(seed_cfgs[s], resume=resume, log=lambda msg, s=s: log(f"[seed {s}] {msg}"),
                                     dataset=dataset)
-        files = write_tables(out, plan, dict(sorted(results.items())), which, cfg)
+        files = (write_tables(out, plan, dict(sorted(results.items())), which, cfg) if main
+                 else table_paths(out))
+    dist.barrier()  # the tables exist before any rank returns
     log(f"comparison written to {files['md']}")
     return {"rows": summarize_comparison(plan, results, which), "plan": plan, "output": out, "files": files}
+
+
+def _quiet(*args, **kwargs) -> None:
+    pass
 
 
 def _plain(obj):
@@ -331,8 +351,11 @@ def _check_or_write_plan(out: Path, plan, cfg, seeds, preset, mode, meta_in_trai
             )
         record["plan"] = [*plan, *(v for n, v in old_plan.items() if n not in {p["name"] for p in plan})]
         record["seeds"] = sorted(set(seeds) | set(old.get("seeds", [])))
-    check_output_dir(out, "--output")
-    atomic_save(json.dumps(record, indent=2, default=str), path)
+    dist.barrier()  # every rank has read the folder before rank 0 writes in it
+    if dist.is_main():
+        check_output_dir(out, "--output")
+        atomic_save(json.dumps(record, indent=2, default=str), path)
+    dist.barrier()
 
 
 # ----------------------------------------------------------------------------- tables
@@ -414,12 +437,18 @@ def write_tables(out: Path, plan: list[dict], results: dict, which: str, cfg: di
     for v in plan:
         lines.append(f"| {v['name']} | " + " | ".join(_describe(v, cfg)) + " |")
     out.mkdir(parents=True, exist_ok=True)
-    md, csv_path, png = out / "compare.md", out / "compare.csv", out / "compare.png"
+    files = table_paths(out)
+    md, csv_path, png = files["md"], files["csv"], files["png"]
     atomic_save("\n".join(lines) + "\n", md)
     keys = ["method", "seeds"] + [f"{k}_{s}" for k in (*METRICS, "seconds_per_epoch", "total_seconds") for s in ("mean", "std")]
     atomic_save(to_csv(rows, keys), csv_path)
     _plot(rows, png, sel)
-    return {"md": md, "csv": csv_path, "png": png}
+    return files
+
+
+def table_paths(out: Path) -> dict:
+    """Where :func:`write_tables` writes the tables of a comparison in ``out``."""
+    return {"md": out / "compare.md", "csv": out / "compare.csv", "png": out / "compare.png"}
 
 
 def _plot(rows: list[dict], path: Path, sel: str) -> None:
@@ -447,4 +476,4 @@ def _plot(rows: list[dict], path: Path, sel: str) -> None:
 
 
 __all__ = ["DEFAULT_METHODS", "ablation_variants", "plan_comparison", "run_comparison", "summarize_comparison",
-           "write_tables"]
+           "table_paths", "write_tables"]

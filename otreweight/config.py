@@ -260,6 +260,9 @@ class FitConfig(Section):
     progress: bool = field(default=True, metadata=RUN)
     many_threshold: int = field(default=100, metadata=RUN)
     few_threshold: int = field(default=20, metadata=RUN)
+    # several processes (torchrun), whole-network stages: batch norm over the global batch
+    # (torch.nn.SyncBatchNorm, CUDA only) instead of each process's part of it
+    sync_batchnorm: bool = field(default=False, metadata=RUN_RESUME)
 
     def validate(self, prefix: str = "") -> "FitConfig":
         """Types first (one line per wrong value), then ranges and choices."""
@@ -310,11 +313,12 @@ class FitConfig(Section):
         """Every field, the run-level ones included (what a checkpoint stores)."""
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
 
-    def fit_config(self, seed: int, progress: bool, many_threshold: int, few_threshold: int) -> "FitConfig":
+    def fit_config(self, seed: int, progress: bool, many_threshold: int, few_threshold: int,
+                   sync_batchnorm: bool = False) -> "FitConfig":
         """The loop's :class:`FitConfig` of this stage, with the run-level fields filled in."""
         kw = {f.name: getattr(self, f.name) for f in fields(FitConfig) if not f.metadata.get("run")}
         return FitConfig(**kw, seed=seed, progress=progress, many_threshold=many_threshold,
-                         few_threshold=few_threshold)
+                         few_threshold=few_threshold, sync_batchnorm=sync_batchnorm)
 
 
 def recipe_keys() -> tuple[str, ...]:
@@ -465,6 +469,9 @@ class RunConfig(Section):
     feature_store: str | bool = "auto"  # YAML's off / on are booleans: false = "off", true = "auto"
     # the stored features' dtype: float32 (exact) or float16 (half the disk / memory; rounded in every run)
     feature_dtype: str = "float32"
+    # under torchrun: whole-network stages normalise batch norm over the global batch
+    # (torch.nn.SyncBatchNorm; CUDA devices only, refused on the CPU); one process: no effect
+    sync_batchnorm: bool = False
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     stage1: Stage1Config = field(default_factory=Stage1Config)
@@ -473,7 +480,7 @@ class RunConfig(Section):
     def stage_fit(self, stage: FitConfig, seed: int | None = None) -> FitConfig:
         """The loop's config of ``stage`` in this run (its seed, progress bar and thresholds)."""
         return stage.fit_config(self.seed if seed is None else seed, self.progress, self.data.many_threshold,
-                                self.data.few_threshold)
+                                self.data.few_threshold, self.sync_batchnorm)
 
     def validate(self) -> "RunConfig":
         """Check every type, name and number early, before any data is loaded or any epoch is run."""

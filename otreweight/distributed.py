@@ -18,6 +18,11 @@ global batch is the per-rank batch times the world size; gradients are averaged 
 (``DistributedDataParallel`` for the whole network, :func:`average_gradients` for the classifier
 alone). With equal per-rank batches the average of per-rank mean losses is the mean loss over the
 global batch, so N processes with batch b follow the run of one process with batch N x b.
+Whole splits (validation, test, the training features of the dataset-level OT objectives, frozen
+features) are evaluated in shares: each rank runs the rows of :func:`shard` and
+:func:`all_gather_rows` puts them back in id order on every rank, so metrics computed from the
+gathered predictions are the one-process ones. :func:`convert_sync_batchnorm` (the run's
+``sync_batchnorm``) normalises batch norm over the global batch on CUDA devices.
 """
 from __future__ import annotations
 
@@ -168,6 +173,38 @@ def gather_batch(*tensors: torch.Tensor):
     return tuple(gathered), pos[: first.shape[0], rank()]
 
 
+def shard(n: int) -> slice:
+    """This rank's contiguous share of ``n`` rows in id order: rows ``n*r//W`` up to ``n*(r+1)//W``
+    (``slice(0, n)`` with one process). The shares of the ranks, in rank order, are ``0..n-1``."""
+    w, r = world_size(), rank()
+    return slice(n * r // w, n * (r + 1) // w)
+
+
+def all_gather_rows(t: torch.Tensor) -> torch.Tensor:
+    """Every rank's rows of ``t`` concatenated in rank order (``t`` itself with one process).
+
+    The ranks may hold different numbers of rows (none included); the other dimensions and the
+    dtype must agree. With :func:`shard`, this puts a split's rows back in id order."""
+    n = world_size()
+    if n == 1:
+        return t
+    sizes = all_gather(torch.tensor([t.shape[0]], device=t.device)).tolist()
+    m = max(sizes)
+    if m == 0:
+        return t
+    padded = torch.cat([t, t.new_zeros((m - t.shape[0], *t.shape[1:]))]) if t.shape[0] < m else t
+    g = all_gather(padded)  # (n * m, ...)
+    return torch.cat([g[i * m : i * m + s] for i, s in enumerate(sizes)])
+
+
+def all_true(flag: bool, device="cpu") -> bool:
+    """Whether ``flag`` holds on every rank (``flag`` itself with one process); a collective."""
+    if world_size() == 1:
+        return bool(flag)
+    t = torch.tensor([1 if flag else 0], device=device)
+    return int(all_reduce_sum(t)) == world_size()
+
+
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """The sum of ``t`` over the ranks (in place; ``t`` itself with one process)."""
     if world_size() > 1:
@@ -225,12 +262,46 @@ def wrap_ddp(model: torch.nn.Module, device: torch.device, features_fn=None):
     return DistributedDataParallel(FeaturesAndLogits(model, features_fn), device_ids=ids)
 
 
+def check_sync_batchnorm(device) -> None:
+    """One line, before any training, when SyncBatchNorm is asked for where it cannot run: several
+    processes on another device than CUDA (torch.nn.SyncBatchNorm refuses CPU tensors)."""
+    if world_size() > 1 and torch.device(device).type != "cuda":
+        raise OTReweightError("sync_batchnorm needs CUDA devices (torch.nn.SyncBatchNorm does not run on CPU tensors); "
+                              "set sync_batchnorm: false to train on the CPU (each process then normalises its own part "
+                              "of the global batch, and rank 0's running statistics are sent to all after each epoch)")
+
+
+def convert_sync_batchnorm(model: torch.nn.Module) -> list:
+    """Replace every batch-norm layer of ``model`` in place by a ``torch.nn.SyncBatchNorm`` sharing its
+    parameters and buffers (statistics over the global batch, under several processes); returns what
+    :func:`restore_batchnorm` needs to put the original layers back. Nothing with one process."""
+    if world_size() == 1:
+        return []
+    swaps = []
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(child, torch.nn.SyncBatchNorm):
+                sync = torch.nn.SyncBatchNorm.convert_sync_batchnorm(child)
+                setattr(parent, name, sync)
+                swaps.append((parent, name, child))
+    return swaps
+
+
+def restore_batchnorm(swaps: list) -> None:
+    """Undo :func:`convert_sync_batchnorm`: the original layers back, holding the trained state."""
+    for parent, name, original in reversed(swaps):
+        original.load_state_dict(getattr(parent, name).state_dict())
+        original.train(getattr(parent, name).training)
+        setattr(parent, name, original)
+
+
 def finish() -> None:
     """Leave the process group (after a run under torchrun)."""
     if is_initialized():
         dist.destroy_process_group()
 
 
-__all__ = ["FeaturesAndLogits", "all_gather", "all_reduce_sum", "average_gradients", "backend", "barrier", "broadcast_buffers", "env",
-           "finish", "gather_batch",
-           "init", "is_initialized", "is_main", "local_device", "rank", "world_size", "wrap_ddp"]
+__all__ = ["FeaturesAndLogits", "all_gather", "all_gather_rows", "all_reduce_sum", "all_true", "average_gradients",
+           "backend", "barrier", "broadcast_buffers", "check_sync_batchnorm", "convert_sync_batchnorm", "env",
+           "finish", "gather_batch", "init", "is_initialized", "is_main", "local_device", "rank", "restore_batchnorm",
+           "shard", "world_size", "wrap_ddp"]

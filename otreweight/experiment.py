@@ -198,9 +198,7 @@ def feature_store(cfg: RunConfig):
     from .data.sources import default_cache_dir
     from .train.features import FeatureStore
 
-    where = cfg.feature_store
-    if dist.world_size() > 1:
-        return None  # several processes: each keeps its features in memory (no two writers, no float16 copy)
+    where = cfg.feature_store  # several processes: every rank reads the store, rank 0 alone writes it
     if where == "off" or (where == "auto" and cfg.stage1.trainable != "classifier" and not cfg.stage1.checkpoint):
         return None  # a backbone trained in this run: no other run has the same one
     return FeatureStore(default_cache_dir() / "features" if where == "auto" else where, cfg.feature_dtype)
@@ -347,9 +345,10 @@ def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, devi
             model.load_state_dict(res.best_state)
             pred_best = model.classifier(feats).argmax(1).cpu().numpy()
     else:
-        pred_last = predict_logits(model, prep.test, eval_bs, cl).argmax(1).cpu().numpy()
+        # several processes: each rank predicts its share of the test set, every rank receives all logits
+        pred_last = predict_logits(model, prep.test, eval_bs, cl, shard=True).argmax(1).cpu().numpy()
         model.load_state_dict(res.best_state)
-        pred_best = predict_logits(model, prep.test, eval_bs, cl).argmax(1).cpu().numpy()
+        pred_best = predict_logits(model, prep.test, eval_bs, cl, shard=True).argmax(1).cpu().numpy()
     y_test = prep.test.labels.cpu().numpy()
     k = len(prep.classes)
     final = {
@@ -434,6 +433,8 @@ def run_experiment(cfg: RunConfig | dict, resume: bool = False, log=print, datas
     out = Path(cfg.output_dir)
     dist.init(cfg.device)  # under torchrun: join the process group (nothing for one process)
     device = dist.local_device(cfg.device)
+    if cfg.sync_batchnorm and (cfg.stage1.trainable == "all" or any(v.trainable == "all" for v in cfg.stage2)):
+        dist.check_sync_batchnorm(device)  # before any data is loaded (one process: no effect)
     main = dist.is_main()
     if not main:
         log = _quiet  # noqa: F811 - rank 0 alone prints progress

@@ -1,7 +1,8 @@
 """Run ``python -m otreweight ARGS`` recording every file this process writes under a folder.
 
 Started by ``torchrun`` in tests/test_distributed.py: ``_torchrun_audit.py WATCHED REPORT_PREFIX
-ARGS...``. Opens for writing, renames and new folders below WATCHED are listed in
+ARGS...``. With ``OTREWEIGHT_TEST_EPOCH_SLEEP=S`` every training epoch starts with a pause of
+S seconds. Opens for writing, renames and new folders below WATCHED are listed in
 ``REPORT_PREFIX<rank>.json`` (written outside WATCHED) when the command ends.
 """
 import json
@@ -34,6 +35,20 @@ def hook(event, a):
 
 sys.addaudithook(hook)
 from otreweight.cli import main  # noqa: E402
+
+pause = float(os.environ.get("OTREWEIGHT_TEST_EPOCH_SLEEP", "0"))
+if pause:  # a pause before every epoch (the results do not change), so a test can kill the job mid-stage
+    import time
+
+    from otreweight.train import loop
+
+    one_epoch = loop.train_one_epoch
+
+    def slow_epoch(run, epoch):
+        time.sleep(pause)
+        return one_epoch(run, epoch)
+
+    loop.train_one_epoch = slow_epoch
 
 rc = main(args)
 with open(f"{prefix}{os.environ.get('RANK', '0')}.json", "w") as fh:

@@ -120,10 +120,10 @@ def test_every_stage_field_round_trips_yaml(tmp_path):
 def test_recipe_and_resume_keys_come_from_the_field_definitions():
     assert recipe_keys() == ("epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay",
                              "schedule", "warmup_epochs", "milestones", "lr_factors")
-    assert set(resume_keys()) == set(recipe_keys()) | {"trainable", "select_metric", "seed"}
+    assert set(resume_keys()) == set(recipe_keys()) | {"trainable", "select_metric", "seed", "sync_batchnorm"}
     assert {f.name for f in fields(RunConfig)} == {"name", "output_dir", "seed", "device", "threads", "progress",
-                                                   "checkpoint_every", "feature_store", "feature_dtype", "data", "model", "stage1",
-                                                   "stage2"}
+                                                   "checkpoint_every", "feature_store", "feature_dtype", "sync_batchnorm",
+                                                   "data", "model", "stage1", "stage2"}
 
 
 def test_cosine_schedule_and_adamw():

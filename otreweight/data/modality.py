@@ -60,7 +60,7 @@ class Modality:
     def augment(self, data_cfg, stats: dict):
         return None
 
-    def worker_transforms(self, data_cfg):
+    def worker_transforms(self, data_cfg=None):
         """Per-example transforms the stream loader's workers apply (``None``: none; see
         :class:`~otreweight.data.transforms.WorkerTransforms`)."""
         return None

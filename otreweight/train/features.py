@@ -17,6 +17,14 @@ served as a memory map (on the CPU nothing is read into RAM before a batch needs
 copied to the device once). Extraction writes into ``<key>.partial.npy`` and records after every
 batch how many rows are done, so an interrupted extraction resumes where it stopped; the finished
 file is renamed into place. A damaged entry is computed again.
+
+Under several processes (torchrun) a split's features and logits are computed in shares: each rank
+runs the rows of its contiguous share (:func:`otreweight.distributed.shard`) and the shares are
+gathered back in id order, so every rank holds the whole split's features or logits, as one
+process would, for 1/N of the forward passes. The store is read by every rank and written by
+rank 0 alone (see :meth:`FeatureStore.features`); an interrupted extraction under several processes
+starts again (the resumable extraction is the one-process path).
+
 """
 from __future__ import annotations
 
@@ -28,40 +36,73 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import distributed as dist
+
 
 def layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     """``x`` in channels-last memory format for 4-d conv inputs when asked, else unchanged."""
     return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
 
 
-def _chunks(x, batch_size: int):
+def _chunks(x, batch_size: int, rows: slice | None = None):
+    """``x`` (a tensor or a loader) in id order, ``batch_size`` rows at a time; ``rows``: those rows only."""
     if isinstance(x, torch.Tensor):
+        x = x if rows is None else x[rows]
         return (x[i : i + batch_size] for i in range(0, x.shape[0], batch_size))
-    return x.chunks(batch_size)  # a loader
+    if rows is None:
+        return x.chunks(batch_size)  # a loader
+    ids = torch.arange(rows.start, rows.stop, device=x.labels.device)
+    return x.batches(list(ids.split(batch_size)))
 
 
-@torch.no_grad()
-def compute_features(model: nn.Module, x, batch_size: int = 256, channels_last: bool = False) -> torch.Tensor:
-    """Backbone features of ``x`` (a tensor or a loader) in eval mode, without gradients (restores
-    the training flag)."""
+def _device(x) -> torch.device:
+    return x.device if isinstance(x, torch.Tensor) else x.labels.device
+
+
+def _share(x, shard: bool) -> slice | None:
+    """This rank's rows of ``x`` when ``shard`` is set under several processes (else all)."""
+    if not shard or dist.world_size() == 1:
+        return None
+    return dist.shard(x.shape[0] if isinstance(x, torch.Tensor) else len(x))
+
+
+def _forward_rows(model: nn.Module, fn, x, batch_size: int, channels_last: bool, shard: bool, width: int):
+    """``fn`` of every chunk of ``x`` (or of this rank's share of it, gathered back in id order) in eval
+    mode; an empty share is a ``(0, width)`` tensor."""
+    rows = _share(x, shard)
     was_training = model.training
     model.eval()
-    out = [model.features(layout(xb, channels_last)) for xb in _chunks(x, batch_size)]
-    model.train(was_training)
+    try:
+        out = [fn(layout(xb, channels_last)) for xb in _chunks(x, batch_size, rows)]
+    finally:
+        model.train(was_training)
     if out:
-        return torch.cat(out)
-    device = x.device if isinstance(x, torch.Tensor) else x.labels.device
-    return torch.empty(0, model.feature_dim, device=device)
+        t = torch.cat(out)
+    else:
+        p = next(model.parameters(), None)
+        t = torch.empty(0, width, device=_device(x), dtype=p.dtype if p is not None else torch.float32)
+    return t if rows is None else dist.all_gather_rows(t)
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x, batch_size: int = 256, channels_last: bool = False) -> torch.Tensor:
-    """Logits of ``x`` (a tensor or a loader) in eval mode, without gradients (restores the training flag)."""
-    was_training = model.training
-    model.eval()
-    out = [model(layout(xb, channels_last)) for xb in _chunks(x, batch_size)]
-    model.train(was_training)
-    return torch.cat(out)
+def compute_features(model: nn.Module, x, batch_size: int = 256, channels_last: bool = False,
+                     shard: bool = False) -> torch.Tensor:
+    """Backbone features of ``x`` (a tensor or a loader) in eval mode, without gradients (restores
+    the training flag).
+
+    ``shard=True`` under several processes: each rank computes its contiguous share of the rows
+    (:func:`otreweight.distributed.shard`) and every rank receives all of them, in id order (a
+    collective: every rank must call it). With one process it is ignored."""
+    return _forward_rows(model, model.features, x, batch_size, channels_last, shard, model.feature_dim)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x, batch_size: int = 256, channels_last: bool = False,
+                   shard: bool = False) -> torch.Tensor:
+    """Logits of ``x`` (a tensor or a loader) in eval mode, without gradients (restores the training
+    flag); ``shard`` as in :func:`compute_features`."""
+    width = model.classifier.out_features if shard else 0
+    return _forward_rows(model, model, x, batch_size, channels_last, shard, width)
 
 
 def probe(model: nn.Module, x: torch.Tensor, channels_last: bool = False, what: str = "the inputs",
@@ -107,8 +148,8 @@ class FeatureCache:
         """The cached features of ``loader``'s split (computed on the first call): float32, or the
         store's float16 (callers take ``.float()`` of the rows they use)."""
         def compute():
-            if self.disk is None:
-                return compute_features(model, loader, batch_size, channels_last).float()
+            if self.disk is None:  # several processes: each rank computes its share, every rank holds them all
+                return compute_features(model, loader, batch_size, channels_last, shard=True).float()
             return self.disk.features(model, loader, view, batch_size, channels_last)
 
         return self.get((loader.name, view), loader.source, compute)
@@ -208,15 +249,26 @@ class FeatureStore:
 
     def features(self, model: nn.Module, loader, view: str, batch_size: int = 256,
                  channels_last: bool = False) -> torch.Tensor:
-        """The stored features of ``loader`` (extracted first, or resumed, when not on disk)."""
+        """The stored features of ``loader`` (extracted first, or resumed, when not on disk).
+
+        Under several processes every rank opens the entry and they agree on whether it is usable
+        (a collective): if any rank cannot read it, all compute their shares (gathered), rank 0 alone
+        writes the entry atomically and the others wait for it at a barrier, so no rank reads a
+        half-written file and no two write one."""
         path = self.path(model, loader, view)
         n, device = len(loader), loader.labels.device
-        if path.exists():
-            arr = self._open(path, n)
-            if arr is not None:
-                self.hits += 1
-                return self._serve(arr, device)
+        arr = self._open(path, n) if path.exists() else None
+        if dist.all_true(arr is not None, device):
+            self.hits += 1
+            return self._serve(arr, device)
         self.misses += 1
+        if dist.world_size() > 1:
+            feats = compute_features(model, loader, batch_size, channels_last, shard=True).float()
+            rounded = feats.cpu().numpy().astype(self.dtype)
+            if dist.is_main():
+                self._write(path, rounded)
+            dist.barrier()
+            return torch.from_numpy(rounded).to(device)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             arr = self._extract(path, model, loader, batch_size, channels_last)
@@ -224,6 +276,15 @@ class FeatureStore:
             feats = torch.cat(list(_feature_chunks(model, loader, batch_size, channels_last, 0)))
             return feats.to(torch.float16).to(device) if self.dtype == np.float16 else feats
         return self._serve(arr, device)
+
+    def _write(self, path: Path, arr: np.ndarray) -> None:
+        from ..utils import atomic_write
+
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, lambda f: np.save(f, arr))
+        except OSError:  # a full or read-only store never stops a run: the features are in memory
+            pass
 
     def _extract(self, path: Path, model, loader, batch_size: int, channels_last: bool) -> np.ndarray:
         """Fill ``<key>.partial.npy`` batch by batch (resuming a partial one), then rename it to ``path``."""

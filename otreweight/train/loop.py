@@ -120,6 +120,7 @@ class Run:
     ddp: nn.Module | None = None  # the whole network wrapped in DistributedDataParallel (several ranks)
     cached_train: torch.Tensor | None = None
     cached_val: torch.Tensor | None = None
+    bn_swaps: list = field(default_factory=list)  # batch-norm layers replaced by SyncBatchNorm (sync_batchnorm)
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp)
@@ -145,10 +146,13 @@ def setup(model, method, train, val, meta, config, device, augment, num_classes,
                               f"per process); run it in one process, without torchrun")
     if method.uses_meta and meta is None:
         raise OTReweightError(f"method {method.name!r} needs a meta set (meta=(x, y)); build one with make_long_tailed")
+    frozen = config.trainable == "classifier"
+    sync_bn = config.sync_batchnorm and world > 1 and not frozen
+    if sync_bn:
+        dist.check_sync_batchnorm(device)
     channels_last = config.channels_last
     if channels_last is None:
         channels_last = get_modality(getattr(train, "modality", None) or infer_modality(train.x)).channels_last
-    frozen = config.trainable == "classifier"
     gen = seed_everything(config.seed)
     model.to(device)
     if channels_last:
@@ -174,6 +178,8 @@ def setup(model, method, train, val, meta, config, device, augment, num_classes,
                            rank=dist.rank(), world_size=world,
                            lengths=train.lengths if getattr(train, "bucket", False) else None)
     method.prepare_model(model)
+    # several processes, sync_batchnorm: batch norm over the global batch (undone at the end of fit)
+    bn_swaps = dist.convert_sync_batchnorm(model) if sync_bn else []
     if frozen:
         for p in model.backbone_parameters():
             p.requires_grad_(False)
@@ -187,11 +193,11 @@ def setup(model, method, train, val, meta, config, device, augment, num_classes,
     use_amp = config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda")
     run = Run(model, method, config, device, train, val, meta_view, optimizer, build_scheduler(optimizer, config),
               gen, sampler, cache, augment, num_classes, train_counts, frozen, channels_last, use_amp,
-              torch.compile(model.features) if config.compile else model.features, tag)
+              torch.compile(model.features) if config.compile else model.features, tag, bn_swaps=bn_swaps)
 
     def train_features() -> torch.Tensor:
         if not frozen:
-            return compute_features(model, train, config.eval_batch_size, channels_last).float()
+            return compute_features(model, train, config.eval_batch_size, channels_last, shard=True).float()
         return run.frozen_features(train).float()
 
     if not frozen and world > 1:  # one module whose forward gives features and logits: DDP averages every gradient
@@ -276,7 +282,8 @@ def evaluate_split(run: Run) -> dict:
     else:
         from .features import predict_logits
 
-        logits = predict_logits(run.model, run.val, run.config.eval_batch_size, run.channels_last)
+        # several processes: each rank predicts its share of the split, every rank receives all logits
+        logits = predict_logits(run.model, run.val, run.config.eval_batch_size, run.channels_last, shard=True)
     pred = logits.argmax(1).cpu().numpy()
     return classification_metrics(run.val.labels.cpu().numpy(), pred, run.train_counts, run.num_classes,
                                   run.config.many_threshold, run.config.few_threshold)
@@ -322,6 +329,7 @@ def fit(model: nn.Module, method: Method, train, val, meta=None, config: FitConf
                                  run.gen, result)
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
+    dist.restore_batchnorm(run.bn_swaps)  # the model's own batch-norm layers again, trained
     result.last_state = copy.deepcopy(model.state_dict())
     if result.best_state is None:  # no epoch ran (zero epochs, or a method that does not train)
         val_metrics = evaluate_split(run)
