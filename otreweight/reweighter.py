@@ -326,7 +326,7 @@ class OTReweighter(nn.Module):
                                   alpha, self.label_scale, out_dtype=torch.float64)
 
     def _pair_cost(self, features, labels, targets: MetaTargets, rows: torch.Tensor, cols: torch.Tensor,
-                   chunk: int = 65536) -> torch.Tensor:
+                   chunk: int = 8192) -> torch.Tensor:
         """``C[rows[k], cols[k]]`` for every ``k`` (float64, on the CPU), in chunks of ``chunk`` rows:
         the cost of each example to one target, without a row of the ``n x m`` matrix."""
         out = torch.empty(rows.shape[0], dtype=torch.float64)
@@ -338,9 +338,10 @@ class OTReweighter(nn.Module):
             r, c = rows[i:i + chunk], cols[i:i + chunk]
             diff = (labels[r.to(labels.device)].cpu() != targets.labels[c.to(targets.labels.device)].cpu())
             part = torch.zeros(r.shape[0], dtype=torch.float64)
-            if g is not None:
-                f = F.normalize(features[r.to(features.device)].detach().to(dtype), dim=1, eps=1e-12)
-                cos = (f * g[c.to(g.device)]).sum(1).to(torch.float64).cpu()
+            if g is not None:  # <f, g> / max(|f|, 1e-12) with g of unit norm: two passes, no (rows, d) temporary
+                f = features[r.to(features.device)].detach().to(dtype)
+                dot = torch.linalg.vecdot(f, g[c.to(g.device)])
+                cos = (dot / torch.linalg.vector_norm(f, dim=1).clamp_min(1e-12)).to(torch.float64).cpu()
                 part = feat_w * (1.0 - cos)
             out[i:i + chunk] = part + (d * diff if self.cost != "feature" else 0.0)
         return out
@@ -402,7 +403,15 @@ class OTReweighter(nn.Module):
                 f"refresh needs the features of all {self.labels.shape[0]} training examples, got {features.shape[0]} rows"
             )
         self.check_size(features.shape[0], len(targets))
-        check_finite("training features", features)
+        for i in range(0, features.shape[0], 8192):
+            # a sum is non-finite when an entry is (or when it overflows: then the exact check
+            # decides): one pass, no (N, d) mask; half features are summed in float32
+            part = features[i:i + 8192]
+            if not part.is_floating_point():
+                continue
+            total = part.sum(dtype=torch.float32) if part.element_size() < 4 else part.sum()
+            if not bool(torch.isfinite(total)):
+                check_finite("training features", part)
         labels = self.labels.to(features.device)
         w, self.last_ot_value = self._solve(features, labels, targets, self.start.to(features.device))
         self.scores.copy_(w.to(self.scores))

@@ -503,8 +503,11 @@ def class_conditional_ot(
 #: POT's Sinkhorn holds about five copies). Above it the per-batch step and the dataset-level
 #: ``kl_regularized`` solve refuse with one line (``class_conditional`` is solved in blocks instead).
 MAX_COST_ENTRIES = 2 ** 25
-#: The largest class block :func:`class_conditional_blocks` solves at once (2**22 entries, 34 MB).
-MAX_BLOCK_ENTRIES = 2 ** 22
+#: The largest group of classes :func:`class_conditional_blocks` solves at once (2**16 entries,
+#: 0.5 MB). Smaller groups waste fewer masked entries (a group of c classes solves c times the
+#: entries it needs), larger ones fewer POT calls; on ImageNet-LT sizes (1,000 classes, 10 targets
+#: each) 2**16 was the fastest of 2**12 .. 2**22 (BENCHMARKS.md).
+MAX_BLOCK_ENTRIES = 2 ** 16
 
 
 def check_cost_size(n: int, m: int, what: str, instead: str) -> None:

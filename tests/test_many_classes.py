@@ -112,6 +112,19 @@ def test_dense_solves_refused_above_the_limit_in_one_line(monkeypatch):
     assert torch.isfinite(rw.step(idx, feats[idx], labels[idx], build_targets("prototype", tf, tl, k))).all()
 
 
+def test_dataset_refresh_refuses_non_finite_features():
+    feats, labels, tf, tl, k = _problem(per_class=(1,))
+    rw = OTReweighter(labels, k, objective="class_conditional", scope="dataset")
+    for bad in (math.nan, math.inf):
+        f = feats.clone()
+        f[5, 2] = bad
+        with pytest.raises(OTReweightError, match="training features contains NaN or inf"):
+            rw.refresh(f, build_targets("prototype", tf, tl, k))
+    big = feats.to(torch.float16) * 1000  # sums of half features overflow float16: no false alarm
+    rw.refresh(big, build_targets("prototype", tf.to(torch.float16), tl, k))
+    assert torch.isfinite(rw.scores).all()
+
+
 def test_float32_cost_against_cached_unit_targets_matches_float64():
     g = torch.Generator().manual_seed(1)
     k, d = 300, 64
