@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -127,6 +128,23 @@ def case_dataset(n, k, imbalance, kind, objective, repeat):
     return {"ms": ms, "n": labels.numel(), "targets": len(targets), "peak_mb": _peak_added(base)}
 
 
+def case_blocks(n, k, imbalance, max_entries):
+    """The class_conditional dataset solve with whole targets at one MAX_BLOCK_ENTRIES."""
+    import torch
+
+    from otreweight import OTReweighter, build_targets
+    from otreweight import transport
+
+    transport.MAX_BLOCK_ENTRIES = max_entries
+    gen = torch.Generator().manual_seed(0)
+    labels = _long_tail(n, k, imbalance, gen)
+    feats = torch.randn(labels.numel(), D, generator=gen).abs_()
+    meta_y = torch.arange(k).repeat_interleave(10)
+    targets = build_targets("whole", torch.randn(meta_y.numel(), D, generator=gen).abs_(), meta_y, k)
+    rw = OTReweighter(labels, k, objective="class_conditional", scope="dataset", lam=0.3)
+    return {"ms": _timed(lambda: rw.refresh(feats, targets), 1)}
+
+
 def case_resnet(batch, repeat):
     import torch
     import torchvision
@@ -159,6 +177,8 @@ def main() -> None:
     p.add_argument("--resnet-batch", type=int, default=16)
     p.add_argument("--quick", action="store_true", help="fewer repeats, no dataset-level iNaturalist rows")
     p.add_argument("--out", help="also write the tables to this file")
+    p.add_argument("--block-sweep", action="store_true",
+                   help="only: class_conditional whole-target solve at ImageNet-LT size per MAX_BLOCK_ENTRIES")
     p.add_argument("--case", help=argparse.SUPPRESS)
     args = p.parse_args()
     import torch
@@ -166,13 +186,22 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.case:
         c = json.loads(args.case)
-        fn = {"step": case_step, "dataset": case_dataset, "resnet": case_resnet}[c.pop("kind_")]
+        fn = {"step": case_step, "dataset": case_dataset, "resnet": case_resnet, "blocks": case_blocks}[c.pop("kind_")]
         print(json.dumps(fn(**c)))
         return
     rep = 2 if args.quick else args.repeat
     load = os.getloadavg()
     lines = [f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
              f"{args.threads} threads; load average at start {load[0]:.2f} (other processes share these CPUs).", ""]
+    if args.block_sweep:
+        lines += ["| MAX_BLOCK_ENTRIES | s per solve (ImageNet-LT size, class_conditional, whole) |", "|---:|---:|"]
+        for e in (2 ** 12, 2 ** 14, 2 ** 16, 2 ** 18, 2 ** 20, 2 ** 22):
+            r = _run_case(args, {"kind_": "blocks", "n": IMAGENET_LT[0], "k": IMAGENET_LT[1],
+                                 "imbalance": IMAGENET_LT[2], "max_entries": e})
+            lines.append(f"| 2**{int(math.log2(e))} | {r['ms'] / 1e3:.2f} |" if "ms" in r else f"| {e} | {r['error']} |")
+            print(lines[-1], flush=True)
+        print("\n".join(lines))
+        return
 
     rn = _run_case(args, {"kind_": "resnet", "batch": args.resnet_batch, "repeat": 2 if args.quick else 3})
     step256 = rn["ms"] * BATCH / args.resnet_batch if "ms" in rn else None

@@ -218,3 +218,31 @@ def test_report_at_1000_classes_stays_small(tmp_path):
         assert len(lines) == 1001, name
     weights_csv = (run / "figures" / "stage2_ot_weights.csv").read_text().splitlines()
     assert weights_csv[0].startswith("class,name,examples,start,class_balanced,mean")
+
+
+def test_vectorised_per_class_statistics_match_a_loop_over_classes():
+    from otreweight.report import _weight_stats
+
+    rng = np.random.default_rng(3)
+    k = 50
+    labels = rng.integers(0, k - 1, 2000)  # class k - 1 has no example
+    rw = OTReweighter(labels, k)
+    rw.scores.mul_(torch.as_tensor(rng.uniform(0.5, 1.5, labels.size), dtype=rw.scores.dtype))
+    summ = rw.class_summary()
+    w, start = rw.weights().numpy().astype(float), rw.initial_scores().numpy().astype(float)
+    initial = start
+    stats = _weight_stats({"labels": labels, "scores": w, "initial": initial}, k)
+    for c in range(k):
+        m = labels == c
+        if not m.any():
+            for name in ("mean", "std", "min", "max", "start"):
+                assert np.isnan(summ[name][c]) and np.isnan(stats[name][c])
+            assert summ["count"][c] == 0 and np.isnan(stats["rel"][c])
+            continue
+        expected = {"mean": w[m].mean(), "std": w[m].std(), "min": w[m].min(), "max": w[m].max(),
+                    "start": start[m].mean()}
+        for name, v in expected.items():
+            assert summ[name][c] == pytest.approx(v, rel=1e-9, abs=1e-12), (name, c)
+            assert stats[name][c] == pytest.approx(v, rel=1e-9, abs=1e-12), (name, c)
+        assert stats["rel"][c] == pytest.approx(((w[m] - initial[m]) / np.abs(initial[m])).mean(), rel=1e-9, abs=1e-12)
+        assert summ["count"][c] == stats["count"][c] == m.sum()
