@@ -71,12 +71,35 @@ def combined_cost(
     :math:`\alpha - \alpha \langle \hat f_i, \hat g_j\rangle + (1-\alpha) d\,[y_i \ne y'_j]` in three
     passes over the :math:`n \times m` matrix (matrix product, comparison, fused add); :math:`d` is
     the label distance of ``label_scale``."""
+    f, g = _unit_rows(features, target_features)
+    return combined_cost_unit(f, labels, g, target_labels, num_classes, alpha, label_scale)
+
+
+def combined_cost_unit(
+    f: torch.Tensor,
+    labels: torch.Tensor,
+    g: torch.Tensor,
+    target_labels: torch.Tensor,
+    num_classes: int,
+    alpha: float = 0.5,
+    label_scale: str = "reference",
+    out_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    r""":func:`combined_cost` of features already scaled to unit rows (``f`` and ``g``), e.g. meta
+    targets normalised once per epoch (:meth:`~otreweight.targets.MetaTargets.unit_features`):
+    the matrix product runs in the features' dtype and the ``(n, m)`` result is returned in
+    ``out_dtype`` (the features' dtype by default)."""
     if not 0.0 <= float(alpha) <= 1.0:
         raise OTReweightError(f"cost mixing coefficient alpha must lie in [0, 1], got {alpha}")
+    if f.shape[-1] != g.shape[-1]:
+        raise OTReweightError(f"feature sizes differ: batch has {f.shape[-1]}, meta targets have {g.shape[-1]}; "
+                              "compute both with the same backbone")
     distance = _label_distance(num_classes, label_scale)
-    f, g = _unit_rows(features, target_features)
     alpha = float(alpha)
     cost = torch.addmm(torch.full((), alpha, dtype=f.dtype, device=f.device), f, g.T, alpha=-alpha)
+    cost = cost if out_dtype is None else cost.to(out_dtype)
+    if alpha == 1.0:
+        return cost
     return cost.add_(_different(labels.to(cost.device), target_labels).to(cost.dtype), alpha=(1.0 - alpha) * distance)
 
 

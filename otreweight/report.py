@@ -43,6 +43,11 @@ FIG_DPI = 120
 MAX_NAMED_CLASSES = 20  # above this, axes show class ranks instead of class names
 MAX_ANNOTATED_CELLS = 20  # above this many classes, confusion matrices carry no numbers
 MAX_SPLIT_ROWS = 20  # above this many classes, the split table is summarised
+# Above this many classes (ImageNet-LT, iNaturalist): per-class figures show bins of classes in
+# display order, the confusion matrix is one of shot groups, and per-class tables go to CSV files.
+MAX_CLASS_BARS = 200
+N_CLASS_BINS = 100  # bins of the per-class figures above MAX_CLASS_BARS
+N_EXTREME_ROWS = 5  # per end, the classes a many-class report lists in the markdown
 GROUP_COLORS = {"many": "#4C72B0", "medium": "#DD8452", "few": "#C44E52", None: "#8C8C8C"}
 METRIC_KEYS = ("accuracy", "balanced_accuracy", "many", "medium", "few", "gmean")
 
@@ -204,19 +209,53 @@ class _Classes:
         self.order = np.argsort(-self.train, kind="stable") if self.train is not None else np.arange(k)
         self.sorted = bool(np.all(self.order == np.arange(k)))
         self.named = k <= MAX_NAMED_CLASSES
+        # many classes: consecutive classes of the display order in N_CLASS_BINS bins
+        self.bin_size = math.ceil(k / N_CLASS_BINS) if k > MAX_CLASS_BARS else 1
+        self.bins = [self.order[i:i + self.bin_size] for i in range(0, k, self.bin_size)] if self.binned else None
+
+    @property
+    def binned(self) -> bool:
+        return self.bin_size > 1
+
+    @property
+    def positions(self) -> int:
+        """Number of x positions of a per-class figure: classes, or bins of classes."""
+        return len(self.bins) if self.binned else self.k
+
+    def show(self, values: np.ndarray, how: str = "mean") -> np.ndarray:
+        """Per-class ``values`` at the figure's positions: in display order, or reduced per bin
+        (``how``: ``"mean"``, ``"min"``, ``"max"``, NaN-aware; an all-NaN bin stays NaN)."""
+        values = np.asarray(values, dtype=float)
+        if not self.binned:
+            return values[self.order]
+        out = np.full(len(self.bins), np.nan)
+        for i, b in enumerate(self.bins):
+            v = values[b]
+            v = v[np.isfinite(v)]
+            if v.size:
+                out[i] = {"mean": np.mean, "min": np.min, "max": np.max}[how](v)
+        return out
 
     @property
     def axis_label(self) -> str:
+        if self.binned:
+            return (f"class rank by training count (0 = largest), bins of {self.bin_size} classes" if not self.sorted
+                    else f"class index, bins of {self.bin_size} classes")
         if self.named:
             return "class" if self.sorted else "class (largest training class first)"
         return "class index" if self.sorted else "class rank by training count (0 = largest)"
 
     def colors(self) -> list[str]:
+        if self.binned:  # the bin's most common shot group
+            return [GROUP_COLORS[max(set(g := [self.group[i] for i in b]), key=g.count)] for b in self.bins]
         return [GROUP_COLORS[self.group[i]] for i in self.order]
 
     def set_ticks(self, ax, axis: str = "x") -> None:
         set_ticks = ax.set_xticks if axis == "x" else ax.set_yticks
-        if self.named:
+        if self.binned:  # a tick every 10 bins, labelled with the first class rank of the bin
+            at = np.arange(0, len(self.bins), 10)
+            set_ticks(at, [str(i * self.bin_size) for i in at])
+        elif self.named:
             labels = [self.names[i] if len(self.names[i]) <= 14 else self.names[i][:13] + "…" for i in self.order]
             style = {"rotation": 45, "ha": "right"} if axis == "x" else {}
             set_ticks(np.arange(self.k), labels, fontsize=9, **style)
@@ -252,16 +291,18 @@ def _save(fig, path: Path) -> Path:
 # --------------------------------------------------------------------------------------------
 def _figure_per_class(st: _Stage, cls: _Classes, path: Path) -> Path:
     """Training counts per class (log) above test accuracy per class at the best epoch."""
-    k, order = cls.k, cls.order
-    x = np.arange(k)
+    k = cls.k
+    x = np.arange(cls.positions)
     best = st.final.get("best") or {}
-    acc = _per_class(best, k)[order] * 100.0
+    acc = cls.show(_per_class(best, k)) * 100.0
     colors = cls.colors()
     width = 8.0 if cls.named else 11.0
     fig = _new_figure(width, 6.2)
     if cls.train is not None:
         ax1, ax2 = fig.subplots(2, 1, sharex=True, height_ratios=[1.0, 1.3])
-        ax1.bar(x, cls.train[order], color=colors, width=0.8)
+        ax1.bar(x, cls.show(cls.train), color=colors, width=0.8)
+        if cls.binned:  # the bin's smallest and largest class
+            ax1.vlines(x, cls.show(cls.train, "min"), cls.show(cls.train, "max"), color="black", lw=0.8)
         ax1.set_yscale("log")
         ax1.set_ylabel("training examples\n(log scale)")
         for thr, style in ((cls.many, "--"), (cls.few, ":")):
@@ -275,6 +316,10 @@ def _figure_per_class(st: _Stage, cls: _Classes, path: Path) -> Path:
     else:
         ax2 = fig.subplots(1, 1)
     ax2.bar(x, np.nan_to_num(acc, nan=0.0), color=colors, width=0.8)
+    if cls.binned:
+        per = _per_class(best, k) * 100.0
+        ax2.vlines(x, cls.show(per, "min"), cls.show(per, "max"), color="black", lw=0.8,
+                   label="bin: class mean (bar), lowest–highest class (line)")
     missing = np.flatnonzero(np.isnan(acc))
     if missing.size:
         ax2.plot(missing, np.full(missing.size, 3.0), "kx", ms=6, mew=1.5, clip_on=False,
@@ -287,7 +332,7 @@ def _figure_per_class(st: _Stage, cls: _Classes, path: Path) -> Path:
     ax2.set_ylim(0, 118)  # head room above 100% for the legend
     ax2.set_yticks(np.arange(0, 101, 20))
     ax2.set_ylabel("test accuracy (%)")
-    ax2.set_xlim(-0.6, k - 0.4)
+    ax2.set_xlim(-0.6, cls.positions - 0.4)
     ax2.set_title(f"Test accuracy per class at the validation-selected epoch ({st.final.get('best_epoch', '-')})",
                   fontsize=10)
     ax2.grid(axis="y", alpha=0.3)
@@ -311,18 +356,25 @@ def _weight_stats(w: dict, k: int) -> dict[str, np.ndarray]:
         raise OTReweightError(f"weights.npz labels lie outside 0..{k - 1}")
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.where(initial != 0, (scores - initial) / np.abs(initial), np.nan)
+    # one pass over the examples per statistic (no loop over the classes: iNaturalist has 8,142)
+    count = np.bincount(labels, minlength=k)
     out = {name: np.full(k, np.nan) for name in ("start", "mean", "std", "min", "max", "rel")}
-    out["count"] = np.bincount(labels, minlength=k)
-    for c in range(k):
-        m = labels == c
-        if not m.any():
-            continue
-        s = scores[m]
-        out["start"][c] = initial[m].mean()
-        out["mean"][c], out["std"][c] = s.mean(), s.std()
-        out["min"][c], out["max"][c] = s.min(), s.max()
-        r = rel[m][np.isfinite(rel[m])]
-        out["rel"][c] = r.mean() if r.size else np.nan
+    out["count"] = count
+    has = count > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["start"][has] = (np.bincount(labels, initial, k) / count)[has]
+        mean = np.bincount(labels, scores, k) / count
+        out["mean"][has] = mean[has]
+        out["std"][has] = np.sqrt(np.bincount(labels, (scores - mean[labels]) ** 2, k) / count)[has]
+        fin = np.isfinite(rel)
+        n_rel = np.bincount(labels[fin], minlength=k)
+        out["rel"][n_rel > 0] = (np.bincount(labels[fin], rel[fin], k) / n_rel)[n_rel > 0]
+    if labels.size:
+        order = np.argsort(labels, kind="stable")
+        starts = np.flatnonzero(has)
+        first = np.concatenate([[0], np.cumsum(count)[:-1]])[starts]
+        out["min"][starts] = np.minimum.reduceat(scores[order], first)
+        out["max"][starts] = np.maximum.reduceat(scores[order], first)
     out["rel_examples"] = rel
     out["labels"] = labels
     cb = w.get("class_balanced")
@@ -332,14 +384,16 @@ def _weight_stats(w: dict, k: int) -> dict[str, np.ndarray]:
 
 def _figure_weights(st: _Stage, cls: _Classes, stats: dict, path: Path) -> Path:
     """Learned scores per class (mean, std, min-max) vs start and class-balanced; relative change."""
-    k, order = cls.k, cls.order
-    x = np.arange(k)
+    k = cls.k
+    x = np.arange(cls.positions)
     fig = _new_figure(13.0 if not cls.named else 11.0, 5.0)
     ax1, ax2 = fig.subplots(1, 2, width_ratios=[1.7, 1.0])
 
-    lo, hi, mean, std = (stats[n][order] for n in ("min", "max", "mean", "std"))
-    start = stats["start"][order]
-    cb = stats["cb"][order] if stats["cb"] is not None else None
+    # binned (many classes): the bin's lowest min, highest max, mean of the class means and stds
+    lo, hi = cls.show(stats["min"], "min"), cls.show(stats["max"], "max")
+    mean, std = cls.show(stats["mean"]), cls.show(stats["std"])
+    start = cls.show(stats["start"])
+    cb = cls.show(stats["cb"]) if stats["cb"] is not None else None
     ax1.vlines(x, lo, hi, color="#4C72B0", alpha=0.35, lw=6 if cls.named else 2.5, label="learned: min–max")
     ax1.errorbar(x, mean, yerr=std, fmt="o", color="#4C72B0", ms=5 if cls.named else 3,
                  capsize=3 if cls.named else 0, lw=1.2, label="learned: mean ± std")
@@ -359,7 +413,7 @@ def _figure_weights(st: _Stage, cls: _Classes, stats: dict, path: Path) -> Path:
         ax1.set_ylabel("score (log scale)")
     else:
         ax1.set_ylabel("score")
-    ax1.set_xlim(-0.6, k - 0.4)
+    ax1.set_xlim(-0.6, cls.positions - 0.4)
     cls.set_ticks(ax1)
     ax1.set_xlabel(cls.axis_label)
     ax1.grid(axis="y", alpha=0.3)
@@ -407,6 +461,8 @@ def _figure_confusion(st: _Stage, cls: _Classes, path: Path) -> Path:
     k, order = cls.k, cls.order
     yt = st.predictions["y_true"].astype(np.int64).ravel()
     yp = st.predictions["pred_best"].astype(np.int64).ravel()
+    if k > MAX_CLASS_BARS:
+        return _figure_confusion_groups(st, cls, yt, yp, path)
     cm = np.zeros((k, k))
     np.add.at(cm, (yt, yp), 1.0)
     support = cm.sum(axis=1, keepdims=True)
@@ -435,6 +491,86 @@ def _figure_confusion(st: _Stage, cls: _Classes, path: Path) -> Path:
     ax.set_title(f"{st.name}: test confusion matrix, epoch {st.final.get('best_epoch', '-')} "
                  "(rows normalised)", fontsize=11)
     return _save(fig, path)
+
+
+def _class_groups(cls: _Classes) -> tuple[list[str], np.ndarray]:
+    """Names of the groups of the grouped confusion matrix and each class's group index: the
+    many / medium / few shot groups, or (without training counts and thresholds) ten bins of the
+    display order."""
+    if cls.group[0] is not None:
+        names = [g for g in ("many", "medium", "few") if g in cls.group]
+        return names, np.array([names.index(g) for g in cls.group])
+    size = math.ceil(cls.k / 10)
+    of = np.empty(cls.k, dtype=np.int64)
+    of[cls.order] = np.arange(cls.k) // size
+    n = int(of.max()) + 1
+    word = "index" if cls.sorted else "rank"
+    return [f"{word} {i * size}–{min(cls.k, (i + 1) * size) - 1}" for i in range(n)], of
+
+
+def _group_confusion(cls: _Classes, yt: np.ndarray, yp: np.ndarray):
+    """Group names, each class's group, the row-normalised group x group matrix (true group ->
+    predicted group) and the accuracy per group (mean per-class recall, NaN without test examples)."""
+    names, of = _class_groups(cls)
+    g = len(names)
+    cm = np.zeros((g, g))
+    np.add.at(cm, (of[yt], of[yp]), 1.0)
+    support = cm.sum(axis=1, keepdims=True)
+    cm = np.divide(cm, support, out=np.zeros_like(cm), where=support > 0)
+    tested = np.bincount(yt, minlength=cls.k)
+    recall = np.divide(np.bincount(yt, weights=(yt == yp).astype(float), minlength=cls.k), tested,
+                       out=np.full(cls.k, np.nan), where=tested > 0)
+    acc = np.array([np.nanmean(recall[of == i]) if np.isfinite(recall[of == i]).any() else np.nan
+                    for i in range(g)])
+    return names, of, cm, acc
+
+
+def _figure_confusion_groups(st: _Stage, cls: _Classes, yt: np.ndarray, yp: np.ndarray, path: Path) -> Path:
+    """Many classes: a group x group row-normalised confusion matrix (group of the true class ->
+    group of the predicted class) and the per-group accuracy (mean per-class recall), never K x K."""
+    from matplotlib.colors import Normalize
+
+    names, of, cm, acc = _group_confusion(cls, yt, yp)
+    g = len(names)
+    fig = _new_figure(11.0, 5.0)
+    ax1, ax2 = fig.subplots(1, 2, width_ratios=[1.25, 1.0])
+    im = ax1.imshow(cm * 100, cmap="Blues", norm=Normalize(0, 100), interpolation="nearest")
+    fig.colorbar(im, ax=ax1, shrink=0.8, label="share of the group's test examples (%)")
+    fs = 10 if g <= 3 else 7
+    for i in range(g):
+        for j in range(g):
+            v = 100 * cm[i, j]
+            ax1.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=fs, color="white" if v > 55 else "black")
+    counts = [int((of == i).sum()) for i in range(g)]
+    ticks = [f"{n}\n({c} cl.)" for n, c in zip(names, counts)]
+    ax1.set_xticks(np.arange(g), ticks, fontsize=8)
+    ax1.set_yticks(np.arange(g), ticks, fontsize=8)
+    ax1.set_xlabel("group of the predicted class")
+    ax1.set_ylabel("group of the true class")
+    ax1.set_title("Test predictions, group to group (rows sum to 100%)", fontsize=10)
+    colors = [GROUP_COLORS.get(n, GROUP_COLORS[None]) for n in names]
+    ax2.bar(np.arange(g), np.nan_to_num(np.array(acc) * 100, nan=0.0), color=colors, width=0.7)
+    for i, v in enumerate(acc):
+        ax2.text(i, (0 if np.isnan(v) else 100 * v) + 1.5, "-" if np.isnan(v) else f"{100 * v:.1f}",
+                 ha="center", fontsize=9)
+    ax2.set_xticks(np.arange(g), names, fontsize=8, rotation=0 if g <= 3 else 45)
+    ax2.set_ylim(0, 110)
+    ax2.set_ylabel("test accuracy (%, mean over the group's classes)")
+    ax2.set_title("Accuracy per group", fontsize=10)
+    ax2.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"{st.name}: test confusion by class group, epoch {st.final.get('best_epoch', '-')} "
+                 f"({cls.k} classes)", fontsize=11)
+    return _save(fig, path)
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
 
 
 def _figure_curves(stages: list[_Stage], path: Path) -> Path:
@@ -578,19 +714,33 @@ def _results_section(stages: list[_Stage], select: str) -> list[str]:
     ]
 
 
-def _weights_table(stats: dict, cls: _Classes) -> list[str]:
+def _weights_table(stats: dict, cls: _Classes, csv_path: Path | None = None) -> list[str]:
     header = ["class", "name", "examples", "start", "class-balanced", "mean", "std", "mean rel. change (%)"]
-    rows = []
-    for c in cls.order:
+
+    def row(c):
         cb = stats["cb"][c] if stats["cb"] is not None else None
         rel = stats["rel"][c]
-        rows.append([c, cls.names[c], int(stats["count"][c]), _fmt(stats["start"][c], ".4g"), _fmt(cb, ".4g"),
-                     _fmt(stats["mean"][c], ".4g"), _fmt(stats["std"][c], ".3g"),
-                     f"{100 * rel:+.1f}" if _is_num(rel) else "-"])
-    table = _table(header, rows, ["---:", "---"] + ["---:"] * 6)
+        return [c, cls.names[c], int(stats["count"][c]), _fmt(stats["start"][c], ".4g"), _fmt(cb, ".4g"),
+                _fmt(stats["mean"][c], ".4g"), _fmt(stats["std"][c], ".3g"),
+                f"{100 * rel:+.1f}" if _is_num(rel) else "-"]
+
     intro = ("Per class: training examples, mean starting score, class-balanced (effective-number) weight, "
              "mean and standard deviation of the learned scores, and the mean per-example relative change "
              "(learned − start) / |start|.")
+    if cls.k > MAX_CLASS_BARS and csv_path is not None:  # thousands of rows: a CSV, the extremes here
+        _write_csv(csv_path, ["class", "name", "examples", "start", "class_balanced", "mean", "std", "min", "max",
+                              "mean_rel_change"],
+                   [[c, cls.names[c], int(stats["count"][c])]
+                    + [float(stats[n][c]) if stats[n] is not None else "" for n in ("start", "cb")]
+                    + [float(stats[n][c]) for n in ("mean", "std", "min", "max", "rel")] for c in range(cls.k)])
+        rel = stats["rel"]
+        ranked = [c for c in np.argsort(-np.nan_to_num(rel, nan=-np.inf), kind="stable") if np.isfinite(rel[c])]
+        n = N_EXTREME_ROWS
+        shown = ranked[:n] + [c for c in ranked[-n:] if c not in ranked[:n]]
+        return [intro + f" All {cls.k} classes are in [`figures/{csv_path.name}`](figures/{csv_path.name}); "
+                f"below, the {n} classes whose scores rose most and the {n} whose scores fell most.", "",
+                *_table(header, [row(c) for c in shown], ["---:", "---"] + ["---:"] * 6), ""]
+    table = _table(header, [row(c) for c in cls.order], ["---:", "---"] + ["---:"] * 6)
     if cls.k > MAX_NAMED_CLASSES:
         return [intro, "", "<details><summary>Per-class weight table "
                 f"({cls.k} classes)</summary>", "", *table, "", "</details>", ""]
@@ -661,7 +811,7 @@ def write_report(run_dir, title: str | None = None) -> Path:
 
     fig_dir = run_dir / "figures"
     fig_dir.mkdir(exist_ok=True)
-    for old in fig_dir.glob("*.png"):  # figures of an earlier report that may no longer apply
+    for old in (*fig_dir.glob("*.png"), *fig_dir.glob("*.csv")):  # files of an earlier report that may no longer apply
         if old.name == "learning_curves.png" or old.stem.endswith(("_per_class", "_weights", "_confusion")):
             old.unlink()
 
@@ -692,7 +842,16 @@ def write_report(run_dir, title: str | None = None) -> Path:
             + ("Bottom: t" if cls.train is not None else "T")
             + f"est accuracy per class at the validation-selected epoch {st.final.get('best_epoch', '-')}, "
             "with the balanced accuracy as a dashed line"
-            + ("; colours mark shot groups" if cls.group[0] is not None else "") + f"; {order_note}.")
+            + ("; colours mark shot groups" if cls.group[0] is not None else "") + f"; {order_note}"
+            + (f"; {k} classes in bins of {cls.bin_size} (bar: the bin's mean, line: its lowest to highest class; "
+               f"colour: its most common shot group)" if cls.binned else "") + ".")
+        if cls.binned:
+            best = st.final.get("best") or {}
+            acc = _per_class(best, k)
+            c = _write_csv(fig_dir / f"{safe}_per_class.csv", ["class", "name", "train", "shot_group", "test_accuracy"],
+                           [[i, cls.names[i], "" if cls.train is None else int(cls.train[i]), cls.group[i] or "",
+                             "" if np.isnan(acc[i]) else float(acc[i])] for i in range(k)])
+            md += [f"Per-class test accuracy of all {k} classes: [`figures/{c.name}`](figures/{c.name}).", ""]
         if st.weights is not None:
             try:
                 stats = _weight_stats(st.weights, k)
@@ -709,18 +868,26 @@ def write_report(run_dir, title: str | None = None) -> Path:
                        else " (black line, red dashed line)")
                     + ". Right: distribution of the per-example relative change (learned − start) / |start|, "
                     f"one outline per shot group normalised to that group's size; {order_note}.")
-                md += _weights_table(stats, cls)
+                md += _weights_table(stats, cls, fig_dir / f"{safe}_weights.csv")
         if st.predictions is not None:
             yt, yp = st.predictions["y_true"], st.predictions["pred_best"]
             if yt.shape != yp.shape or (yt.size and (min(yt.min(), yp.min()) < 0 or max(yt.max(), yp.max()) >= k)):
                 notes.append(f"`{st.name}/predictions.npz` does not match the {k} classes; confusion matrix skipped.")
             else:
                 p = _figure_confusion(st, cls, fig_dir / f"{safe}_confusion.png")
-                md += _figure_md(
-                    f"figures/{p.name}", f"{st.name} confusion matrix",
-                    f"Test confusion matrix at the validation-selected epoch {st.final.get('best_epoch', '-')}, "
-                    "each row divided by the number of test examples of its true class (rows sum to 100%)"
-                    + ("; numbers are percentages" if k <= MAX_ANNOTATED_CELLS else "") + f"; {order_note}.")
+                if k > MAX_CLASS_BARS:
+                    caption = (f"Test predictions at the validation-selected epoch {st.final.get('best_epoch', '-')} "
+                               f"by class group ({k} classes: no {k} x {k} picture). Left: the share of each group's "
+                               "test examples predicted as a class of each group (rows sum to 100%; the diagonal "
+                               "includes wrong classes of the same group). Right: accuracy per group, the mean "
+                               "per-class recall over its classes"
+                               + (" (many / medium / few shot groups)." if cls.group[0] is not None
+                                  else f" (ten bins of {order_note})."))
+                else:
+                    caption = (f"Test confusion matrix at the validation-selected epoch {st.final.get('best_epoch', '-')}, "
+                               "each row divided by the number of test examples of its true class (rows sum to 100%)"
+                               + ("; numbers are percentages" if k <= MAX_ANNOTATED_CELLS else "") + f"; {order_note}.")
+                md += _figure_md(f"figures/{p.name}", f"{st.name} confusion matrix", caption)
         else:
             notes.append(f"`{st.name}` has no `predictions.npz`; its confusion matrix is skipped.")
 

@@ -64,16 +64,18 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ._errors import OTReweightError, check_choice, check_finite, check_labels, check_positive
 from .class_weights import effective_number_weights
-from .cost import COSTS, LABEL_SCALES, cost_matrix
+from .cost import COSTS, LABEL_SCALES, _label_distance, combined_cost_unit, cost_matrix
 from .targets import MetaTargets
 from .registry import check_option_types
 from .transport import (
     balanced_target_mass,
-    class_conditional_ot,
+    check_cost_size,
+    class_conditional_blocks,
     entropic_ot,
     entropic_ot_linear_unrolled,
     semi_relaxed_ot,
@@ -211,6 +213,8 @@ class OTReweighter(nn.Module):
             raise OTReweightError(f"lam (weight of the KL term) must be a number > 0 or inf, got {lam!r}") from None
         if not self.lam > 0:
             raise OTReweightError(f"lam (weight of the KL term) must be > 0 or inf, got {lam!r}")
+        if self.scope == "dataset":  # at least one target per class: refuse an impossible solve now
+            self.check_size(labels.shape[0], self.num_classes)
         self.register_buffer("labels", labels)
         self.register_buffer("scores", self.initial_scores())
         # The starting scores, kept for the solved objectives (their prior and scale); not saved.
@@ -277,6 +281,7 @@ class OTReweighter(nn.Module):
             return self.loss_weights(idx)
         s = self.scores[idx].to(torch.float64)
         if self.steps > 0:
+            self.check_size(features.shape[0], len(targets))
             cost = self._cost(features, labels, targets)
             for k in range(self.steps):
                 s = s.detach().requires_grad_(True)
@@ -301,34 +306,85 @@ class OTReweighter(nn.Module):
             self.scores[idx] = s.to(self.scores.dtype)
         return self.loss_weights(idx)
 
-    def _cost(self, features, labels, targets: MetaTargets) -> torch.Tensor:
-        return cost_matrix(
-            self.cost,
-            features.detach().to(torch.float64),
-            labels,
-            targets.features.detach().to(torch.float64),
-            targets.labels,
-            self.num_classes,
-            self.alpha,
-            self.label_scale,
-        )
+    def _cost(self, features, labels, targets: MetaTargets, cols: torch.Tensor | None = None) -> torch.Tensor:
+        """The ``(n, m)`` cost in float64 (what Sinkhorn runs in). The feature part is one matrix
+        product in the features' precision (float32 for float32 / half features, float64 for
+        float64 ones) against the targets' unit rows, normalised once per targets object
+        (:meth:`MetaTargets.unit_features`): at thousands of targets, casting and normalising every
+        target per batch cost more than the product itself."""
+        tlabels = targets.labels if cols is None else targets.labels[cols]
+        if self.cost == "label":
+            return cost_matrix("label", features.detach().to(torch.float64), labels, targets.features,
+                               tlabels, self.num_classes, self.alpha, self.label_scale)
+        check_labels("labels", labels, self.num_classes)
+        check_labels("target labels", tlabels, self.num_classes)
+        dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
+        f = F.normalize(features.detach().to(dtype), dim=1, eps=1e-12)
+        g = targets.unit_features(dtype)
+        alpha = 1.0 if self.cost == "feature" else self.alpha
+        return combined_cost_unit(f, labels, g if cols is None else g[cols], tlabels, self.num_classes,
+                                  alpha, self.label_scale, out_dtype=torch.float64)
+
+    def _pair_cost(self, features, labels, targets: MetaTargets, rows: torch.Tensor, cols: torch.Tensor,
+                   chunk: int = 8192) -> torch.Tensor:
+        """``C[rows[k], cols[k]]`` for every ``k`` (float64, on the CPU), in chunks of ``chunk`` rows:
+        the cost of each example to one target, without a row of the ``n x m`` matrix."""
+        out = torch.empty(rows.shape[0], dtype=torch.float64)
+        dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
+        g = targets.unit_features(dtype) if self.cost != "label" else None
+        feat_w = {"feature": 1.0, "label": 0.0}.get(self.cost, self.alpha)
+        d = _label_distance(self.num_classes, self.label_scale) * (1.0 - feat_w if self.cost == "combined" else 1.0)
+        for i in range(0, rows.shape[0], chunk):
+            r, c = rows[i:i + chunk], cols[i:i + chunk]
+            diff = (labels[r.to(labels.device)].cpu() != targets.labels[c.to(targets.labels.device)].cpu())
+            part = torch.zeros(r.shape[0], dtype=torch.float64)
+            if g is not None:  # <f, g> / max(|f|, 1e-12) with g of unit norm: two passes, no (rows, d) temporary
+                f = features[r.to(features.device)].detach().to(dtype)
+                dot = torch.linalg.vecdot(f, g[c.to(g.device)])
+                cos = (dot / torch.linalg.vector_norm(f, dim=1).clamp_min(1e-12)).to(torch.float64).cpu()
+                part = feat_w * (1.0 - cos)
+            out[i:i + chunk] = part + (d * diff if self.cost != "feature" else 0.0)
+        return out
 
     def _solve(self, features, labels, targets: MetaTargets, start: torch.Tensor):
         """Loss weights ``a* S`` (``S = start.sum()``) of a solved objective, and its value."""
-        cost = self._cost(features, labels, targets)
         start = start.to(torch.float64)
         scale = start.sum()
         solve = dict(eps=self.eps, lam=self.lam, tol=self.tol, max_iter=self.max_iter)
+        if self.objective == "class_conditional":
+            # each class present gets the same mass, whatever its count of examples or of targets,
+            # and OT spreads it over the class's examples against that class's targets only: one
+            # problem per class, solved class block by class block (never the n x m cost), with
+            # the explicit minimiser for one target per class (class_conditional_blocks)
+            check_labels("labels", labels, self.num_classes)
+            res = class_conditional_blocks(
+                lambda r, c: self._cost(features[r.to(features.device)], labels[r.to(labels.device)], targets,
+                                        c.to(targets.labels.device)),
+                lambda r, c: self._pair_cost(features, labels, targets, r, c),
+                labels, targets.labels, self.num_classes, **solve)
+            return res.weights.to(device=start.device) * scale, res.value
+        self.check_size(features.shape[0], len(targets))
+        cost = self._cost(features, labels, targets)
         if self.objective == "kl_regularized":
             # every class's targets carry the same total mass, whatever the meta counts
             b = balanced_target_mass(targets.labels.to(cost.device), self.num_classes)
             res = semi_relaxed_ot(cost, start / scale, b, **solve)
             return res.weights * scale, res.value
-        # class_conditional: each class present gets the same mass, whatever its count of
-        # examples or of targets, and OT spreads it over the class's examples, against that
-        # class's targets only (one problem per class, see class_conditional_ot).
-        res = class_conditional_ot(cost, labels, targets.labels, self.num_classes, **solve)
-        return res.weights * scale, res.value
+        raise OTReweightError(f"unknown objective {self.objective!r}")  # pragma: no cover - checked in __init__
+
+    def check_size(self, n: int, m: int) -> None:
+        """One line, before any work, when a dense solve of ``n`` examples against ``m`` targets
+        would exceed :data:`~otreweight.transport.MAX_COST_ENTRIES` (the per-batch step, the
+        ``kl_regularized`` solve; ``class_conditional`` is solved in class blocks and has no limit)."""
+        if self.objective == "class_conditional":
+            return
+        if self.scope == "dataset":
+            check_cost_size(n, m, f"objective='kl_regularized' with scope='dataset' on {n:,} training examples",
+                            "use objective='class_conditional' (solved class by class in bounded memory) or "
+                            "scope='batch'")
+        else:
+            check_cost_size(n, m, f"the OT step of a batch of {n:,} against {m:,} meta targets",
+                            "use targets='prototype' (one target per class) or a smaller batch")
 
     def refresh(self, features: torch.Tensor, targets: MetaTargets) -> None:
         """Solve the weights of every training example at once (``scope="dataset"``).
@@ -346,7 +402,16 @@ class OTReweighter(nn.Module):
             raise OTReweightError(
                 f"refresh needs the features of all {self.labels.shape[0]} training examples, got {features.shape[0]} rows"
             )
-        check_finite("training features", features)
+        self.check_size(features.shape[0], len(targets))
+        for i in range(0, features.shape[0], 8192):
+            # a sum is non-finite when an entry is (or when it overflows: then the exact check
+            # decides): one pass, no (N, d) mask; half features are summed in float32
+            part = features[i:i + 8192]
+            if not part.is_floating_point():
+                continue
+            total = part.sum(dtype=torch.float32) if part.element_size() < 4 else part.sum()
+            if not bool(torch.isfinite(total)):
+                check_finite("training features", part)
         labels = self.labels.to(features.device)
         w, self.last_ot_value = self._solve(features, labels, targets, self.start.to(features.device))
         self.scores.copy_(w.to(self.scores))
@@ -380,14 +445,21 @@ class OTReweighter(nn.Module):
         w = self.weights(normalize).numpy().astype(np.float64)
         start = self.initial_scores().numpy().astype(np.float64)
         y = self.labels.cpu().numpy()
-        out = {k: np.full(self.num_classes, np.nan) for k in ("mean", "std", "min", "max", "start")}
-        out["count"] = np.bincount(y, minlength=self.num_classes)
-        for c in range(self.num_classes):
-            wc = w[y == c]
-            if wc.size:
-                out["mean"][c], out["std"][c] = wc.mean(), wc.std()
-                out["min"][c], out["max"][c] = wc.min(), wc.max()
-                out["start"][c] = start[y == c].mean()
+        k = self.num_classes
+        out = {name: np.full(k, np.nan) for name in ("mean", "std", "min", "max", "start")}
+        count = out["count"] = np.bincount(y, minlength=k)
+        has = count > 0
+        # one pass over the examples per statistic, no loop over the classes (thousands at iNaturalist)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = np.bincount(y, w, k) / count
+            out["mean"][has] = mean[has]
+            out["std"][has] = np.sqrt(np.bincount(y, (w - mean[y]) ** 2, k) / count)[has]
+            out["start"][has] = (np.bincount(y, start, k) / count)[has]
+        if y.size:
+            order = np.argsort(y, kind="stable")
+            first = np.concatenate([[0], np.cumsum(count)[:-1]])[has]
+            out["min"][has] = np.minimum.reduceat(w[order], first)
+            out["max"][has] = np.maximum.reduceat(w[order], first)
         return out
 
     def extra_repr(self) -> str:

@@ -12,9 +12,10 @@ The targets carry uniform mass :math:`1/m` in the OT problem.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from ._errors import OTReweightError, check_choice
 
@@ -28,9 +29,27 @@ class MetaTargets:
     features: torch.Tensor
     labels: torch.Tensor
     num_classes: int
+    _unit: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def unit_features(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The target features scaled to unit rows, detached, in ``dtype`` (the features' own
+        floating dtype by default; integer or half features give float32).
+
+        Computed once and kept while ``features`` is the same, unchanged tensor: the per-batch
+        cost against thousands of targets (or tens of thousands with ``"whole"``) then costs one
+        matrix product, not a normalisation (and a copy) of every target per batch.
+        """
+        feats = self.features.detach()
+        if dtype is None:
+            dtype = feats.dtype if feats.dtype in (torch.float32, torch.float64) else torch.float32
+        c = self._unit
+        if c is None or c[0] is not self.features or c[1] != self.features._version or c[2] != dtype:
+            unit = F.normalize(feats.to(dtype), dim=1, eps=1e-12)
+            self._unit = c = (self.features, self.features._version, dtype, unit)
+        return c[3]
 
 
 def check_meta_classes(meta_labels: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -172,13 +172,13 @@ def _check_marginals(plan, a, b, eps, max_iter) -> None:
 
 def _solve(cost, a, b, eps, tol, max_iter, method) -> OTResult:
     if method != "log":
-        safe = cost.device.type == "cpu" and float(cost.detach().abs().max()) / eps <= _MAX_SCALING_EXPONENT
+        safe = cost.device.type == "cpu" and _abs_max(cost) / eps <= _MAX_SCALING_EXPONENT
         if method == "scaling" and not safe:
             if cost.device.type != "cpu":
                 raise OTReweightError("method='scaling' runs on CPU tensors only; use method='log' or 'auto'")
             raise OTReweightError(
                 f"method='scaling' needs max|cost|/eps <= {_MAX_SCALING_EXPONENT:g}, got "
-                f"{float(cost.detach().abs().max()) / eps:.3g}; use method='log' or 'auto', or raise eps"
+                f"{_abs_max(cost) / eps:.3g}; use method='log' or 'auto', or raise eps"
             )
         if safe:
             return _entropic_ot_scaling(cost, a, b.to(a.dtype), eps, tol, max_iter)
@@ -203,6 +203,11 @@ def _solve(cost, a, b, eps, tol, max_iter, method) -> OTResult:
     return OTResult(res.value, res.value_linear, res.plan)
 
 
+def _abs_max(cost: torch.Tensor) -> float:
+    lo, hi = torch.aminmax(cost.detach())
+    return max(-float(lo), float(hi))
+
+
 # exp(-50) ~ 2e-22: far from underflow in float32 and float64, and the scaling iterations stay
 # well conditioned.
 _MAX_SCALING_EXPONENT = 50.0
@@ -216,8 +221,9 @@ def _entropic_ot_scaling(cost, a, b, eps, tol, max_iter) -> OTResult:
         warnings.simplefilter("ignore", UserWarning)
         plan, log = ot.bregman.sinkhorn_knopp(a0, b.detach(), c, eps, numItermax=max_iter, stopThr=tol,
                                               log=True, warn=False)
-    value_linear = (c * plan).sum()
-    value = value_linear + eps * (plan * torch.log(plan + 1e-16)).sum()
+    # one pass each over the (n, m) plan, no (n, m) temporaries (0 log 0 = 0)
+    value_linear = torch.dot(c.reshape(-1), plan.reshape(-1))
+    value = value_linear + eps * torch.special.xlogy(plan, plan).sum()
     if not torch.isfinite(value):
         raise OTReweightError(
             f"the OT solve returned a non-finite value (eps={eps}); raise eps or check the "
@@ -491,3 +497,143 @@ def class_conditional_ot(
     prior = 1.0 / (present.numel() * class_count[labels])
     return semi_relaxed_ot(cost[:, keep], prior, b, eps=eps, lam=lam, tol=tol, max_iter=max_iter,
                            allowed=labels[:, None] == tlabels[None, :])
+
+
+#: The largest ``n x m`` cost matrix one dense solve takes (2**25 entries: 268 MB per float64 copy;
+#: POT's Sinkhorn holds about five copies). Above it the per-batch step and the dataset-level
+#: ``kl_regularized`` solve refuse with one line (``class_conditional`` is solved in blocks instead).
+MAX_COST_ENTRIES = 2 ** 25
+#: The largest group of classes :func:`class_conditional_blocks` solves at once (2**16 entries,
+#: 0.5 MB). Smaller groups waste fewer masked entries (a group of c classes solves c times the
+#: entries it needs), larger ones fewer POT calls; on ImageNet-LT sizes (1,000 classes, 10 targets
+#: each) 2**16 was the fastest of 2**12 .. 2**22 (BENCHMARKS.md).
+MAX_BLOCK_ENTRIES = 2 ** 16
+
+
+def check_cost_size(n: int, m: int, what: str, instead: str) -> None:
+    """One line when an ``n x m`` dense cost matrix would exceed :data:`MAX_COST_ENTRIES`."""
+    if n * m > MAX_COST_ENTRIES:
+        raise OTReweightError(
+            f"{what} needs a dense {n:,} x {m:,} cost matrix ({n * m * 8 / 2 ** 30:.1f} GiB in float64, about five "
+            f"copies in Sinkhorn), above the limit of {MAX_COST_ENTRIES:,} entries "
+            f"(otreweight.transport.MAX_COST_ENTRIES); {instead}"
+        )
+
+
+@dataclass
+class BlockResult:
+    """Result of :func:`class_conditional_blocks`: the weights ``(n,)`` (total mass 1), the
+    objective value, and whether every POT solve reached its tolerance (``n_iter``: the most
+    iterations one of them ran; 0 when every class has a single target)."""
+
+    weights: torch.Tensor
+    value: torch.Tensor
+    converged: bool = True
+    n_iter: int = 0
+    n_blocks: int = 0
+
+
+def class_conditional_blocks(
+    block_cost,
+    pair_cost,
+    labels: torch.Tensor,
+    target_labels: torch.Tensor,
+    num_classes: int,
+    eps: float = 0.1,
+    lam: float = 1.0,
+    tol: float = 1e-9,
+    max_iter: int = 1000,
+    max_entries: int | None = None,
+) -> BlockResult:
+    r"""The weights of :func:`class_conditional_ot`, class block by class block, in bounded memory.
+
+    The class-conditional problem splits into one independent problem per class (no mass crosses
+    classes), so it is solved without the ``n x m`` cost: ``block_cost(rows, cols)`` gives the
+    ``(len(rows), len(cols))`` cost between the examples ``rows`` and the targets ``cols`` and is
+    called only for classes with several targets, grouped so that a block holds at most
+    ``max_entries`` entries (:data:`MAX_BLOCK_ENTRIES`; a single class larger than that is solved
+    alone), each group by :func:`class_conditional_ot` (POT) and given the mass of its classes.
+    A class with one target (prototypes) needs no solve: its minimiser is explicit,
+    :math:`a_i \propto e^{-C_{i}/(\lambda+\varepsilon)}` within the class (uniform for
+    ``lam = inf``), from ``pair_cost(rows, cols)``, the cost of each example ``rows[k]`` to its
+    class's target ``cols[k]`` (shape ``(len(rows),)``). Memory: the largest block, plus ``O(n + m)``.
+
+    Same weights and value as :func:`class_conditional_ot` on the full cost (to the solver's
+    tolerance; the tests check it to 1e-6), and the same one-line errors.
+    """
+    eps = check_positive("eps (entropic regularisation)", eps)
+    lam = float(lam)
+    if not (lam > 0):
+        raise OTReweightError(f"lam (weight of the KL term) must be > 0 or inf, got {lam}")
+    max_entries = MAX_BLOCK_ENTRIES if max_entries is None else int(max_entries)
+    labels = labels.detach().long().cpu()
+    tlabels = target_labels.detach().long().cpu()
+    n = labels.shape[0]
+    if n == 0 or tlabels.numel() == 0:
+        raise OTReweightError("the class-conditional solve needs at least one example and one target")
+    counts = torch.bincount(labels, minlength=num_classes)
+    tcounts = torch.bincount(tlabels, minlength=num_classes)
+    present = torch.nonzero(counts).flatten()
+    missing = present[tcounts[present] == 0]
+    if missing.numel():
+        raise OTReweightError(
+            f"class(es) {missing[:10].tolist()} have examples but no target; give every class a target "
+            "(e.g. targets built from its own training examples)"
+        )
+    k_present = present.numel()
+    weights = torch.zeros(n, dtype=torch.float64)
+    value = torch.zeros((), dtype=torch.float64)
+    # examples and targets grouped by class: class c's rows are row_order[row_start[c]:row_start[c + 1]]
+    row_order = torch.argsort(labels, stable=True)
+    col_order = torch.argsort(tlabels, stable=True)
+    row_start = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(counts, 0)])
+    col_start = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(tcounts, 0)])
+
+    single = tcounts[labels] == 1
+    if bool(single.any()):
+        rows = torch.nonzero(single).flatten()
+        y = labels[rows]
+        cols = col_order[col_start[y]]  # the one target of each row's class
+        c = pair_cost(rows, cols).detach().to(torch.float64).cpu()
+        prior = 1.0 / (k_present * counts[y].to(torch.float64))
+        if math.isinf(lam):
+            w = prior
+        else:  # softmax of -c / (lam + eps) within each class, total mass 1 / K'
+            s = -c / (lam + eps)
+            top = torch.full((num_classes,), -math.inf, dtype=torch.float64).scatter_reduce(0, y, s, "amax")
+            e = torch.exp(s - top[y])
+            w = e / torch.zeros(num_classes, dtype=torch.float64).index_add_(0, y, e)[y] / k_present
+        weights[rows] = w
+        value = value + semi_relaxed_objective(c[:, None], w[:, None], prior, eps, lam)
+
+    multi = present[tcounts[present] > 1].tolist()
+    groups, cur, r, m = [], [], 0, 0
+    for cl in multi:  # consecutive classes while the block stays within max_entries
+        nc, mc = int(counts[cl]), int(tcounts[cl])
+        if cur and (r + nc) * (m + mc) > max_entries:
+            groups.append(cur)
+            cur, r, m = [], 0, 0
+        cur.append(cl)
+        r, m = r + nc, m + mc
+    if cur:
+        groups.append(cur)
+    converged, n_iter = True, 0
+    for g in groups:
+        rows = torch.cat([row_order[row_start[cl]:row_start[cl + 1]] for cl in g])
+        cols = torch.cat([col_order[col_start[cl]:col_start[cl + 1]] for cl in g])
+        cost = block_cost(rows, cols).detach().to(torch.float64).cpu()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OTConvergenceWarning)  # one warning for all blocks, below
+            res = class_conditional_ot(cost, labels[rows], tlabels[cols], num_classes, eps=eps, lam=lam, tol=tol,
+                                       max_iter=max_iter)
+        t = len(g) / k_present  # the group's share of the mass: its classes' 1 / K' each
+        weights[rows] = res.weights * t
+        # the objective is solved at unit mass; at mass t it is t F + eps t log t (entropy of t pi)
+        value = value + t * res.value + eps * t * math.log(t)
+        converged = converged and res.converged
+        n_iter = max(n_iter, res.n_iter)
+    if not converged:
+        warnings.warn(OTConvergenceWarning(
+            f"a class-conditional block solve stopped at max_iter={max_iter} before reaching tol={tol:g} "
+            f"(eps={eps:g}, lam={lam:g}); raise max_iter"), stacklevel=2)
+    return BlockResult(weights, value, converged, n_iter, len(groups))

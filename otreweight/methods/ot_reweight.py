@@ -85,6 +85,7 @@ class OTReweight(Method):
         else:
             self.targets = self._targets_with_own(meta, missing)
         if self.reweighter.scope == "dataset":
+            self.reweighter.check_size(self.info.train_labels.shape[0], len(self.targets))
             if self.info.train_features is None:
                 raise OTReweightError(
                     "scope='dataset' needs the features of the whole training set; train with "
