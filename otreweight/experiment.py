@@ -468,6 +468,7 @@ def run_experiment(cfg: RunConfig | dict, resume: bool = False, log=print, datas
                     raise OTReweightError(f"the data of {d.source} changed since {out} was started; resume with the "
                                           "same data, or start a new run in another output_dir")
             log(prep.split.summary(prep.classes))
+            _preflight(cfg, prep)
             if dist.world_size() > 1:
                 log(f"{dist.world_size()} processes ({dist.backend()}): each stage's global batch is its batch_size "
                     f"per process x {dist.world_size()} (stage 1: {cfg.stage1.batch_size} x {dist.world_size()} = "
@@ -493,6 +494,17 @@ def run_experiment(cfg: RunConfig | dict, resume: bool = False, log=print, datas
             _write_json(out / "results.json", results)
     dist.barrier()
     return results
+
+
+def _preflight(cfg: RunConfig, prep: Prepared) -> None:
+    """Each stage's method checks what it can from the split's sizes (e.g. OT's dense-solve limit),
+    so a stage-2 variant that cannot run stops the run before stage 1 trains."""
+    n_train, n_meta = len(prep.split.train), len(prep.split.meta)
+    for st in cfg.stage2:  # stage 1 is plain cross-entropy
+        check = getattr(create_method(st.method, **(st.options or {})), "preflight", None)
+        if check is not None:
+            extra = n_meta if st.meta_in_train else 0
+            check(n_train + extra, n_meta, len(prep.classes), st.batch_size * dist.world_size())
 
 
 def _quiet(*args, **kwargs) -> None:

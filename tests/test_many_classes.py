@@ -246,3 +246,23 @@ def test_vectorised_per_class_statistics_match_a_loop_over_classes():
             assert stats[name][c] == pytest.approx(v, rel=1e-9, abs=1e-12), (name, c)
         assert stats["rel"][c] == pytest.approx(((w[m] - initial[m]) / np.abs(initial[m])).mean(), rel=1e-9, abs=1e-12)
         assert summ["count"][c] == stats["count"][c] == m.sum()
+
+
+def test_a_stage_two_solve_above_the_limit_stops_the_run_before_stage_one(tmp_path, monkeypatch):
+    """The dense-solve limit is checked from the split's sizes when the run starts, not after stage 1."""
+    from otreweight import OTReweightError, transport
+    from otreweight.experiment import load_config, run_experiment
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "v.npz"
+    np.savez(path, x_train=rng.normal(size=(150, 4)), y_train=np.arange(150) % 3, x_test=rng.normal(size=(9, 4)),
+             y_test=np.arange(9) % 3)
+    monkeypatch.setattr(transport, "MAX_COST_ENTRIES", 100)
+    stage2 = ('stage2=[{"name": "kl", "method": "ot", "options": {"objective": "kl_regularized", '
+              '"scope": "dataset"}}]')
+    cfg = load_config("configs/cifar10_lt_if100.yaml", [f"data.source={path}", "model.name=mlp", "data.imbalance_factor=2",
+                                                        "data.n_val_per_class=5", "data.n_meta_per_class=5", stage2,
+                                                        f"output_dir={tmp_path / 'r'}", "progress=false"])
+    with pytest.raises(OTReweightError, match="objective='kl_regularized' with scope='dataset' on"):
+        run_experiment(cfg, log=lambda *a: None)
+    assert not (tmp_path / "r" / "stage1").exists()  # nothing trained

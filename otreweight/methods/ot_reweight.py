@@ -70,6 +70,13 @@ class OTReweight(Method):
         self.reweighter: OTReweighter | None = None
         self.targets: MetaTargets | None = None
 
+    def preflight(self, n_train: int, n_meta: int, num_classes: int, batch_size: int) -> None:
+        """The size checks of :meth:`OTReweighter.check_size` from the split's counts alone, so a run
+        refuses a too large dense solve before stage 1 rather than when this stage starts."""
+        m = n_meta if self.targets_kind == "whole" else num_classes
+        probe = OTReweighter([0, 1], **self.reweighter_kwargs)
+        probe.check_size(n_train if probe.scope == "dataset" else batch_size, m)
+
     def bind(self, info):
         super().bind(info)
         self.reweighter = OTReweighter(
