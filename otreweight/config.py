@@ -450,6 +450,8 @@ class ModelConfig(Section):
 
     name: str = "resnet32"
     options: dict = field(default_factory=dict)
+    # shorthand for options.pretrained (timm/<name>, hf/<name>): folded into options when set
+    pretrained: bool | None = None
 
 
 @dataclass(eq=False)
@@ -496,7 +498,19 @@ class RunConfig(Section):
         if self.threads is not None and self.threads < 1:
             raise OTReweightError(f"threads must be an integer >= 1 or null, got {self.threads}")
         self.data.validate()
-        MODELS.get(self.model.name)
+        factory = MODELS.get(self.model.name)
+        if self.model.pretrained is not None:
+            import inspect
+
+            if "pretrained" not in inspect.signature(factory).parameters:
+                raise OTReweightError(f"model {self.model.name!r} has no pretrained weights to load; remove "
+                                      "model.pretrained (timm/<name> and hf/<name> models have them)")
+            opts = dict(self.model.options or {})
+            if opts.get("pretrained", self.model.pretrained) != self.model.pretrained:
+                raise OTReweightError("model.pretrained and model.options.pretrained disagree; set one of them")
+            opts["pretrained"] = self.model.pretrained
+            object.__setattr__(self.model, "options", opts)
+            object.__setattr__(self.model, "pretrained", None)
         names = [v.name for v in self.stage2]
         if len(set(names)) != len(names):
             raise OTReweightError(f"stage-2 variant names must be unique, got {names}")

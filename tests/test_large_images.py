@@ -308,3 +308,13 @@ def test_training_split_statistics_after_the_evaluation_crop(tmp_path):
     sample = stats_sample(big, limit=10)
     assert len(sample) == 10 and sample.indices.tolist() == np.linspace(0, 49, 10).astype(int).tolist()
     assert stats_sample(big, limit=50) is big
+
+
+def test_model_pretrained_is_a_shorthand_for_the_option():
+    cfg = load_config("configs/cifar10_lt_if100.yaml", ["model.name=timm/resnet18", "model.pretrained=true"])
+    assert cfg.model.options == {"pretrained": True} and cfg.model.pretrained is None
+    with pytest.raises(OTReweightError, match="'resnet32' has no pretrained weights to load"):
+        load_config("configs/cifar10_lt_if100.yaml", ["model.pretrained=true"])
+    with pytest.raises(OTReweightError, match="disagree"):
+        load_config("configs/cifar10_lt_if100.yaml", ["model.name=timm/resnet18", "model.pretrained=true",
+                                                      "model.options.pretrained=false"])
