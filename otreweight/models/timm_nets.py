@@ -13,7 +13,7 @@ features as for the CIFAR ResNets: a classifier-only stage 2 on frozen features
 
 Weights (``model.options``):
 
-* ``pretrained: true`` - timm's default pretrained weights for the name (a tag such as
+* ``pretrained: true`` (or ``model.pretrained: true``) - timm's default pretrained weights for the name (a tag such as
   ``resnet50.a1_in1k`` picks others), from the Hugging Face cache, downloaded when online. Offline
   (``HF_HUB_OFFLINE=1``) or without a network, weights not in the cache are one line saying what
   to download and where it goes;
@@ -21,6 +21,9 @@ Weights (``model.options``):
   architecture (e.g. the file downloaded elsewhere), loaded offline; a classifier of another size
   is dropped (the head is the new one);
 * neither: random initialisation.
+
+With pretrained weights the backbone is timm's and the classifier always starts afresh (a new task,
+whatever its number of classes).
 
 Other options go to ``timm.create_model`` (``drop_rate``, ``drop_path_rate``, ``img_size`` for
 vision transformers, ...). An unknown name is one line with the closest timm names.
@@ -192,7 +195,10 @@ def timm_model(num_classes: int, name: str, in_channels: int = 3, pretrained: bo
     except TypeError as e:  # an option the architecture does not take
         raise OTReweightError(f"timm/{name}: {str(e).splitlines()[0][:160]}; remove it from model.options "
                               "(they go to timm.create_model)") from None
-    return TimmClassifier(net, num_classes)
+    model = TimmClassifier(net, num_classes)
+    if pretrained or checkpoint is not None:  # a new task: the head starts afresh (timm keeps a 1,000-class one at K = 1,000)
+        model.classifier.reset_parameters()
+    return model
 
 
 def _example_input(n: int) -> torch.Tensor:
