@@ -163,7 +163,7 @@ class StreamLoader:
     def __init__(self, split, modality: Modality, stats: dict, device, num_workers: int = 2,
                  name: str = "split", prefetch_factor: int = 4, transforms=None) -> None:
         self.split, self.name, self.device, self.stats = split, name, torch.device(device), stats
-        self.modality = modality.name
+        self.modality, self._modality = modality.name, modality
         self.labels = torch.as_tensor(np.asarray(split.labels, dtype=np.int64), device=self.device)
         self.lengths, self.bucket = None, False  # lengths: set by the caller to bucket training batches
         #: training batches are augmented per example in the workers (``batches(..., gen)``)
@@ -194,7 +194,7 @@ class StreamLoader:
         self._plan.batches = batches
         with worker_errors():
             for x in self._loader:
-                yield x.to(self.device, non_blocking=True)
+                yield self._modality.on_device(x.to(self.device, non_blocking=True), self.stats)
 
     def batches(self, index_batches: Iterable[torch.Tensor], gen: torch.Generator | None = None) -> Iterator[torch.Tensor]:
         """The inputs of each batch of ids; with ``gen`` and worker augmentation, every example's

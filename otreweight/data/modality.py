@@ -60,6 +60,10 @@ class Modality:
     def augment(self, data_cfg, stats: dict):
         return None
 
+    def on_device(self, x: torch.Tensor, stats: dict) -> torch.Tensor:
+        """What is left to do to a collated batch once it is on the device (default: nothing)."""
+        return x
+
     def worker_transforms(self, data_cfg=None):
         """Per-example transforms the stream loader's workers apply (``None``: none; see
         :class:`~otreweight.data.transforms.WorkerTransforms`)."""
@@ -150,10 +154,16 @@ class ImageModality(Modality):
                                 flip=data_cfg.flip if train else True)
 
     def collate(self, items: list, stats: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw arrays: normalised here (in the worker). Transformed ``(C, H, W)`` uint8 tensors: stacked
+        as uint8 (a quarter of the bytes through shared memory, pinning and the copy to the device)
+        and normalised on the device by :meth:`on_device`."""
         if not items or not isinstance(items[0][0], torch.Tensor):
             return super().collate(items, stats)
         y = torch.as_tensor(np.asarray([int(b) for _, b in items], dtype=np.int64))
-        return normalize_chw(torch.stack([a for a, _ in items]), stats["mean"], stats["std"]), y
+        return torch.stack([a for a, _ in items]), y
+
+    def on_device(self, x: torch.Tensor, stats: dict) -> torch.Tensor:
+        return normalize_chw(x, stats["mean"], stats["std"]) if x.dtype == torch.uint8 else x
 
     def model_kwargs(self, example_shape: tuple, stats: dict | None = None) -> dict:
         return {"in_channels": int(example_shape[-1])}

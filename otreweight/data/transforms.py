@@ -91,8 +91,8 @@ class WorkerTransforms:
     ``eval``: ``Resize(resize)`` (shorter side) then ``CenterCrop(crop)`` - every image, every split,
     unless it is a training batch; ``train`` (``None``: no augmentation): ``RandomResizedCrop(crop,
     scale)``, a horizontal flip with probability 1/2 and, when ``jitter > 0``, ``ColorJitter(jitter,
-    jitter, jitter)``. ``(H, W, C)`` uint8 in, ``(C, crop, crop)`` uint8 out; normalisation follows
-    in the collate step. A training draw is seeded per example (``seed``, from the loop's generator),
+    jitter, jitter)``. ``(H, W, C)`` uint8 in, ``(C, crop, crop)`` uint8 out; batches travel to the
+    device as uint8 and are normalised there (:func:`normalize_chw`). A training draw is seeded per example (``seed``, from the loop's generator),
     so the augmentation is the same whatever the number of workers, and a resumed run repeats it.
     """
 
@@ -125,8 +125,9 @@ class WorkerTransforms:
 
 
 def normalize_chw(x_uint8: torch.Tensor, mean, std) -> torch.Tensor:
-    """``(N, C, H, W)`` uint8 -> normalised float32 (the collate step after :class:`WorkerTransforms`)."""
+    """``(N, C, H, W)`` uint8 -> normalised float32 on its device (after :class:`WorkerTransforms`, once
+    the uint8 batch is on the training device)."""
     t = x_uint8.float().div_(255.0)
-    m = torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-    s = torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    m = torch.as_tensor(mean, dtype=torch.float32, device=t.device).view(1, -1, 1, 1)
+    s = torch.as_tensor(std, dtype=torch.float32, device=t.device).view(1, -1, 1, 1)
     return t.sub_(m).div_(s)
