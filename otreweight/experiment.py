@@ -324,6 +324,9 @@ def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, devi
         history.extend(read_checkpoint(ckpt)["history"])
         log(f"{name}: resuming from epoch {len(history)}")
     train = prep.train_with_meta() if meta_in_train and not method.uses_meta else prep.train
+    if fit_cfg.trainable == "classifier" and prep.transforms is not None and prep.transforms.train is not None:
+        log(f"{name}: the backbone is frozen, so its features are computed once from the evaluation crop; "
+            f"data.augment: {cfg.data.augment} applies to whole-network stages")
     res = fit(
         model, method, train, prep.val, prep.meta, fit_cfg, device, prep.augment,
         num_classes=len(prep.classes), tag=name, on_epoch_end=on_epoch_end,

@@ -177,7 +177,9 @@ def test_timm_resnet18_one_epoch_on_64px_crops_with_two_workers(tmp_path, monkey
     assert m["per_class"] == pytest.approx(s1["per_class"], abs=1e-6)
     # a frozen backbone (classifier-only stage 1): float16 features stored once, read back by the next run
     frozen = ("stage1.trainable=classifier", f"feature_store={store}", "feature_dtype=float16")
-    first = run_experiment(run_cfg(root, tmp_path / "f1", *frozen), log=lambda *a: None)
+    logs = []
+    first = run_experiment(run_cfg(root, tmp_path / "f1", *frozen), log=logs.append)
+    assert any("features are computed once from the evaluation crop" in line for line in logs)
     stored = sorted(store.glob("*.npy"))
     assert len(stored) == 4 and all(np.load(p, mmap_mode="r").dtype == np.float16 for p in stored)
     from test_text_hf import count_feature_passes
