@@ -292,9 +292,14 @@ def write_vectors(path, counts=(20, 20, 20)):
 
 
 def write_config(folder, text, name, src="vec.npz"):
+    """The config file ``name``; atomically, since every rank writes it and another may be reading it."""
+    import os
+
     folder = Path(folder)
     path = folder / f"{name}.yaml"
-    path.write_text(text.format(src=folder / src, out=folder / name))
+    tmp = folder / f".{name}.{os.getpid()}.yaml"
+    tmp.write_text(text.format(src=folder / src, out=folder / name))
+    os.replace(tmp, path)
     return path
 
 
