@@ -517,6 +517,11 @@ class OTSampleWeighter(BaseEstimator):
         if self.objective == "class_conditional":
             mass = self._class_conditional(Z, weighted_idx, y_w, t_feats, t_labels, n_classes, solve)
         else:
+            from .transport import check_cost_size
+
+            check_cost_size(len(weighted_idx), len(t_labels), f"objective={self.objective!r} on {len(weighted_idx):,} "
+                            f"examples against {len(t_labels):,} targets",
+                            "use objective='class_conditional' (solved class by class) or targets='prototype'")
             cost = self._cost_matrix(Z, weighted_idx, y_w, t_feats, t_labels, n_classes)
         if self.objective == "descent":
             init = self.init or "uniform"

@@ -266,3 +266,15 @@ def test_a_stage_two_solve_above_the_limit_stops_the_run_before_stage_one(tmp_pa
     with pytest.raises(OTReweightError, match="objective='kl_regularized' with scope='dataset' on"):
         run_experiment(cfg, log=lambda *a: None)
     assert not (tmp_path / "r" / "stage1").exists()  # nothing trained
+
+
+def test_sklearn_dense_objectives_are_refused_above_the_limit(monkeypatch):
+    from otreweight.sklearn import OTSampleWeighter
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(120, 5)), np.arange(120) % 3
+    monkeypatch.setattr(transport, "MAX_COST_ENTRIES", 50)
+    for objective in ("kl_regularized", "descent"):
+        with pytest.raises(OTReweightError, match=rf"objective='{objective}' on \d+ examples .* use objective='class_conditional'"):
+            OTSampleWeighter(objective=objective, random_state=0).fit(X, y)
+    OTSampleWeighter(objective="class_conditional", random_state=0).fit(X, y)  # solved class by class: no limit
