@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tarfile
@@ -36,10 +35,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed import run_sections  # noqa: E402
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def cifar_tree(args) -> Path:

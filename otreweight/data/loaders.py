@@ -293,8 +293,8 @@ def build_loader(split, modality: Modality, stats: dict, device, mode: str = "au
     device = torch.device(device)
     if len(split) == 0:
         raise OTReweightError(f"the {name} split is empty; it needs at least one example")
-    kind = resolve_mode(TransformedSplit(split, transforms) if transforms is not None else split, mode, device,
-                        budget, modality)
+    # transformed examples are made by the workers: auto streams them (memory: decoded once through them)
+    kind = "stream" if transforms is not None and mode == "auto" else resolve_mode(split, mode, device, budget, modality)
     workers = default_num_workers() if num_workers is None else int(num_workers)
     if kind == "stream":
         return StreamLoader(split, modality, stats, device, workers, name=name, transforms=transforms)

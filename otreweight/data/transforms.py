@@ -33,10 +33,7 @@ def channel_stats(x_uint8: np.ndarray) -> tuple[list[float], list[float]]:
 def to_tensor_images(x_uint8: np.ndarray, mean, std, device="cpu") -> torch.Tensor:
     """``(N, H, W, C)`` uint8 -> normalised ``(N, C, H, W)`` float32 on ``device``."""
     t = torch.as_tensor(np.ascontiguousarray(x_uint8), device=device)
-    t = t.permute(0, 3, 1, 2).float().div_(255.0)
-    m = torch.as_tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-    s = torch.as_tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-    return t.sub_(m).div_(s).contiguous()
+    return normalize_chw(t.permute(0, 3, 1, 2), mean, std).contiguous()
 
 
 class PadCropFlip:
@@ -92,8 +89,9 @@ class WorkerTransforms:
     unless it is a training batch; ``train`` (``None``: no augmentation): ``RandomResizedCrop(crop,
     scale)``, a horizontal flip with probability 1/2 and, when ``jitter > 0``, ``ColorJitter(jitter,
     jitter, jitter)``. ``(H, W, C)`` uint8 in, ``(C, crop, crop)`` uint8 out; batches travel to the
-    device as uint8 and are normalised there (:func:`normalize_chw`). A training draw is seeded per example (``seed``, from the loop's generator),
-    so the augmentation is the same whatever the number of workers, and a resumed run repeats it.
+    device as uint8 and are normalised there (:func:`normalize_chw`). A training draw is seeded per
+    example (``seed``, from the loop's generator), so the augmentation is the same whatever the
+    number of workers, and a resumed run repeats it.
     """
 
     def __init__(self, crop: int = 224, resize: int | None = None, augment: bool = False,

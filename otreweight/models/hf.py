@@ -58,7 +58,8 @@ def resolve(name_or_path: str) -> str:
     return str(p.resolve()) if p.exists() else name_or_path
 
 
-def _offline() -> bool:
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` forbids Hugging Face hub downloads (hf/ and timm/ models)."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
@@ -78,7 +79,7 @@ def load_pretrained(kind: str, name_or_path: str, **kwargs):
         return auto.from_pretrained(src, local_files_only=True, **kwargs)
     except (OSError, ValueError) as e:
         first = e
-    if local or _offline():
+    if local or hub_offline():
         why = (f"the folder {src} holds no loadable {kind[4:].lower()} ({str(first).splitlines()[0][:160]})"
                if local else "it is not in the Hugging Face cache and HF_HUB_OFFLINE is set")
         raise OTReweightError(f"hf/{name_or_path}: {why}; download it where you are online "

@@ -40,6 +40,7 @@ from torch import nn
 from .._errors import OTReweightError
 from . import MODELS
 from .base import FeatureClassifier
+from .hf import hub_offline
 
 PREFIX = "timm/"
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".pth.tar")
@@ -56,11 +57,6 @@ def _require_timm():
     return timm
 
 
-def _offline() -> bool:
-    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
-               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
 def check_name(name: str) -> str:
     """``name`` when timm knows the architecture (a ``.tag`` suffix allowed), else a one-line error
     with the closest names."""
@@ -74,14 +70,19 @@ def check_name(name: str) -> str:
     raise OTReweightError(f"timm has no model {arch!r}; {hint}")
 
 
-def _cached_weights(name: str) -> Path | None:
-    """The local file of timm's pretrained weights for ``name`` in the Hugging Face / torch hub cache."""
+def _pretrained_cfg(name: str):
+    """timm's pretrained config of ``name`` (its default tag without one), or ``None``."""
     import timm
 
     try:
-        cfg = timm.models.get_pretrained_cfg(name, allow_unregistered=False)
+        return timm.models.get_pretrained_cfg(name, allow_unregistered=False)
     except (RuntimeError, KeyError, ValueError):
-        cfg = None
+        return None
+
+
+def _cached_weights(name: str) -> Path | None:
+    """The local file of timm's pretrained weights for ``name`` in the Hugging Face / torch hub cache."""
+    cfg = _pretrained_cfg(name)
     if cfg is None:
         return None
     hub = getattr(cfg, "hf_hub_id", None)
@@ -102,13 +103,7 @@ def _cached_weights(name: str) -> Path | None:
 
 
 def _hub_hint(name: str) -> str:
-    import timm
-
-    try:
-        cfg = timm.models.get_pretrained_cfg(name, allow_unregistered=False)
-    except (RuntimeError, KeyError, ValueError):
-        cfg = None
-    hub = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    hub = getattr(_pretrained_cfg(name), "hf_hub_id", None)
     where = f"huggingface-cli download {hub} (into the Hugging Face cache)" if hub else \
         f"python -c \"import timm; timm.create_model('{name}', pretrained=True)\""
     return (f"download them where you are online ({where}) or give the weights file as "
@@ -127,7 +122,7 @@ def _create(name: str, num_classes: int, in_channels: int, pretrained: bool, che
     cached = _cached_weights(name)
     if cached is not None:  # from the cache: no network request at all
         return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(cached)}, **kw)
-    if _offline():
+    if hub_offline():  # huggingface_hub, through which timm downloads, would refuse anyway
         raise OTReweightError(f"timm/{name}: the pretrained weights are not in the local cache and HF_HUB_OFFLINE is "
                               f"set; {_hub_hint(name)}")
     try:

@@ -273,8 +273,8 @@ class FeatureStore:
             self.folder.mkdir(parents=True, exist_ok=True)
             arr = self._extract(path, model, loader, batch_size, channels_last)
         except OSError:  # a full or read-only store never stops a run: the features in memory
-            feats = torch.cat(list(_feature_chunks(model, loader, batch_size, channels_last, 0)))
-            return feats.to(torch.float16).to(device) if self.dtype == np.float16 else feats
+            feats = compute_features(model, loader, batch_size, channels_last).float()
+            return feats.to(torch.float16) if self.dtype == np.float16 else feats
         return self._serve(arr, device)
 
     def _write(self, path: Path, arr: np.ndarray) -> None:
