@@ -244,7 +244,7 @@ class OTReweighter(nn.Module):
         # The starting scores, kept for the solved objectives (their prior and scale); not saved.
         self.register_buffer("start", self.scores.clone(), persistent=False)
         # per-epoch statistics of the steps, kept on the device (read once per epoch: epoch_stats)
-        self.register_buffer("_stats", torch.zeros(4, dtype=torch.float64), persistent=False)
+        self.register_buffer("_stats", torch.zeros(5, dtype=torch.float64), persistent=False)
         self.last_ot_value: torch.Tensor | None = None
 
     @property
@@ -341,22 +341,23 @@ class OTReweighter(nn.Module):
         self._stats[0] += 1
         self._stats[1] += res.n_iter
         self._stats[2] += res.missed
+        self._stats[4] = torch.maximum(self._stats[4], res.n_iter.to(self._stats.dtype))
         return res.value_linear
 
     def epoch_stats(self, reset: bool = True) -> dict:
         """What the OT steps since the last call counted on the device (one read, one host sync):
-        ``steps`` with the authors' rule, their ``mean_iterations``, ``missed`` (steps whose rule
-        did not stop within ``stop_window``) and ``nonfinite`` scores produced.
+        ``steps`` with the authors' rule, their ``mean_iterations`` and ``max_iterations``, and
+        ``missed`` (steps whose rule did not stop within ``stop_window``).
 
         Raises :class:`~otreweight.OTReweightError` when a step produced a non-finite score."""
-        steps, iters, missed, nonfinite = (float(v) for v in self._stats.tolist())
+        steps, iters, missed, nonfinite, most = (float(v) for v in self._stats.tolist())
         if reset:
             self._stats.zero_()
         if nonfinite:
             raise OTReweightError(f"the OT step produced {int(nonfinite)} non-finite score(s) this epoch; lower lr "
                                   "(OT step size) or raise eps, and check the features for extreme values")
         return {"steps": int(steps), "mean_iterations": iters / steps if steps else float("nan"),
-                "missed": int(missed)}
+                "max_iterations": int(most), "missed": int(missed)}
 
     def _cost(self, features, labels, targets: MetaTargets, cols: torch.Tensor | None = None,
               check: bool = True) -> torch.Tensor:

@@ -176,7 +176,7 @@ def test_default_step_is_their_update_on_the_recorded_batch():
     rw.step(idx, feats, y, targets, check=False)
     np.testing.assert_array_max_ulp(rw.scores[idx].numpy(), np.float32(AUTHORS_UPDATED), maxulp=1)
     assert abs(float(rw.last_ot_value) - AUTHORS_OT_VALUE) < 5e-8
-    assert rw.epoch_stats() == {"steps": 1, "mean_iterations": AUTHORS_ITERATIONS, "missed": 0}
+    assert rw.epoch_stats() == {"steps": 1, "mean_iterations": AUTHORS_ITERATIONS, "max_iterations": 3, "missed": 0}
 
 
 RECORDED = json.loads((Path(__file__).parent / "data" / "authors_ot_steps.json").read_text())["cases"]
@@ -231,7 +231,7 @@ def test_window_shorter_than_the_rule_is_counted_and_a_full_window_is_theirs():
     train, idx, feats, y, targets = recorded_inputs(case)
     short = OTReweighter(train, case["k"], stop_window=3)
     short.step(idx, feats, y, targets)
-    assert short.epoch_stats() == {"steps": 1, "mean_iterations": 3.0, "missed": 1}
+    assert short.epoch_stats() == {"steps": 1, "mean_iterations": 3.0, "max_iterations": 3, "missed": 1}
     full = OTReweighter(train, case["k"], stop_window=200)  # the reference loop's cap, every iterate computed
     full.step(idx, feats, y, targets)
     np.testing.assert_array_max_ulp(full.scores[idx].numpy(), np.float32(case["updated"]), maxulp=2)
