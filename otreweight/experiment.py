@@ -327,6 +327,8 @@ def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, devi
     if fit_cfg.trainable == "classifier" and prep.transforms is not None and prep.transforms.train is not None:
         log(f"{name}: the backbone is frozen, so its features are computed once from the evaluation crop; "
             f"data.augment: {cfg.data.augment} applies to whole-network stages")
+    if name != "stage1" and (fit_cfg.accumulate_steps > 1 or dist.world_size() > 1):
+        log(fit_cfg.batch_line(name, dist.world_size()))
     res = fit(
         model, method, train, prep.val, prep.meta, fit_cfg, device, prep.augment,
         num_classes=len(prep.classes), tag=name, on_epoch_end=on_epoch_end,
@@ -435,6 +437,8 @@ def run_experiment(cfg: RunConfig | dict, resume: bool = False, log=print, datas
     cfg = as_run_config(cfg)
     out = Path(cfg.output_dir)
     dist.init(cfg.device)  # under torchrun: join the process group (nothing for one process)
+    # lr_scaling resolved for this number of processes: the saved config holds the rates used
+    given, cfg = cfg, cfg.batch_scaled(dist.world_size())
     device = dist.local_device(cfg.device)
     if cfg.sync_batchnorm and (cfg.stage1.trainable == "all" or any(v.trainable == "all" for v in cfg.stage2)):
         dist.check_sync_batchnorm(device)  # before any data is loaded (one process: no effect)
@@ -474,14 +478,15 @@ def run_experiment(cfg: RunConfig | dict, resume: bool = False, log=print, datas
             _preflight(cfg, prep)
             if dist.world_size() > 1:
                 log(f"{dist.world_size()} processes ({dist.backend()}): each stage's global batch is its batch_size "
-                    f"per process x {dist.world_size()} (stage 1: {cfg.stage1.batch_size} x {dist.world_size()} = "
-                    f"{cfg.stage1.batch_size * dist.world_size()}); learning rates are used as given")
+                    f"per process x {dist.world_size()} x its accumulate_steps (the effective batch)")
+            log(given.stage1.batch_line("stage 1", dist.world_size()) if given.stage1.lr_scaling == "none"
+                else cfg.stage1.batch_line("stage 1", dist.world_size(), given.stage1))
             test_counts = np.bincount(dataset.y_test, minlength=dataset.num_classes)
 
             def started() -> None:  # the model takes the data: the run is under way
                 if not main:
                     return
-                atomic_save(_distributed_note(cfg) + dump_config(cfg), cfg_path)
+                atomic_save(_distributed_note(cfg, given) + dump_config(cfg), cfg_path)
                 _write_json(split_path, {
                     "classes": prep.classes, **prep.split.to_dict(), "test_counts": test_counts.tolist(),
                     "many_threshold": d.many_threshold, "few_threshold": d.few_threshold, "source": d.source,
@@ -514,14 +519,16 @@ def _quiet(*args, **kwargs) -> None:
     pass
 
 
-def _distributed_note(cfg: RunConfig) -> str:
-    """YAML comments heading ``config.yaml`` of a run on several processes: the global batches."""
+def _distributed_note(cfg: RunConfig, given: RunConfig | None = None) -> str:
+    """YAML comments heading ``config.yaml``: each stage's effective batch (processes x batch_size x
+    accumulate_steps) and the learning rate it trains with (``lr_scaling`` resolved from ``given``)."""
     n = dist.world_size()
-    if n == 1:
+    given = given or cfg
+    stages = [("stage1", cfg.stage1, given.stage1)] + [(f"stage2 {v.name}", v, g) for v, g in zip(cfg.stage2, given.stage2)]
+    if n == 1 and all(st.accumulate_steps == 1 and g.lr_scaling == "none" for _, st, g in stages):
         return ""
-    lines = [f"# run on {n} processes ({dist.backend()}); batch_size is per process, global batch = batch_size x {n}:",
-             f"#   stage1: {cfg.stage1.batch_size} x {n} = {cfg.stage1.batch_size * n}"]
-    lines += [f"#   stage2 {v.name}: {v.batch_size} x {n} = {v.batch_size * n}" for v in cfg.stage2]
+    lines = [f"# run on {n} process(es) ({dist.backend() if n > 1 else 'one process'}); batch_size is per process:"]
+    lines += [f"#   {st.batch_line(name, n, g)}" for name, st, g in stages]
     return "\n".join(lines) + "\n"
 
 

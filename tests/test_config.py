@@ -97,7 +97,7 @@ def test_every_stage_field_round_trips_yaml(tmp_path):
     values = {"epochs": 7, "batch_size": 9, "optimizer": "adamw", "lr": 0.003, "momentum": 0.8, "nesterov": True,
               "weight_decay": 0.01, "schedule": "cosine", "warmup_epochs": 2, "milestones": [0.5], "lr_factors": [0.1],
               "trainable": "all", "select_metric": "gmean", "eval_batch_size": 64, "channels_last": False,
-              "amp": "none", "compile": True}
+              "amp": "none", "compile": True, "accumulate_steps": 3, "lr_scaling": "sqrt", "reference_batch": 128}
     names = {f.name for f in yaml_fields(FitConfig)}
     assert names == set(values)  # the test names every stage field of the loop
     s1 = {**values, "checkpoint": None, "meta_in_train": True}
@@ -119,7 +119,8 @@ def test_every_stage_field_round_trips_yaml(tmp_path):
 
 def test_recipe_and_resume_keys_come_from_the_field_definitions():
     assert recipe_keys() == ("epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay",
-                             "schedule", "warmup_epochs", "milestones", "lr_factors")
+                             "schedule", "warmup_epochs", "milestones", "lr_factors", "accumulate_steps",
+                             "lr_scaling", "reference_batch")
     assert set(resume_keys()) == set(recipe_keys()) | {"trainable", "select_metric", "seed", "sync_batchnorm"}
     assert {f.name for f in fields(RunConfig)} == {"name", "output_dir", "seed", "device", "threads", "progress",
                                                    "checkpoint_every", "feature_store", "feature_dtype", "sync_batchnorm",
