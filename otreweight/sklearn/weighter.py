@@ -50,7 +50,6 @@ def _check_int(name: str, value, low: int, allow_none: bool = False):
     return int(value)
 
 
-
 class OTSampleWeighter(BaseEstimator):
     r"""Per-example weights learned by entropic optimal transport to a balanced meta set.
 
@@ -66,7 +65,10 @@ class OTSampleWeighter(BaseEstimator):
     :math:`C_i = 0.5\,(1-\cos)` and :math:`\lambda+\varepsilon = 1.1`, the heaviest example of a
     class weighs at most :math:`e^{1/1.1} \approx 2.5` times the lightest); ``lam=inf`` is exactly
     ``class_weight="balanced"``, smaller ``lam`` favours the examples near the class's meta set
-    more strongly. The label cost plays no part (mass never crosses classes).
+    more strongly. The label cost plays no part (mass never crosses classes). The solve is
+    :func:`otreweight.transport.class_conditional_blocks`, the one
+    ``OTReweighter(objective="class_conditional")`` runs: the cost is formed only for groups of
+    classes (their rows against their targets), never as the full :math:`n \times m` matrix.
 
     **"kl_regularized".** :math:`\min_a \mathrm{OT}_\varepsilon(a, b) + \lambda\,\mathrm{KL}(a\,\|\,p)`
     over all examples, :math:`p` the prior of ``init`` (class-balanced by default) and :math:`b`
@@ -172,12 +174,13 @@ class OTSampleWeighter(BaseEstimator):
         ``"class_conditional"``, to the solver's precision).
     ot_values_ : list of float
         ``"descent"``: the OT value of each accepted pass (non-increasing on the full batch; the
-        last is the value of the returned weights). Solved objectives: ``[objective value]``.
+        last is the value of the returned weights). Solved objectives: ``[objective value]`` at the
+        returned weights (total mass 1; for ``"class_conditional"`` the value ``OTReweighter`` reports).
     converged_ : bool
         Whether the fit converged (else a ``ConvergenceWarning`` was issued).
     n_iter_ : int
         ``"descent"``: passes run (undone ones included); solved objectives: POT's iterations
-        (the most over the classes for ``"class_conditional"``; 0 when every class has one target,
+        (the most over the class blocks for ``"class_conditional"``; 0 when every class has one target,
         whose solution is explicit).
     n_backtracks_ : int
         ``"descent"``: full-batch steps undone because they raised the OT value (0 otherwise).
@@ -321,7 +324,9 @@ class OTSampleWeighter(BaseEstimator):
             ``(X, y)``: up to ``n_meta_per_class`` rows per class, seeded by ``random_state``, with
             a :class:`MetaSetWarning`. A class of ``y`` without meta example takes its targets
             from its own training examples (also with a :class:`MetaSetWarning`). Every class's
-            targets carry the same total mass, however many meta examples it has.
+            targets carry the same total mass, however many meta examples it has. When ``X`` and
+            ``meta_X`` both have column names (DataFrames), ``meta_X``'s columns are taken in the
+            order of ``X``'s; other names are refused.
         meta_y : array-like of shape (n_meta,), optional
             Labels of ``meta_X``.
 
