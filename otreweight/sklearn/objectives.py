@@ -102,6 +102,21 @@ def stack(parts):
     return np.vstack(parts)
 
 
+def targets_of(kind: str, Z, meta_Z, meta_y: np.ndarray, weighted_idx: np.ndarray, y_w: np.ndarray,
+               missing: np.ndarray, n_classes: int):
+    """The targets' features and labels: the meta rows (``"whole"``) or their class means
+    (``"prototype"``); a class of ``missing`` (no meta row) contributes its own weighted rows."""
+    t_feats, t_labels = [meta_Z], [np.asarray(meta_y, dtype=np.int64)]
+    for c in missing:
+        rows = weighted_idx[y_w == c]
+        t_feats.append(Z[rows])
+        t_labels.append(np.full(rows.shape[0], c, dtype=np.int64))
+    t_feats, t_labels = stack(t_feats), np.concatenate(t_labels)
+    if kind == "prototype":
+        return class_means(t_feats, t_labels, np.arange(n_classes)), np.arange(n_classes)
+    return t_feats, t_labels
+
+
 # -- the cost ---------------------------------------------------------------------------------------
 def cosine(A, B) -> np.ndarray:
     r"""Dense :math:`\cos(a_i, b_j)`, ``(n, m)``, for dense or sparse rows, without normalising a copy.
@@ -175,7 +190,7 @@ def class_conditional(Z, rows: np.ndarray, y: np.ndarray, T, t_labels: np.ndarra
     if not res.converged:
         warnings.warn(ConvergenceWarning(
             f"the class_conditional solve stopped at sinkhorn_max_iter={max_iter} before reaching "
-            f"sinkhorn_tol={tol:g} in at least one class; raise sinkhorn_max_iter"), stacklevel=3)
+            f"sinkhorn_tol={tol:g} in at least one class; raise sinkhorn_max_iter"), stacklevel=4)  # here, OTSampleWeighter._solve, fit, the caller of fit
     mass = res.weights.numpy()
     return ObjectiveResult(mass / mass.sum(), [float(res.value)], res.n_iter, res.converged)
 
@@ -288,6 +303,6 @@ def descent(cost: torch.Tensor, s: torch.Tensor, b: torch.Tensor, n_batches: int
         warnings.warn(ConvergenceWarning(
             f"objective='descent' stopped by {reason} after {n_iter} passes before convergence: the OT value "
             f"is {rel:.3g} of its starting gap above its minimum (tol={tol:g}); raise max_iter / "
-            "n_iter_no_change or use a solved objective ('class_conditional', 'kl_regularized')"), stacklevel=3)
+            "n_iter_no_change or use a solved objective ('class_conditional', 'kl_regularized')"), stacklevel=4)  # here, OTSampleWeighter._solve, fit, the caller of fit
     mass = torch.softmax(s.to(torch.float64), dim=0).numpy()
     return ObjectiveResult(mass, ot_values, n_iter, reason is None, n_backtracks)

@@ -21,12 +21,11 @@ from ..transport import balanced_target_mass, check_cost_size
 from .objectives import (
     as_features,
     class_conditional,
-    class_means,
     descent,
     draw_meta,
     kl_regularized,
     ot_cost,
-    stack,
+    targets_of,
 )
 
 SKLEARN_OBJECTIVES = ("class_conditional", "kl_regularized", "descent")
@@ -295,6 +294,7 @@ class OTSampleWeighter(BaseEstimator):
             return FunctionTransformer(accept_sparse=True)
         return StandardScaler()
 
+    # -- fitting ---------------------------------------------------------------------------
     def _align_columns(self, meta_X):
         """``meta_X`` with its columns in the order of ``X``'s when both are named (scikit-learn's
         ``feature_names_in_``); one line naming the columns when the names differ."""
@@ -309,7 +309,48 @@ class OTSampleWeighter(BaseEstimator):
                 "give meta_X the columns of X")
         return meta_X[list(names)]  # same names, another order: aligned by name
 
-    # -- fitting ---------------------------------------------------------------------------
+    def _given_meta(self, X, meta_X, meta_y, user: bool, finite):
+        """``meta_X`` as the transformer should see it and ``meta_y`` encoded, after the checks."""
+        meta_X = self._align_columns(meta_X)
+        meta_X_arr = check_array(meta_X, dtype=None if user else "numeric", accept_sparse="csr",
+                                 ensure_all_finite=finite, input_name="meta_X")
+        meta_X_raw = meta_X if user and hasattr(meta_X, "columns") else meta_X_arr
+        meta_y_arr = np.asarray(meta_y)
+        if meta_y_arr.ndim != 1 or meta_y_arr.shape[0] != meta_X_arr.shape[0]:
+            raise OTReweightError(
+                f"meta_y must be 1-d with one label per row of meta_X ({meta_X_arr.shape[0]}), got shape {meta_y_arr.shape}"
+            )
+        if meta_X_arr.shape[1] != X.shape[1]:
+            raise OTReweightError(
+                f"meta_X has {meta_X_arr.shape[1]} features but X has {X.shape[1]}; give both the same columns"
+            )
+        unknown = np.setdiff1d(meta_y_arr, self.classes_)
+        if unknown.size:
+            raise OTReweightError(
+                f"meta_y has class(es) {unknown[:10].tolist()} absent from y; the meta set may only hold training classes"
+            )
+        return meta_X_raw, np.searchsorted(self.classes_, meta_y_arr)
+
+    def _solve(self, Z, weighted_idx, y_w, t_feats, t_labels, n_classes, rng):
+        """The objective's masses on the rows ``weighted_idx`` of ``Z`` (:mod:`.objectives`)."""
+        solve = dict(eps=self.eps, lam=float(self.lam), tol=self.sinkhorn_tol, max_iter=self.sinkhorn_max_iter)
+        costs = dict(cost=self.cost, alpha=self.alpha, label_scale=self.label_scale)
+        if self.objective == "class_conditional":
+            return class_conditional(Z, weighted_idx, y_w, t_feats, t_labels, n_classes, **costs, **solve)
+        check_cost_size(len(weighted_idx), len(t_labels), f"objective={self.objective!r} on {len(weighted_idx):,} "
+                        f"examples against {len(t_labels):,} targets",
+                        "use objective='class_conditional' (solved class by class) or targets='prototype'")
+        cost = torch.from_numpy(ot_cost(Z, y_w, t_feats, t_labels, n_classes, **costs, keep=weighted_idx))
+        if self.objective == "kl_regularized":
+            return kl_regularized(cost, y_w, t_labels, n_classes, self.init or "balanced", **solve)
+        counts = np.bincount(y_w, minlength=n_classes).astype(np.float64)
+        start = -np.log(counts[y_w]) if (self.init or "uniform") == "balanced" else np.zeros(y_w.shape[0])
+        n_batches = 1 if self.batch_size is None else max(1, math.ceil(y_w.shape[0] / self.batch_size))
+        b = balanced_target_mass(torch.from_numpy(t_labels.astype(np.int64)), n_classes)
+        return descent(cost, torch.from_numpy(start), b, n_batches, rng, eps=self.eps, learning_rate=self.learning_rate,
+                       max_iter=self.max_iter, tol=self.tol, n_iter_no_change=self.n_iter_no_change,
+                       sinkhorn_tol=self.sinkhorn_tol, sinkhorn_max_iter=self.sinkhorn_max_iter, verbose=self.verbose)
+
     def fit(self, X, y, meta_X=None, meta_y=None):
         """Learn one weight per training example.
 
@@ -367,25 +408,7 @@ class OTSampleWeighter(BaseEstimator):
             meta_X_raw, meta_y_enc = _safe_indexing(raw_X, meta_idx), y_enc[meta_idx]
             self.meta_drawn_, self.meta_indices_ = True, meta_idx
         else:
-            meta_X = self._align_columns(meta_X)
-            meta_X_arr = check_array(meta_X, dtype=None if user else "numeric", accept_sparse="csr",
-                                     ensure_all_finite=finite, input_name="meta_X")
-            meta_X_raw = meta_X if user and hasattr(meta_X, "columns") else meta_X_arr
-            meta_y_arr = np.asarray(meta_y)
-            if meta_y_arr.ndim != 1 or meta_y_arr.shape[0] != meta_X_arr.shape[0]:
-                raise OTReweightError(
-                    f"meta_y must be 1-d with one label per row of meta_X ({meta_X_arr.shape[0]}), got shape {meta_y_arr.shape}"
-                )
-            if meta_X_arr.shape[1] != X.shape[1]:
-                raise OTReweightError(
-                    f"meta_X has {meta_X_arr.shape[1]} features but X has {X.shape[1]}; give both the same columns"
-                )
-            unknown = np.setdiff1d(meta_y_arr, self.classes_)
-            if unknown.size:
-                raise OTReweightError(
-                    f"meta_y has class(es) {unknown[:10].tolist()} absent from y; the meta set may only hold training classes"
-                )
-            meta_y_enc = np.searchsorted(self.classes_, meta_y_arr)
+            meta_X_raw, meta_y_enc = self._given_meta(X, meta_X, meta_y, user, finite)
             weighted_idx = np.arange(n)
             self.meta_drawn_, self.meta_indices_ = False, None
         missing = np.setdiff1d(np.arange(n_classes), meta_y_enc)
@@ -402,37 +425,9 @@ class OTSampleWeighter(BaseEstimator):
         Z = as_features(self.transformer_.transform(raw_X))
         meta_Z = as_features(self.transformer_.transform(meta_X_raw))
         y_w = y_enc[weighted_idx]
-        # Targets: the meta features (or their class means); a class without meta example
-        # contributes its own weighted training rows instead.
-        t_feats, t_labels = [meta_Z], [np.asarray(meta_y_enc, dtype=np.int64)]
-        for c in missing:
-            rows = weighted_idx[y_w == c]
-            t_feats.append(Z[rows])
-            t_labels.append(np.full(rows.shape[0], c, dtype=np.int64))
-        t_feats, t_labels = stack(t_feats), np.concatenate(t_labels)
-        if self.targets == "prototype":
-            t_feats, t_labels = class_means(t_feats, t_labels, np.arange(n_classes)), np.arange(n_classes)
+        t_feats, t_labels = targets_of(self.targets, Z, meta_Z, meta_y_enc, weighted_idx, y_w, missing, n_classes)
 
-        solve = dict(eps=self.eps, lam=float(self.lam), tol=self.sinkhorn_tol, max_iter=self.sinkhorn_max_iter)
-        costs = dict(cost=self.cost, alpha=self.alpha, label_scale=self.label_scale)
-        if self.objective == "class_conditional":
-            res = class_conditional(Z, weighted_idx, y_w, t_feats, t_labels, n_classes, **costs, **solve)
-        else:
-            check_cost_size(len(weighted_idx), len(t_labels), f"objective={self.objective!r} on {len(weighted_idx):,} "
-                            f"examples against {len(t_labels):,} targets",
-                            "use objective='class_conditional' (solved class by class) or targets='prototype'")
-            cost = torch.from_numpy(ot_cost(Z, y_w, t_feats, t_labels, n_classes, **costs, keep=weighted_idx))
-        if self.objective == "descent":
-            counts = np.bincount(y_w, minlength=n_classes).astype(np.float64)
-            start = -np.log(counts[y_w]) if (self.init or "uniform") == "balanced" else np.zeros(y_w.shape[0])
-            n_batches = 1 if self.batch_size is None else max(1, math.ceil(y_w.shape[0] / self.batch_size))
-            b = balanced_target_mass(torch.from_numpy(t_labels.astype(np.int64)), n_classes)
-            res = descent(cost, torch.from_numpy(start), b, n_batches, rng, eps=self.eps,
-                          learning_rate=self.learning_rate, max_iter=self.max_iter, tol=self.tol,
-                          n_iter_no_change=self.n_iter_no_change, sinkhorn_tol=self.sinkhorn_tol,
-                          sinkhorn_max_iter=self.sinkhorn_max_iter, verbose=self.verbose)
-        elif self.objective == "kl_regularized":
-            res = kl_regularized(cost, y_w, t_labels, n_classes, self.init or "balanced", **solve)
+        res = self._solve(Z, weighted_idx, y_w, t_feats, t_labels, n_classes, rng)
         self.ot_values_, self.n_iter_, self.converged_ = res.ot_values, res.n_iter, res.converged
         self.n_backtracks_ = res.n_backtracks
 
