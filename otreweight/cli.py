@@ -8,18 +8,12 @@ from pathlib import Path
 
 
 from ._errors import OTReweightError
-from .utils import load_yaml
+from .utils import parse_assignment
 
 
 def _parse_kv(items: list[str]) -> dict:
     """``["eps=0.05", "init=uniform"]`` -> ``{"eps": 0.05, "init": "uniform"}`` (values parsed as YAML)."""
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise OTReweightError(f"expected KEY=VALUE, got {item!r}")
-        out[key.strip()] = load_yaml(value)
-    return out
+    return dict(parse_assignment(item, "--ot") for item in items or [])
 
 
 def _int_list(text: str) -> tuple:
@@ -194,10 +188,11 @@ def cmd_evaluate(args) -> int:
     import json
 
     from .experiment import evaluate_checkpoint
+    from .summary import METRICS
 
     _check_json_target(args.json)
     m = evaluate_checkpoint(args.checkpoint, args.data, args.root, args.split, args.device, not args.no_download)
-    for key in ("accuracy", "balanced_accuracy", "many", "medium", "few", "gmean"):
+    for key in METRICS:
         v = m.get(key)
         print(f"{key:>18}: {'-' if v is None else f'{100 * v:.2f}'}")
     if args.json:

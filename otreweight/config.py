@@ -36,7 +36,7 @@ from typing import Any, Union
 import yaml
 
 from ._errors import OTReweightError, check_choice
-from .utils import load_yaml
+from .utils import load_yaml, parse_assignment
 
 # Field metadata: RECIPE = copied between comparison variants; RESUME = a checkpoint must agree;
 # RUN = set by the run for every stage (seed, thresholds), not a key of a stage's YAML.
@@ -701,11 +701,9 @@ def load_config(path=None, overrides: list[str] | None = None) -> RunConfig:
     user = read_config_file(path) if path is not None else {}
     raw = _full_dict(user)
     for item in overrides or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise OTReweightError(f"--set expects KEY=VALUE, got {item!r}")
-        set_dotted(raw, key.strip(), load_yaml(value))
-        if key.strip() == "stage2" and isinstance(raw["stage2"], list):  # variants given whole: fill their defaults
+        key, value = parse_assignment(item, "--set")
+        set_dotted(raw, key, value)
+        if key == "stage2" and isinstance(raw["stage2"], list):  # variants given whole: fill their defaults
             raw["stage2"] = _full_dict({"stage2": raw["stage2"]})["stage2"]
     if not isinstance(raw.get("stage2"), list):
         raise _fail("stage2", raw.get("stage2"), list[Stage2Config])
@@ -721,14 +719,20 @@ def as_run_config(cfg) -> RunConfig:
     raise OTReweightError(f"a run config must be a RunConfig or a mapping, got {type(cfg).__name__}")
 
 
-def dump_config(cfg: RunConfig) -> str:
-    """The resolved config as YAML (what is saved as ``config.yaml`` beside a run)."""
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+class _ConfigDumper(yaml.SafeDumper):
+    """PyYAML's safe dumper writing a config section as its plain mapping (a subclass: PyYAML's
+    own ``SafeDumper``, and every other user's ``yaml.safe_dump``, stay untouched)."""
+
+
+_ConfigDumper.add_multi_representer(Section, lambda dumper, v: dumper.represent_dict(v.to_dict()))
+
+
+def dump_config(cfg) -> str:
+    """The resolved config (or any of its sections, or a mapping holding them) as YAML: what is
+    saved as ``config.yaml`` beside a run."""
+    return yaml.dump(cfg.to_dict() if isinstance(cfg, Section) else cfg, Dumper=_ConfigDumper, sort_keys=False)
 
 
 __all__ = ["DataConfig", "FitConfig", "ModelConfig", "RunConfig", "Stage1Config", "Stage2Config", "as_run_config",
            "config_dir", "dump_config", "load_config", "read_config_file", "recipe_keys", "resolve_config_path",
            "resume_keys"]
-
-# ``yaml.safe_dump(cfg)`` writes a config section as its plain mapping.
-yaml.SafeDumper.add_multi_representer(Section, lambda dumper, v: dumper.represent_dict(v.to_dict()))
