@@ -653,6 +653,9 @@ def run_stages(cfg: RunConfig, prep: Prepared, out: Path, device, resume: bool, 
             f"stage2_{v['name']}", m2, method, fit2, prep, cfg, out, device, resume, log, v.meta_in_train,
             shared if v.start == "stage1" else None,
         )
+    if shared.augmented_passes:
+        log(f"augmented frozen-feature passes: {shared.augmented_passes} (each epoch's view once, shared by the "
+            "classifier-only stages)")
     return results
 
 
