@@ -424,6 +424,8 @@ def _check_resumable(cfg: RunConfig, old: dict, out: Path) -> None:
     how = ("loader", "num_workers")  # how the data reach the device: the same batches either way
     old_data = {k: v for k, v in (old.get("data") or {}).items() if k not in how}
     new_data = {k: v for k, v in new["data"].items() if k not in how}
+    if new_data.get("split_file") is None and "split_file" not in old_data:  # a run saved before data.split_file
+        new_data.pop("split_file", None)
     if old_data != new_data or old.get("model") != new["model"] or old.get("seed") != new["seed"]:
         raise OTReweightError(f"{out} holds a run with other data, model or seed settings; use another output_dir")
     old_stage2 = {v.get("name"): v for v in old.get("stage2", []) if isinstance(v, dict)}

@@ -266,3 +266,23 @@ def test_the_shared_cifar10_archive_round_trip(tmp_path):
         assert hashlib.sha256(tar.extractfile(member).read()).hexdigest() == tr["sha256"][0]
     problems, summary = verify_data(load_config(CONFIG, [f"data.source={SHARED}"]), tmp_path / "split.tsv")
     assert problems == [] and summary.startswith("ok: ") and "60000 examples" in summary
+
+
+def test_runs_and_comparisons_saved_before_split_file_resume(npz, tmp_path):
+    """A config.yaml / compare.json written before data.split_file existed still resumes."""
+    import yaml
+
+    from otreweight.compare import run_comparison
+
+    cfg = load_config(CONFIG, sets(npz, tmp_path / "run"))
+    run_comparison(cfg, ["ce"], seeds=(0,), output=tmp_path / "cmp", log=lambda *a: None)
+    for path in (tmp_path / "cmp" / "seed_0" / "config.yaml",):
+        saved = yaml.safe_load(path.read_text())
+        del saved["data"]["split_file"]
+        path.write_text(yaml.safe_dump(saved))
+    record = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    del record["config"]["data"]["split_file"]
+    (tmp_path / "cmp" / "compare.json").write_text(json.dumps(record))
+    msgs = []
+    run_comparison(cfg, ["ce"], seeds=(0,), output=tmp_path / "cmp", resume=True, log=msgs.append)
+    assert any("finished earlier" in m for m in msgs)
