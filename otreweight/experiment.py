@@ -463,7 +463,7 @@ def _source_pools(cfg: RunConfig, dataset) -> tuple:
 
 def export_split(cfg: RunConfig | dict, output) -> dict:
     """Write the split a run of ``cfg`` would use (drawn, or ``data.split_file`` checked) to ``output``
-    (see :mod:`otreweight.data.splitfile`); returns ``{"path", "sha256", "counts"}``."""
+    (see :mod:`otreweight.data.splitfile`); returns ``{"path", "sha256", "data_sha256", "split"}``."""
     from .data.splitfile import build_table, write_split_file
 
     cfg = as_run_config(cfg)
