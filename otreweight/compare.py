@@ -339,7 +339,10 @@ def _check_or_write_plan(out: Path, plan, cfg, seeds, preset, mode, meta_in_trai
             old = json.loads(path.read_text())
         except (OSError, ValueError):
             raise OTReweightError(f"{path} is damaged; delete it to start the comparison afresh") from None
-        if old.get("config", {}).get("data") != _plain(plain["data"]) or old.get("config", {}).get("model") != _plain(plain["model"]):
+        old_data = old.get("config", {}).get("data")
+        if isinstance(old_data, dict):
+            old_data = {"split_file": None, **old_data}  # a comparison saved before data.split_file
+        if old_data != _plain(plain["data"]) or old.get("config", {}).get("model") != _plain(plain["model"]):
             raise OTReweightError(f"{out} holds a comparison on other data or another model; use another --output")
         old_plan = {v["name"]: v for v in old.get("plan", [])}
         changed = [v["name"] for v in plan if v["name"] in old_plan and old_plan[v["name"]] != _plain(v)]

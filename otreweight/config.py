@@ -438,6 +438,7 @@ class DataConfig(Section):
     loader: str = "auto"  # memory: on the device; stream: DataLoader workers; auto: memory if it fits
     num_workers: int | None = None  # stream path: worker processes (None: the usable cores, at most 8)
     bucket_by_length: bool = False  # sequences (tokens): training batches of documents of similar length
+    split_file: str | None = None  # a split written by `otreweight split`: used instead of drawing (checked against the data)
 
     def validate(self) -> "DataConfig":
         _check_fields(self, "data.")

@@ -15,7 +15,9 @@ size: :func:`setup` (checks, optimiser, scheduler, method binding, frozen featur
 * ``"classifier"`` - the backbone is frozen in eval mode and only the linear classifier is
   trained (the authors' stage 2). Features are computed without gradients, in large batches:
   once for the whole run when there is no augmentation (they cannot change), otherwise once per
-  epoch from a fresh augmented view of every example. Meta features are computed once.
+  epoch from a fresh augmented view of every example, drawn with a seed of (seed, epoch) alone and
+  kept in the feature cache, so classifier-only runs sharing a backbone and a cache compute each
+  epoch's view once and all train on identical views. Meta features are computed once.
 
 Training and validation data are ``(x, y)`` pairs (arrays or tensors, moved to the device once) or
 loaders of :mod:`otreweight.data.loaders` (in memory or streamed through worker processes).
@@ -166,7 +168,7 @@ def setup(model, method, train, val, meta, config, device, augment, num_classes,
     if not frozen and len(train) == 1 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         raise OTReweightError("one training example cannot train a model with batch norm (it needs at least two "
                               "per batch); give more examples or train only the classifier (trainable: classifier)")
-    cache = FeatureCache() if feature_cache is None else feature_cache
+    cache = FeatureCache(keep_augmented=False) if feature_cache is None else feature_cache
     meta_view = None
     if meta is not None:
         meta_loader = as_loader("meta", meta, device, "meta")
@@ -216,12 +218,27 @@ def setup(model, method, train, val, meta, config, device, augment, num_classes,
     return run
 
 
-def _augmented_features(run: Run) -> torch.Tensor:
-    """One augmented view of every training example, its frozen features in large batches."""
-    bs = run.config.eval_batch_size
+def augmentation_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch ``epoch``'s augmented view of the training set (a frozen backbone): a
+    function of the run's seed and the epoch alone, the same for every method."""
+    return int(np.random.SeedSequence([int(seed), int(epoch), 0xA0]).generate_state(1)[0])
+
+
+def augmented_pass(run: Run, seed: int) -> torch.Tensor:
+    """One augmented view of every training example (drawn from a generator seeded with ``seed``),
+    its frozen features in large batches."""
+    bs, gen = run.config.eval_batch_size, torch.Generator().manual_seed(seed)
     with run.autocast():
-        return torch.cat([compute_features(run.model, run.augment(xb, run.gen), bs, run.channels_last).float()
+        return torch.cat([compute_features(run.model, run.augment(xb, gen), bs, run.channels_last).float()
                           for xb in run.train.chunks(bs)])
+
+
+def _augmented_features(run: Run, epoch: int) -> torch.Tensor:
+    """Epoch ``epoch``'s augmented frozen features, from the feature cache: classifier-only runs that
+    share a cache and a backbone (the stage-2 methods of a seed) compute each epoch's view once."""
+    seed = augmentation_seed(run.config.seed, epoch)
+    return run.cache.augmented(run.model, run.train, epoch, seed, repr(run.augment),
+                               lambda: augmented_pass(run, seed))
 
 
 def train_one_epoch(run: Run, epoch: int) -> float:
@@ -233,7 +250,7 @@ def train_one_epoch(run: Run, epoch: int) -> float:
         run.meta.invalidate()
     method.start_epoch(epoch, run.meta)
     if run.frozen and run.augment is not None:
-        run.cached_train = _augmented_features(run)
+        run.cached_train = _augmented_features(run, epoch)
     batches = run.sampler.batches(run.gen, run.device)
     aug_gen = run.gen
     augments = run.augment is not None or getattr(run.train, "worker_augment", False)
