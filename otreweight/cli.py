@@ -95,11 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser(
         "evaluate",
-        help="score a saved model (a stage's best.pt) on a data source",
-        description="Load a stage's best.pt and report accuracy, balanced accuracy, many/medium/few and the "
+        help="score a saved model (a stage's model.json) on a data source",
+        description="Load a stage's model (model.json + model.safetensors; loading runs no code) and report accuracy, balanced accuracy, many/medium/few and the "
         "geometric mean of recalls on a data source's test (or train) split.",
     )
-    ev.add_argument("checkpoint", help="path of a best.pt written by `otreweight train`")
+    ev.add_argument("checkpoint", help="a stage's model.json (or its folder, or an old best.pt) written by "
+                    "`otreweight train`")
     ev.add_argument("--data", required=True, help="cifar10, cifar100, an image folder or archive, or a .npz file")
     ev.add_argument("--root", default="data", help="folder of the CIFAR archives")
     ev.add_argument("--split", default="test", choices=("test", "train"))

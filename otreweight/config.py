@@ -348,7 +348,7 @@ class Stage1Config(_StageSection, FitConfig):
     warmup_epochs: int = field(default=5, metadata=RECIPE)
     milestones: tuple[float, ...] = field(default=(0.8, 0.9), metadata=RECIPE)
     lr_factors: tuple[float, ...] = field(default=(0.01, 0.0001), metadata=RECIPE)
-    checkpoint: str | None = None  # a best.pt to load instead of training ({seed} is filled in by compare)
+    checkpoint: str | None = None  # a stage's model.json (or folder) to load instead of training ({seed} is filled in by compare)
     meta_in_train: bool = False
 
 

@@ -95,11 +95,11 @@ class OutputLock:
 
 
 def has_progress(folder) -> bool:
-    """Whether a run folder holds a trained stage (``checkpoint.pt``, ``best.pt`` or ``final.json``)."""
+    """Whether a run folder holds a trained stage (``checkpoint.pt``, a saved model or ``final.json``)."""
     p = Path(folder)
     if not p.is_dir():
         return False
-    return any(any((d / f).exists() for f in ("checkpoint.pt", "best.pt", "final.json"))
+    return any(any((d / f).exists() for f in ("checkpoint.pt", "model.json", "best.pt", "final.json"))
                for d in p.iterdir() if d.is_dir())
 
 

@@ -95,11 +95,13 @@ def atomic_save(obj, path) -> None:
 
 
 def rng_state(gen: torch.Generator) -> dict:
-    """Every random state a run depends on (for exact resumption)."""
+    """Every random state a run depends on (for exact resumption), as tensors and plain Python values
+    (loadable by ``torch.load(weights_only=True)``)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
     state = {
         "generator": gen.get_state(),
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
+        "numpy": (str(name), torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss), float(gauss)),
         "python": random.getstate(),
     }
     if torch.cuda.is_available():
@@ -110,7 +112,8 @@ def rng_state(gen: torch.Generator) -> dict:
 def set_rng_state(gen: torch.Generator, state: dict) -> None:
     gen.set_state(state["generator"])
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, gauss))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

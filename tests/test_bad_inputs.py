@@ -118,7 +118,7 @@ def test_compare_output_that_is_a_file(tiny_npz, tmp_path, capsys):
 def test_json_into_a_missing_folder_fails_before_the_work(cmd, tmp_path, capsys):
     target = str(tmp_path / "missing" / "out.json")
     args = (["demo", "--seeds", "0", "--stage1-epochs", "1", "--stage2-epochs", "1", "--json", target] if cmd == "demo"
-            else ["evaluate", str(tmp_path / "best.pt"), "--data", "cifar10", "--json", target])
+            else ["evaluate", str(tmp_path / "model.json"), "--data", "cifar10", "--json", target])
     one_line_error(capsys, main(args), "does not exist")
 
 
@@ -388,7 +388,7 @@ def test_an_npz_label_of_2_to_the_40_does_not_allocate(tmp_path, capsys):
 
 
 def test_evaluate_on_data_of_another_kind_or_channel_count(finished_run, tmp_path, capsys):
-    best = str(finished_run / "stage1" / "best.pt")
+    best = str(finished_run / "stage1" / "model.json")
     rng = np.random.default_rng(0)
     gray = tmp_path / "gray.npz"
     np.savez(gray, x_train=rng.integers(0, 255, (8, 8, 8, 1)).astype(np.uint8), y_train=np.arange(8) % 4,
