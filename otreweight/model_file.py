@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -70,7 +71,7 @@ def _kind(p: Path) -> str:
         head = fh.read(16)
     if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
         return "torch"
-    if head.lstrip()[:1] == b"{":
+    if head.lstrip()[:1] in (b"{", b"[") or p.suffix == ".json":
         return "json"
     if len(head) >= 9 and head[8:9] == b"{":
         return "safetensors"
@@ -141,7 +142,9 @@ def _read_card(card: Path, weights: Path | None) -> dict:
 def _read_pickled(p: Path) -> dict:
     """An old ``best.pt``: tensors and plain values only (``torch.load(weights_only=True)``)."""
     try:
-        bundle = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "pickle protocol 4": the refusal below is the one line
+            warnings.simplefilter("ignore")
+            bundle = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - truncated or foreign bytes: one line
         if "weights only" not in str(err).lower():
             raise OTReweightError(f"cannot read {p} ({type(err).__name__}); it is damaged or not a model written "

@@ -7,6 +7,7 @@ either the previous checkpoint or the new one, never a torn file.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -35,7 +36,9 @@ def read_checkpoint(path, map_location="cpu") -> dict:
     """The checkpoint at ``path``, or a one-line error for a damaged or foreign file. Read with
     ``torch.load(weights_only=True)``: tensors and plain Python values only, never code."""
     try:
-        ck = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # e.g. "pickle protocol 4": the refusal below is the one line
+            warnings.simplefilter("ignore")
+            ck = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001
         if "weights only" not in str(err).lower():
             raise OTReweightError(f"cannot read checkpoint {path} ({type(err).__name__}); delete it or start without "
