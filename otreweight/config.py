@@ -497,6 +497,8 @@ class RunConfig(Section):
             raise OTReweightError(f"checkpoint_every must be an integer >= 0, got {self.checkpoint_every}")
         if self.threads is not None and self.threads < 1:
             raise OTReweightError(f"threads must be an integer >= 1 or null, got {self.threads}")
+        if not 0 <= self.seed < 2**63:
+            raise OTReweightError(f"seed must be an integer from 0 to 2**63 - 1, got {self.seed}")
         self.data.validate()
         factory = MODELS.get(self.model.name)
         if self.model.pretrained is not None:

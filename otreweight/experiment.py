@@ -111,6 +111,7 @@ class Prepared:
         # a source with its own validation file (image_list's val): validation as given, nothing carved
         self.given_val = dataset.split("val") if getattr(dataset, "has_val", False) else None
         n_val = 0 if self.given_val is not None else d.n_val_per_class
+        _check_test_classes(pool.labels, test.labels, self.classes)
         order, n_max = class_order(d, pool.labels, dataset.num_classes)
         try:
             self.split = make_long_tailed(
@@ -179,6 +180,20 @@ class Prepared:
         for loader in (self.train, self.val, self.meta, self.test, getattr(self, "_train_with_meta", None)):
             if loader is not None:
                 loader.close()
+
+
+def _check_test_classes(train_labels, test_labels, classes: list) -> None:
+    """A test label the training split never holds is the test file's fault, named as such."""
+    k = len(classes)
+    train = np.bincount(np.asarray(train_labels, dtype=np.int64), minlength=k)
+    test = np.bincount(np.asarray(test_labels, dtype=np.int64), minlength=k)
+    only = np.flatnonzero((train[:k] == 0) & (test[:k] > 0))
+    if only.size:
+        c = int(only[0])
+        raise OTReweightError(
+            f"the test split holds {int(test[only].sum())} example(s) of {only.size} class(es) the training split lacks "
+            f"(e.g. label {c} ({classes[c]!r}), {int(test[c])} test example(s)): fix the test labels, or add training "
+            "examples of that class")
 
 
 def _with_class_name(err: OTReweightError, classes: list, profile: str) -> OTReweightError:

@@ -120,7 +120,26 @@ def set_rng_state(gen: torch.Generator, state: dict) -> None:
 
 
 class _YamlLoader(yaml.SafeLoader):
-    """YAML 1.1 reads ``2e-5`` (no dot) as a string; read it as the number everyone means."""
+    """YAML 1.1 reads ``2e-5`` (no dot) as a string; read it as the number everyone means. A key
+    given twice in one mapping is an error naming it and its lines (PyYAML keeps the last silently);
+    ``<<`` merges still override as YAML defines."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark.line + 1)
+                except TypeError:  # an unhashable key: SafeLoader names it
+                    continue
+                if first != key_node.start_mark.line + 1:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} is given twice (lines {first} and {key_node.start_mark.line + 1}); "
+                        "keep one", None)
+        return super().construct_mapping(node, deep=deep)
 
 
 _YamlLoader.add_implicit_resolver(
