@@ -662,7 +662,11 @@ def load_config(path=None, overrides: list[str] | None = None) -> RunConfig:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise OTReweightError(f"--set expects KEY=VALUE, got {item!r}")
-        set_dotted(raw, key.strip(), load_yaml(value))
+        try:
+            parsed = load_yaml(value)
+        except yaml.YAMLError as err:
+            raise OTReweightError(f"--set {key.strip()}: the value is not valid YAML: {str(err).splitlines()[0]}") from None
+        set_dotted(raw, key.strip(), parsed)
         if key.strip() == "stage2" and isinstance(raw["stage2"], list):  # variants given whole: fill their defaults
             raw["stage2"] = _full_dict({"stage2": raw["stage2"]})["stage2"]
     if not isinstance(raw.get("stage2"), list):

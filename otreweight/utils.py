@@ -131,14 +131,14 @@ class _YamlLoader(yaml.SafeLoader):
                 if key_node.tag == "tag:yaml.org,2002:merge":
                     continue
                 key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
                 try:
-                    first = seen.setdefault(key, key_node.start_mark.line + 1)
+                    if key in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"key {key!r} is given twice (lines {seen[key]} and {line}); keep one", None)
+                    seen[key] = line
                 except TypeError:  # an unhashable key: SafeLoader names it
                     continue
-                if first != key_node.start_mark.line + 1:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"key {key!r} is given twice (lines {first} and {key_node.start_mark.line + 1}); "
-                        "keep one", None)
         return super().construct_mapping(node, deep=deep)
 
 

@@ -157,3 +157,132 @@ def test_inaturalist_string_ids_that_are_integers_are_read(image_lists):
     (root / "train2018.json").write_text(_inat(root, rows["train"], annotations=ann))
     ds = load_dataset("image_list", root=root, train="train2018.json", test=files["test"])
     assert ds.split("train").labels.tolist() == [c for _, c in rows["train"]]
+
+
+# ----------------------------------------------------------------------------- feature store
+def test_a_feature_store_entry_with_damaged_bytes_is_computed_again(tmp_path):
+    import torch
+
+    from otreweight import create_model
+    from otreweight.data.loaders import MemoryLoader
+    from otreweight.train.features import FeatureStore
+
+    torch.manual_seed(0)
+    model = create_model("mlp", in_features=6, num_classes=3, hidden=(16,))
+    loader = MemoryLoader(torch.randn(40, 6), torch.arange(40) % 3, "train")
+    store = FeatureStore(tmp_path / "s")
+    first = store.features(model, loader, "plain", batch_size=8).clone()
+    path = store.path(model, loader)
+    assert path.with_suffix(".sha256").exists() and store.misses == 1
+    raw = bytearray(path.read_bytes())
+    raw[-64:] = b"\x00" * 64  # the header intact, the last rows overwritten
+    path.write_bytes(bytes(raw))
+    assert np.load(path).shape == tuple(first.shape)  # still a valid .npy: only the checksum tells
+    again = FeatureStore(tmp_path / "s")
+    got = again.features(model, loader, "plain", batch_size=8)
+    assert again.misses == 1 and again.hits == 0 and torch.equal(got, first)
+    third = FeatureStore(tmp_path / "s")  # repaired on disk: a hit now
+    assert torch.equal(third.features(model, loader, "plain", batch_size=8), first) and third.hits == 1
+    path.with_suffix(".sha256").unlink()  # an entry without its checksum is not trusted either
+    fourth = FeatureStore(tmp_path / "s")
+    assert torch.equal(fourth.features(model, loader, "plain", batch_size=8), first) and fourth.misses == 1
+
+
+# ----------------------------------------------------------------------------- point clouds
+def test_a_class_that_exists_only_under_test_is_refused_with_counts(tmp_path):
+    pytest.importorskip("trimesh")
+    from test_points import point_folder
+
+    root = point_folder(tmp_path / "pf", n_train=(3, 3), n_test=2, normals=False, txt=False)
+    extra = root / "test" / "cone"
+    extra.mkdir()
+    for i in range(3):
+        np.save(extra / f"{i}.npy", np.random.default_rng(i).normal(size=(40, 3)).astype(np.float32))
+    with pytest.raises(DataError, match=r"test holds 1 class folder\(s\) that train/ lacks \(cone; 3 test shapes\)"):
+        load_dataset("point_folder", root=root, cache_dir=tmp_path / "c", n_points=8)
+
+
+def _h5(root, labels, name="ply_data_train0.h5"):
+    h5py = pytest.importorskip("h5py")
+    root.mkdir(parents=True, exist_ok=True)
+    with h5py.File(root / name, "w") as f:
+        f["data"] = np.random.default_rng(0).normal(size=(len(labels), 16, 3)).astype(np.float32)
+        f["label"] = np.asarray(labels, np.int64).reshape(-1, 1)
+    return root
+
+
+def test_modelnet_h5_empty_train_file_and_negative_label(tmp_path, capsys):
+    root = _h5(tmp_path / "empty", [])
+    _h5(root, [0, 1], "ply_data_test0.h5")
+    with pytest.raises(DataError, match=r"ply_data_train0.h5 in .* hold no cloud"):
+        load_dataset("modelnet_h5", root=root, n_points=8)
+    root = _h5(tmp_path / "neg", [0, 1, 2, -1, 1, 0])
+    _h5(root, [0, 1], "ply_data_test0.h5")
+    with pytest.raises(DataError, match=r"train label -1 \(cloud 3; 1 such\) is outside 0..2"):
+        load_dataset("modelnet_h5", root=root, n_points=8)
+
+
+# ----------------------------------------------------------------------------- arrays and the split
+def _npz(path, x_train, y_train, x_test, y_test):
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return path
+
+
+def test_a_test_label_outside_the_training_classes_is_named(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    p = _npz(tmp_path / "d.npz", rng.normal(size=(160, 6)), np.arange(160) % 4, rng.normal(size=(20, 6)),
+             np.r_[np.arange(19) % 4, 4])
+    one_line_error(capsys, train(p, tmp_path / "run", "model.name=mlp"), "test split", "label 4", "1 test example")
+    assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_features_near_the_float32_maximum_are_refused_before_training(normalize, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(160, 6))
+    x[:, 2] = np.where(rng.random(160) < 0.5, 3.3e38, -3.3e38) if normalize else 1e20
+    p = _npz(tmp_path / "d.npz", x.astype(np.float32), np.arange(160) % 4, rng.normal(size=(20, 6)),
+             np.arange(20) % 4)
+    one_line_error(capsys, train(p, tmp_path / "run", "model.name=mlp", f"data.normalize={str(normalize).lower()}"),
+                   "feature column 2", "float32", "rescale")
+    assert not (tmp_path / "run" / "stage1").exists()
+
+
+def test_features_large_but_safe_to_centre_train(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(160, 6))  # a column near the maximum, all of one sign: centring stays finite
+    x[:, 0] = 3.0e38 + rng.normal(size=160) * 1e36
+    p = _npz(tmp_path / "d.npz", x.astype(np.float32), np.arange(160) % 4, x[:20].astype(np.float32),
+             np.arange(20) % 4)
+    assert train(p, tmp_path / "run", "model.name=mlp", "model.options={}", "stage2=[]") == 0
+
+
+@pytest.mark.parametrize("value", ["abc", None, 1.5, -1, "3"])
+def test_make_long_tailed_bad_meta_count_is_one_line(value):
+    from otreweight import OTReweightError, make_long_tailed
+
+    with pytest.raises(OTReweightError, match="n_meta_per_class must be an integer >= 0"):
+        make_long_tailed(np.arange(80) % 2, 2, n_meta_per_class=value)
+
+
+# ----------------------------------------------------------------------------- config
+@pytest.mark.parametrize("seed", ["-1", str(2**63)])
+def test_a_negative_seed_is_refused_at_config_check(seed, tiny_npz, tmp_path, capsys):
+    one_line_error(capsys, train(tiny_npz, tmp_path / "run", f"seed={seed}"), "seed", seed)
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+def test_a_yaml_key_given_twice_is_refused_with_the_key_and_lines(tiny_npz, tmp_path, capsys):
+    cfg = tmp_path / "dup.yaml"
+    cfg.write_text(f"base: cifar10_lt_if100\ndata:\n  source: {tiny_npz}\nstage1:\n  epochs: 3\nseed: 1\n"
+                   "stage1:\n  epochs: 5\n")
+    one_line_error(capsys, main(["train", "--config", str(cfg), "--set", f"output_dir={tmp_path / 'o'}"]),
+                   str(cfg), "'stage1' is given twice", "lines 4 and 7")
+    one_line_error(capsys, main(["train", "--config", "cifar10_lt_if100", "--set", "stage2=[{name: a, name: b}]",
+                                 "--set", f"output_dir={tmp_path / 'o'}"]), "'name' is given twice")
+    from otreweight.utils import load_yaml
+
+    assert load_yaml("a: &x {b: 1}\nc:\n  <<: *x\n  b: 2\n") == {"a": {"b": 1}, "c": {"b": 2}}  # merges override
+    import yaml
+
+    assert yaml.safe_load("a: 1\na: 2\n") == {"a": 2}  # PyYAML's own loaders are left as they are
