@@ -286,3 +286,21 @@ def test_a_yaml_key_given_twice_is_refused_with_the_key_and_lines(tiny_npz, tmp_
     import yaml
 
     assert yaml.safe_load("a: 1\na: 2\n") == {"a": 2}  # PyYAML's own loaders are left as they are
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_image_of_another_size_in_a_list_is_one_line(workers, image_lists, tmp_path, capsys):
+    from PIL import Image
+
+    root, rows, files = image_lists
+    odd = rows["train"][5][0]
+    Image.fromarray(np.zeros((20, 16, 3), np.uint8)).save(root / odd)
+    args = ["train", "--config", "cifar10_lt_if100", "--no-report"]
+    for s in ["data.source=image_list", f"data.root={root}", f"data.source_options.train={files['train']}",
+              f"data.source_options.val={files['val']}", f"data.source_options.test={files['test']}",
+              "data.profile=given", "data.n_meta_per_class=2", "data.loader=stream", f"data.num_workers={workers}",
+              "data.augment=none", "model.name=small_cnn", "stage1.epochs=1", "stage2=[]", "stage1.batch_size=8",
+              "progress=false", "threads=1", f"output_dir={tmp_path / 'out'}"]:
+        args += ["--set", s]
+    one_line_error(capsys, main(args), odd, "16x20", "the first image is 16x16", "data.image_size")
+    assert not (tmp_path / "out" / "stage1").exists()

@@ -301,7 +301,9 @@ class ImageFileSplit:
 
     def __getitem__(self, i: int):
         x, _ = self.read(i)
-        if self._shape is not None and x.shape != self._shape:
+        if self._shape is None:  # every image of a split without image_size has the first one's size
+            self._shape = tuple(x.shape) if i == 0 else tuple(self.read(0)[0].shape)
+        if x.shape != self._shape:
             raise DataError(f"{self.names[i]} is {x.shape[1]}x{x.shape[0]} but the first image is "
                             f"{self._shape[1]}x{self._shape[0]}: set data.image_size: [H, W] or resize the images")
         return x, int(self.labels[i])
@@ -309,7 +311,7 @@ class ImageFileSplit:
     @property
     def example_shape(self) -> tuple:
         if self._shape is None:
-            self._shape = tuple(self[0][0].shape)
+            self._shape = tuple(self.read(0)[0].shape)
         return self._shape
 
 
