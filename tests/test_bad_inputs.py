@@ -164,8 +164,18 @@ def test_data_replaced_between_kill_and_resume_is_refused(finished_run, tmp_path
 def test_a_live_lock_refuses_a_second_writer_and_a_stale_one_is_taken_over(tiny_npz, tmp_path, capsys):
     out = tmp_path / "locked"
     out.mkdir()
-    (out / ".lock").write_text("1")  # PID 1 is alive
-    one_line_error(capsys, train(tiny_npz, out), "another otreweight process (PID 1)")
+    import subprocess
+    import sys
+
+    from otreweight.outputs import _start_time
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:  # a live process that wrote the lock (its PID and start time)
+        (out / ".lock").write_text(f"{other.pid} {_start_time(other.pid)}")
+        one_line_error(capsys, train(tiny_npz, out), f"another otreweight process (PID {other.pid})")
+    finally:
+        other.kill()
+        other.wait()
     (out / ".lock").write_text("999999999")  # no such process: stale
     assert train(tiny_npz, out) == 0
     assert not (out / ".lock").exists()

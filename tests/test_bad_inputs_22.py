@@ -304,3 +304,40 @@ def test_an_image_of_another_size_in_a_list_is_one_line(workers, image_lists, tm
         args += ["--set", s]
     one_line_error(capsys, main(args), odd, "16x20", "the first image is 16x16", "data.image_size")
     assert not (tmp_path / "out" / "stage1").exists()
+
+
+# ----------------------------------------------------------------------------- the output lock
+def test_a_lock_whose_pid_was_reused_is_taken_over(tiny_npz, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from otreweight.outputs import _start_time
+
+    out = tmp_path / "locked"
+    out.mkdir()
+    unrelated = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    named = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "otreweight", "train"])
+    try:
+        # the PID lives, but it started after the lock was written: another process
+        (out / ".lock").write_text(f"{unrelated.pid} {int(_start_time(unrelated.pid)) - 1}")
+        from otreweight.outputs import OutputLock
+
+        with OutputLock(out):
+            assert (out / ".lock").read_text().split()[0] == str(__import__("os").getpid())
+        # a lock of an older version (PID only): a live process that is no otreweight run is taken over
+        (out / ".lock").write_text(str(unrelated.pid))
+        with OutputLock(out):
+            pass
+        # ... and one whose command line names otreweight is respected, with advice that holds
+        (out / ".lock").write_text(str(named.pid))
+        from otreweight import OTReweightError
+
+        with pytest.raises(OTReweightError, match=rf"PID {named.pid}.*taken over automatically"):
+            with OutputLock(out):
+                pass
+    finally:
+        for p in (unrelated, named):
+            p.kill()
+            p.wait()
+    (out / ".lock").write_text(str(named.pid))  # its process has ended now
+    assert train(tiny_npz, out) == 0 and not (out / ".lock").exists()
