@@ -266,17 +266,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return COMMANDS[args.command](args)
-    except OTReweightError as err:
+    except (OTReweightError, OSError) as err:  # OSError: disk full, permissions, read-only (the API raises them)
         from . import distributed
-
-        if distributed.world_size() > 1:
-            err = f"rank {distributed.rank()}: {err}"
-        print(f"otreweight: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # disk full, permissions, read-only: one line (the API raises them as they are)
         from .outputs import os_error_line
 
-        print(f"otreweight: error: {os_error_line(err)}", file=sys.stderr)
+        # under torchrun: one line, from rank 0 (another rank's only when it met an error of its own)
+        line = distributed.error_line(str(err) if isinstance(err, OTReweightError) else os_error_line(err))
+        if line is not None:
+            print(f"otreweight: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("otreweight: interrupted", file=sys.stderr)

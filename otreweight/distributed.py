@@ -295,6 +295,36 @@ def restore_batchnorm(swaps: list) -> None:
         setattr(parent, name, original)
 
 
+def error_line(message: str) -> str | None:
+    """The line this process prints for a one-line error under torchrun, or ``None`` to stay quiet.
+
+    Every rank usually meets the same error (a bad config, a missing file): rank 0 alone prints it.
+    Rank 0 posts its message to torchrun's key-value store (``MASTER_ADDR:MASTER_PORT``, reachable
+    before and after the process group exists); another rank stays quiet when rank 0 posts the same
+    message within a few seconds and otherwise prints its own, marked with its rank (an error of that
+    rank alone). One process: the message as it is."""
+    try:
+        e = env()
+    except OTReweightError:
+        return message
+    if e is None:
+        return message
+    try:
+        from datetime import timedelta
+
+        wait = timedelta(seconds=5)
+        store = dist.PrefixStore("otreweight/error", dist.TCPStore(
+            e["master_addr"], int(e["master_port"]), is_master=False, timeout=wait))
+        if e["rank"] == 0:
+            store.set("0", message)
+            return message
+        store.wait(["0"], wait)
+        same = store.get("0").decode() == message
+    except Exception:  # noqa: BLE001 - no store (not started by torchrun): rank 0 speaks for all
+        same = True
+    return None if same or e["rank"] == 0 else f"rank {e['rank']}: {message}"
+
+
 def finish() -> None:
     """Leave the process group (after a run under torchrun)."""
     if is_initialized():
@@ -303,5 +333,5 @@ def finish() -> None:
 
 __all__ = ["FeaturesAndLogits", "all_gather", "all_gather_rows", "all_reduce_sum", "all_true", "average_gradients",
            "backend", "barrier", "broadcast_buffers", "check_sync_batchnorm", "convert_sync_batchnorm", "env",
-           "finish", "gather_batch", "init", "is_initialized", "is_main", "local_device", "rank", "restore_batchnorm",
+           "error_line", "finish", "gather_batch", "init", "is_initialized", "is_main", "local_device", "rank", "restore_batchnorm",
            "shard", "world_size", "wrap_ddp"]

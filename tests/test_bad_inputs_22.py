@@ -341,3 +341,30 @@ def test_a_lock_whose_pid_was_reused_is_taken_over(tiny_npz, tmp_path, capsys):
             p.wait()
     (out / ".lock").write_text(str(named.pid))  # its process has ended now
     assert train(tiny_npz, out) == 0 and not (out / ".lock").exists()
+
+
+# ----------------------------------------------------------------------------- torchrun
+@pytest.mark.parametrize("setting, words", [("stage1.epochs=ten", ["stage1.epochs", "'ten'"]),
+                                            ("data.source=missing.npz", ["missing.npz", "does not exist"])])
+def test_under_torchrun_an_error_is_one_line_from_rank_0_and_every_rank_exits_2(setting, words, tmp_path):
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from test_distributed import free_port
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(free_port()),
+           "-m", "otreweight", "train", "--config", "cifar10_lt_if100", "--set", setting,
+           "--set", f"output_dir={tmp_path / 'run'}"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", OTREWEIGHT_DIST_TIMEOUT="60",
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "otreweight: error:" in ln]
+    assert len(lines) == 1 and lines[0].startswith("otreweight: error:") and "rank" not in lines[0], lines
+    for w in words:
+        assert w in lines[0], lines
+    frames = [ln for ln in proc.stderr.splitlines() if ln.strip().startswith("File ")]
+    assert not any("otreweight" in f for f in frames), frames  # no rank printed a traceback (torchrun's own remains)
+    assert sorted(re.findall(r"exitcode\s+:\s*(-?\d+)", proc.stderr)) == ["2", "2"], proc.stderr[-2000:]
