@@ -368,3 +368,31 @@ def test_under_torchrun_an_error_is_one_line_from_rank_0_and_every_rank_exits_2(
     frames = [ln for ln in proc.stderr.splitlines() if ln.strip().startswith("File ")]
     assert not any("otreweight" in f for f in frames), frames  # no rank printed a traceback (torchrun's own remains)
     assert sorted(re.findall(r"exitcode\s+:\s*(-?\d+)", proc.stderr)) == ["2", "2"], proc.stderr[-2000:]
+
+
+# ----------------------------------------------------------------------------- models not cached, hub unreachable
+@pytest.mark.parametrize("name, kwargs, words", [
+    ("timm/resnet18", {}, ["not in the local cache", "127.0.0.1 cannot be reached", "model.options.checkpoint",
+                           "HF_HUB_OFFLINE"]),
+    ("hf/no-such-org/no-such-model", {"vocab_size": 10}, ["not in the Hugging Face cache", "127.0.0.1",
+                                                          "hf/path/to/model", "HF_HUB_OFFLINE"]),
+])
+def test_a_model_not_cached_is_refused_within_seconds_when_the_hub_is_unreachable(name, kwargs, words, monkeypatch):
+    import time
+
+    pytest.importorskip("timm" if name.startswith("timm") else "transformers")
+    from otreweight import OTReweightError, create_model
+    from otreweight.models import hf
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: the hub cannot be reached
+    monkeypatch.setattr(hf, "_REACHABLE", {})
+    start = time.monotonic()
+    with pytest.raises(OTReweightError) as e:
+        create_model(name, num_classes=3, pretrained=True, **kwargs)
+    assert time.monotonic() - start < 10
+    assert "\n" not in str(e.value)
+    for w in words:
+        assert w in str(e.value), str(e.value)
