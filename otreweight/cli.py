@@ -274,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         line = distributed.error_line(str(err) if isinstance(err, OTReweightError) else os_error_line(err))
         if line is not None:
             print(f"otreweight: error: {line}", file=sys.stderr)
+        distributed.exit_if_launched(2)
         return 2
     except KeyboardInterrupt:
         print("otreweight: interrupted", file=sys.stderr)

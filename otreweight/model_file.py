@@ -69,12 +69,13 @@ def _kind(p: Path) -> str:
     """What ``p`` holds by its first bytes: ``json``, ``safetensors``, ``torch`` (zip or pickle) or ``?``."""
     with open(p, "rb") as fh:
         head = fh.read(16)
+    size = p.stat().st_size
+    if len(head) >= 9 and head[8:9] == b"{" and 8 < int.from_bytes(head[:8], "little") + 8 <= size:
+        return "safetensors"  # an 8-byte header length, then the JSON header
     if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
         return "torch"
     if head.lstrip()[:1] in (b"{", b"[") or p.suffix == ".json":
         return "json"
-    if len(head) >= 9 and head[8:9] == b"{":
-        return "safetensors"
     return "?"
 
 
