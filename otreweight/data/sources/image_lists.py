@@ -213,11 +213,11 @@ def load_image_lists(root=None, download=True, cache_dir=None, train=None, val=N
         rows, names, kind = read_split_file(path)
         if not rows:
             raise DataError(f"{path} lists no image; give a split file with one line per image")
-        _refuse_repeats(rows, path, kind)
         if kind == "json":
             y, classes, cat_ids = _json_labels(rows, path, names, cat_ids, classes)
         else:
             y, classes = _labels(kind, rows, path, classes)
+        _refuse_repeats(rows, path, kind)
         items = [str(base / p) for p, _, _ in rows]
         if check_files:
             for (p, _, i), full in zip(rows, items):
