@@ -19,6 +19,7 @@ from .engine import FitConfig, FitResult, compute_features, evaluate, fit, predi
 from .methods import METHODS, Method, create_method  # noqa: E402
 from .metrics import classification_metrics, shot_groups  # noqa: E402
 from .models import MODELS, FeatureClassifier, create_model  # noqa: E402
+from .model_file import read_model, save_model  # noqa: E402
 from .reweighter import OTReweighter  # noqa: E402
 from .targets import MetaTargets, build_targets, class_means  # noqa: E402
 from .transport import OTResult, entropic_ot  # noqa: E402
@@ -56,6 +57,8 @@ __all__ = [
     "make_long_tailed",
     "pick_device",
     "predict_logits",
+    "read_model",
+    "save_model",
     "seed_everything",
     "shot_groups",
 ]

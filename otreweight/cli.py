@@ -89,11 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser(
         "evaluate",
-        help="score a saved model (a stage's best.pt) on a data source",
-        description="Load a stage's best.pt and report accuracy, balanced accuracy, many/medium/few and the "
+        help="score a saved model (a stage's model.json) on a data source",
+        description="Load a stage's model (model.json + model.safetensors; loading runs no code) and report accuracy, balanced accuracy, many/medium/few and the "
         "geometric mean of recalls on a data source's test (or train) split.",
     )
-    ev.add_argument("checkpoint", help="path of a best.pt written by `otreweight train`")
+    ev.add_argument("checkpoint", help="a stage's model.json (or its folder, or an old best.pt) written by "
+                    "`otreweight train`")
     ev.add_argument("--data", required=True, help="cifar10, cifar100, an image folder or archive, or a .npz file")
     ev.add_argument("--root", default="data", help="folder of the CIFAR archives")
     ev.add_argument("--split", default="test", choices=("test", "train"))
@@ -307,17 +308,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return COMMANDS[args.command](args)
-    except OTReweightError as err:
+    except (OTReweightError, OSError) as err:  # OSError: disk full, permissions, read-only (the API raises them)
         from . import distributed
-
-        if distributed.world_size() > 1:
-            err = f"rank {distributed.rank()}: {err}"
-        print(f"otreweight: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # disk full, permissions, read-only: one line (the API raises them as they are)
         from .outputs import os_error_line
 
-        print(f"otreweight: error: {os_error_line(err)}", file=sys.stderr)
+        # under torchrun: one line, from rank 0 (another rank's only when it met an error of its own)
+        line = distributed.error_line(str(err) if isinstance(err, OTReweightError) else os_error_line(err))
+        if line is not None:
+            print(f"otreweight: error: {line}", file=sys.stderr)
+        distributed.exit_if_launched(2)
         return 2
     except KeyboardInterrupt:
         print("otreweight: interrupted", file=sys.stderr)

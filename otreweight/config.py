@@ -384,7 +384,7 @@ class Stage1Config(_StageSection, FitConfig):
     warmup_epochs: int = field(default=5, metadata=RECIPE)
     milestones: tuple[float, ...] = field(default=(0.8, 0.9), metadata=RECIPE)
     lr_factors: tuple[float, ...] = field(default=(0.01, 0.0001), metadata=RECIPE)
-    checkpoint: str | None = None  # a best.pt to load instead of training ({seed} is filled in by compare)
+    checkpoint: str | None = None  # a stage's model.json (or folder) to load instead of training ({seed} is filled in by compare)
     meta_in_train: bool = False
 
 
@@ -542,6 +542,8 @@ class RunConfig(Section):
             raise OTReweightError(f"checkpoint_every must be an integer >= 0, got {self.checkpoint_every}")
         if self.threads is not None and self.threads < 1:
             raise OTReweightError(f"threads must be an integer >= 1 or null, got {self.threads}")
+        if not 0 <= self.seed < 2**63:
+            raise OTReweightError(f"seed must be an integer from 0 to 2**63 - 1, got {self.seed}")
         self.data.validate()
         factory = MODELS.get(self.model.name)
         if self.model.pretrained is not None:

@@ -295,6 +295,71 @@ def restore_batchnorm(swaps: list) -> None:
         setattr(parent, name, original)
 
 
+_ERROR_STORE: list = []  # rank 0's view of torchrun's store after a one-line error
+
+
+def error_line(message: str) -> str | None:
+    """The line this process prints for a one-line error under torchrun, or ``None`` to stay quiet.
+
+    Every rank usually meets the same error (a bad config, a missing file): rank 0 alone prints it.
+    Rank 0 posts its message to torchrun's key-value store (``MASTER_ADDR:MASTER_PORT``, reachable
+    before and after the process group exists); another rank stays quiet when rank 0 posts the same
+    message within a few seconds and otherwise prints its own, marked with its rank (an error of that
+    rank alone). Rank 0 returns once every rank has reported (at most 30 s), and a rank
+    that the launcher stops while it reports exits with status 2 all the same, so every rank of a
+    failed start ends with status 2. One process: the message as it is."""
+    try:
+        e = env()
+    except OTReweightError:
+        return message
+    if e is None:
+        return message
+    import signal
+
+    try:  # torchrun stops the other ranks once one has exited: they end with status 2 all the same
+        signal.signal(signal.SIGTERM, lambda *_: os._exit(2))
+    except ValueError:  # not the main thread
+        pass
+    try:
+        from datetime import timedelta
+
+        wait = timedelta(seconds=5)
+        store = dist.PrefixStore("otreweight/error", dist.TCPStore(
+            e["master_addr"], int(e["master_port"]), is_master=False, timeout=timedelta(seconds=30)))
+        store.set(str(e["rank"]), message)
+        if e["rank"] == 0:
+            _ERROR_STORE.append(store)  # exit_if_launched waits for the other ranks' reports
+            return message
+        store.wait(["0"], wait)
+        same = store.get("0").decode() == message
+    except Exception:  # noqa: BLE001 - no store (not started by torchrun): rank 0 speaks for all
+        same = True
+    return None if same or e["rank"] == 0 else f"rank {e['rank']}: {message}"
+
+
+def exit_if_launched(status: int) -> None:
+    """Under torchrun, end this rank now with ``status`` (after its one-line error): the launcher stops
+    the other ranks as soon as one has exited, so a rank still tearing down would end by SIGTERM."""
+    try:
+        launched = env() is not None
+    except OTReweightError:
+        launched = False
+    if launched:
+        import sys
+        import time
+        from datetime import timedelta
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if _ERROR_STORE:  # rank 0: the others report before it exits (and torchrun stops them)
+            try:
+                _ERROR_STORE[0].wait([str(r) for r in range(1, int(os.environ["WORLD_SIZE"]))], timedelta(seconds=30))
+                time.sleep(0.5)  # ... and have exited
+            except Exception:  # noqa: BLE001 - a rank that did not fail: rank 0 exits after the wait
+                pass
+        os._exit(status)
+
+
 def finish() -> None:
     """Leave the process group (after a run under torchrun)."""
     if is_initialized():
@@ -303,5 +368,5 @@ def finish() -> None:
 
 __all__ = ["FeaturesAndLogits", "all_gather", "all_gather_rows", "all_reduce_sum", "all_true", "average_gradients",
            "backend", "barrier", "broadcast_buffers", "check_sync_batchnorm", "convert_sync_batchnorm", "env",
-           "finish", "gather_batch", "init", "is_initialized", "is_main", "local_device", "rank", "restore_batchnorm",
+           "error_line", "exit_if_launched", "finish", "gather_batch", "init", "is_initialized", "is_main", "local_device", "rank", "restore_batchnorm",
            "shard", "world_size", "wrap_ddp"]

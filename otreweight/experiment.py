@@ -10,7 +10,8 @@ beside the run. Output folder layout::
       stage1/                one folder per stage (stage1, stage2_<name>)
         metrics.jsonl        one line per epoch (train loss, lr, validation metrics, seconds)
         checkpoint.pt        written atomically every epoch: everything needed to resume
-        best.pt              the validation-selected model, with what is needed to rebuild it
+        model.safetensors    the validation-selected model's weights (safetensors: loading runs no code)
+        model.json           its card: what rebuilds and scores it, the config, data fingerprint, metrics
         final.json           test metrics at the validation-selected and the last epoch
         predictions.npz      test labels and predictions (best and last)
         weights.npz          OT stages: learned and initial per-example scores, class-balanced weights
@@ -54,6 +55,7 @@ from .train import FeatureCache, fit, predict_logits
 from .train.checkpoint import read_checkpoint
 from .train.features import probe
 from .metrics import classification_metrics
+from .model_file import CARD, read_model, save_model
 from .methods import create_method
 from .models import MODELS, create_model
 from .registry import check_options
@@ -108,6 +110,7 @@ class Prepared:
         pool, test = dataset.split("train"), dataset.split("test")
         # a source with its own validation file (image_list's val): validation as given, nothing carved
         self.given_val = dataset.split("val") if getattr(dataset, "has_val", False) else None
+        _check_test_classes(pool.labels, test.labels, self.classes)
         #: ``{"path", "sha256"}`` of ``data.split_file`` when the split was read from it, else None
         self.split_file = None
         self.split = draw_split(cfg, pool, test, self.given_val, self.classes)
@@ -197,6 +200,20 @@ def draw_split(cfg: RunConfig, pool, test, given_val, classes: list):
     if given_val is not None:  # split.json reports the given validation file's counts
         split.val_counts = np.bincount(np.asarray(given_val.labels, dtype=np.int64), minlength=k)
     return split
+
+
+def _check_test_classes(train_labels, test_labels, classes: list) -> None:
+    """A test label the training split never holds is the test file's fault, named as such."""
+    k = len(classes)
+    train = np.bincount(np.asarray(train_labels, dtype=np.int64), minlength=k)
+    test = np.bincount(np.asarray(test_labels, dtype=np.int64), minlength=k)
+    only = np.flatnonzero((train[:k] == 0) & (test[:k] > 0))
+    if only.size:
+        c = int(only[0])
+        raise OTReweightError(
+            f"the test split holds {int(test[only].sum())} example(s) of {only.size} class(es) the training split lacks "
+            f"(e.g. label {c} ({classes[c]!r}), {int(test[c])} test example(s)): fix the test labels, or add training "
+            "examples of that class")
 
 
 def _with_class_name(err: OTReweightError, classes: list, profile: str) -> OTReweightError:
@@ -297,6 +314,8 @@ def model_bundle(cfg, prep: Prepared, state: dict) -> dict:
                   "source": str(cfg.data.source), "source_options": dict(cfg.data.source_options or {})},
         "train_counts": prep.split.train_counts.tolist(),
         "thresholds": {"many": cfg.data.many_threshold, "few": cfg.data.few_threshold},
+        "config": cfg.to_dict(),
+        "data_fingerprint": getattr(prep, "fingerprint", None),
         "state_dict": {k: v.detach().cpu() for k, v in state.items()},
     }
 
@@ -312,12 +331,12 @@ def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, devi
     sdir = out / name
     final_path = sdir / "final.json"
     main = dist.is_main()  # only rank 0 writes files; every rank trains and evaluates
-    if resume and final_path.exists() and (sdir / "best.pt").exists():
+    if resume and final_path.exists() and any((sdir / f).exists() for f in (CARD, "best.pt")):
         try:
             final = json.loads(final_path.read_text())
-            bundle = _load_bundle(sdir / "best.pt")
+            bundle = _load_bundle(sdir)
         except (OSError, ValueError, OTReweightError):
-            log(f"{name}: its final.json or best.pt is damaged; finishing the stage again from its checkpoint")
+            log(f"{name}: its final.json or model is damaged; finishing the stage again from its checkpoint")
         else:
             log(f"{name}: finished earlier, skipped (--resume)")
             model.load_state_dict(bundle["state_dict"])
@@ -398,7 +417,9 @@ def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, devi
         start = rw.initial_scores().to(rw.scores.device)
         final["score_change"] = float(((rw.scores - start).abs() / start.abs().clamp_min(1e-12)).mean())
     if main:
-        _write_stage_files(sdir, final, y_test, pred_best, pred_last, rw, counts, model_bundle(cfg, prep, res.best_state))
+        bundle = model_bundle(cfg, prep, res.best_state)
+        bundle["metrics"] = {"stage": name, "best_epoch": res.best_epoch, "test": final["best"], "val": final["val_best"]}
+        _write_stage_files(sdir, final, y_test, pred_best, pred_last, rw, counts, bundle)
     dist.barrier()  # the stage's files exist before any rank moves on
     b = final["best"]
     log(f"{name}: best epoch {res.best_epoch} (validation) -> test acc {100 * b['accuracy']:.2f}  "
@@ -416,7 +437,7 @@ def _write_stage_files(sdir: Path, final: dict, y_test, pred_best, pred_last, rw
             initial=rw.initial_scores().numpy(),
             class_balanced=effective_number_weights(counts, getattr(rw, "beta", 0.9999)).numpy(),
         )
-    atomic_save(bundle, sdir / "best.pt")
+    save_model(bundle, sdir)
     _write_json(sdir / "final.json", final)
 
 
@@ -539,6 +560,7 @@ def run_experiment(cfg: RunConfig | dict, resume: bool = False, log=print, datas
         try:
             fingerprint = data_fingerprint(prep.pool, dataset.split("test"),
                                            *([prep.given_val] if prep.given_val is not None else []))
+            prep.fingerprint = fingerprint  # written into each stage's model card
             split_path = out / "split.json"
             if resume and split_path.exists():
                 old = _read_saved(split_path, "the saved split").get("data_fingerprint")
@@ -669,16 +691,8 @@ def run_stages(cfg: RunConfig, prep: Prepared, out: Path, device, resume: bool, 
 
 
 def _load_bundle(path) -> dict:
-    p = Path(path)
-    if not p.exists():
-        raise OTReweightError(f"checkpoint {p} does not exist")
-    try:
-        bundle = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001
-        raise OTReweightError(f"cannot read checkpoint {p} ({type(err).__name__})") from None
-    if not isinstance(bundle, dict) or "state_dict" not in bundle or "model" not in bundle:
-        raise OTReweightError(f"{p} is not a model checkpoint written by otreweight (use a stage's best.pt)")
-    return bundle
+    """A stage's saved model (see :mod:`otreweight.model_file`): read without running any code."""
+    return read_model(path)
 
 
 def _input_kwargs(inp: dict) -> dict:
@@ -689,7 +703,7 @@ def _input_kwargs(inp: dict) -> dict:
 
 
 def load_model(path, device="cpu"):
-    """The model of a stage's ``best.pt`` on ``device``, in eval mode, and the checkpoint's bundle
+    """The model saved by a stage (its ``model.json``, ``model.safetensors``, folder, or an old ``best.pt``) on ``device``, in eval mode, and the checkpoint's bundle
     (``classes``, ``input`` modality and statistics, ``train_counts``, thresholds)."""
     bundle = _load_bundle(path)
     inp = bundle["input"]
@@ -704,7 +718,7 @@ def load_model(path, device="cpu"):
 
 def evaluate_checkpoint(path, source: str, root=None, split: str = "test", device="auto", download=True,
                         cache_dir=None) -> dict:
-    """Score a ``best.pt`` on a data source's ``test`` (or ``train``) split; returns the metrics."""
+    """Score a stage's saved model (see :func:`load_model`) on a data source's ``test`` (or ``train``) split; returns the metrics."""
     check_choice("split", split, ("test", "train"))
     dev = pick_device(device)
     model, bundle = load_model(path, dev)

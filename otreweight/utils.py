@@ -50,7 +50,10 @@ def parse_assignment(item: str, flag: str, form: str = "KEY=VALUE", dotted: bool
     first, dot, rest = key.partition(".")
     if not sep or not key or (dotted and not (dot and rest)):
         raise OTReweightError(f"{flag} expects {form}, got {item!r}")
-    return key, load_yaml(value)
+    try:
+        return key, load_yaml(value)
+    except yaml.YAMLError as err:
+        raise OTReweightError(f"{flag} {key}: the value is not valid YAML: {str(err).splitlines()[0]}") from None
 
 
 def atomic_write(path, write) -> None:
@@ -108,11 +111,13 @@ def atomic_save(obj, path) -> None:
 
 
 def rng_state(gen: torch.Generator) -> dict:
-    """Every random state a run depends on (for exact resumption)."""
+    """Every random state a run depends on (for exact resumption), as tensors and plain Python values
+    (loadable by ``torch.load(weights_only=True)``)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
     state = {
         "generator": gen.get_state(),
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
+        "numpy": (str(name), torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss), float(gauss)),
         "python": random.getstate(),
     }
     if torch.cuda.is_available():
@@ -123,14 +128,34 @@ def rng_state(gen: torch.Generator) -> dict:
 def set_rng_state(gen: torch.Generator, state: dict) -> None:
     gen.set_state(state["generator"])
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, gauss))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class _YamlLoader(yaml.SafeLoader):
-    """YAML 1.1 reads ``2e-5`` (no dot) as a string; read it as the number everyone means."""
+    """YAML 1.1 reads ``2e-5`` (no dot) as a string; read it as the number everyone means. A key
+    given twice in one mapping is an error naming it and its lines (PyYAML keeps the last silently);
+    ``<<`` merges still override as YAML defines."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    if key in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"key {key!r} is given twice (lines {seen[key]} and {line}); keep one", None)
+                    seen[key] = line
+                except TypeError:  # an unhashable key: SafeLoader names it
+                    continue
+        return super().construct_mapping(node, deep=deep)
 
 
 _YamlLoader.add_implicit_resolver(

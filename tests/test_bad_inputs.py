@@ -118,7 +118,7 @@ def test_compare_output_that_is_a_file(tiny_npz, tmp_path, capsys):
 def test_json_into_a_missing_folder_fails_before_the_work(cmd, tmp_path, capsys):
     target = str(tmp_path / "missing" / "out.json")
     args = (["demo", "--seeds", "0", "--stage1-epochs", "1", "--stage2-epochs", "1", "--json", target] if cmd == "demo"
-            else ["evaluate", str(tmp_path / "best.pt"), "--data", "cifar10", "--json", target])
+            else ["evaluate", str(tmp_path / "model.json"), "--data", "cifar10", "--json", target])
     one_line_error(capsys, main(args), "does not exist")
 
 
@@ -164,8 +164,18 @@ def test_data_replaced_between_kill_and_resume_is_refused(finished_run, tmp_path
 def test_a_live_lock_refuses_a_second_writer_and_a_stale_one_is_taken_over(tiny_npz, tmp_path, capsys):
     out = tmp_path / "locked"
     out.mkdir()
-    (out / ".lock").write_text("1")  # PID 1 is alive
-    one_line_error(capsys, train(tiny_npz, out), "another otreweight process (PID 1)")
+    import subprocess
+    import sys
+
+    from otreweight.outputs import _start_time
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:  # a live process that wrote the lock (its PID and start time)
+        (out / ".lock").write_text(f"{other.pid} {_start_time(other.pid)}")
+        one_line_error(capsys, train(tiny_npz, out), f"another otreweight process (PID {other.pid})")
+    finally:
+        other.kill()
+        other.wait()
     (out / ".lock").write_text("999999999")  # no such process: stale
     assert train(tiny_npz, out) == 0
     assert not (out / ".lock").exists()
@@ -388,7 +398,7 @@ def test_an_npz_label_of_2_to_the_40_does_not_allocate(tmp_path, capsys):
 
 
 def test_evaluate_on_data_of_another_kind_or_channel_count(finished_run, tmp_path, capsys):
-    best = str(finished_run / "stage1" / "best.pt")
+    best = str(finished_run / "stage1" / "model.json")
     rng = np.random.default_rng(0)
     gray = tmp_path / "gray.npz"
     np.savez(gray, x_train=rng.integers(0, 255, (8, 8, 8, 1)).astype(np.uint8), y_train=np.arange(8) % 4,

@@ -29,7 +29,7 @@ def test_tiny_run_end_to_end(tiny_npz, tmp_path):
     run = tmp_path / "run"
     for stage in results:
         d = run / stage
-        for f in ("metrics.jsonl", "final.json", "predictions.npz", "best.pt", "checkpoint.pt"):
+        for f in ("metrics.jsonl", "final.json", "predictions.npz", "model.json", "checkpoint.pt"):
             assert (d / f).stat().st_size > 0, (stage, f)
         lines = (d / "metrics.jsonl").read_text().splitlines()
         assert [json.loads(l)["epoch"] for l in lines] == [1, 2, 3]
@@ -45,7 +45,7 @@ def test_tiny_run_end_to_end(tiny_npz, tmp_path):
     report = write_report(run)
     assert report.stat().st_size > 0 and len(list((run / "figures").glob("*.png"))) >= 4
     # evaluate the saved model on the same data through the CLI
-    assert main(["evaluate", str(run / "stage1" / "best.pt"), "--data", str(tiny_npz)]) == 0
+    assert main(["evaluate", str(run / "stage1" / "model.json"), "--data", str(tiny_npz)]) == 0
     # a finished run is not overwritten by accident
     with pytest.raises(OTReweightError, match="already holds a run"):
         run_experiment(cfg, log=lambda *a: None)
@@ -80,7 +80,7 @@ def test_stage1_checkpoint_seeds_stage2(tiny_npz, tmp_path):
     cfg = tiny_config(tiny_npz, tmp_path / "a")
     cfg["stage2"] = cfg["stage2"][:1]
     run_experiment(cfg, log=lambda *a: None)
-    cfg2 = tiny_config(tiny_npz, tmp_path / "b", **{"stage1.checkpoint": tmp_path / "a" / "stage1" / "best.pt"})
+    cfg2 = tiny_config(tiny_npz, tmp_path / "b", **{"stage1.checkpoint": tmp_path / "a" / "stage1" / "model.json"})
     p = tmp_path / "b.yaml"
     p.write_text(dump_config(cfg2))
     assert main(["train", "--config", str(p)]) == 0  # through the CLI, report included
@@ -141,7 +141,7 @@ def test_checkpoint_every(tiny_npz, tmp_path):
     cfg = tiny_config(tiny_npz, tmp_path / "none", checkpoint_every=0)
     cfg["stage2"] = cfg["stage2"][:1]
     res = run_experiment(cfg, log=lambda *a: None)
-    assert not list((tmp_path / "none").glob("*/checkpoint.pt")) and (tmp_path / "none" / "stage1" / "best.pt").exists()
+    assert not list((tmp_path / "none").glob("*/checkpoint.pt")) and (tmp_path / "none" / "stage1" / "model.json").exists()
     same = tiny_config(tiny_npz, tmp_path / "two", checkpoint_every=2)
     same["stage2"] = same["stage2"][:1]
     assert run_experiment(same, log=lambda *a: None)["stage1"]["best"] == res["stage1"]["best"]

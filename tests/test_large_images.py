@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from otreweight import OTReweightError
+from otreweight.model_file import read_model
 from otreweight.data.loaders import MemoryLoader, StreamLoader, TransformedSplit
 from otreweight.data.modality import get_modality
 from otreweight.data.transforms import IMAGENET_MEAN, WorkerTransforms
@@ -163,7 +164,7 @@ def test_timm_resnet18_one_epoch_on_64px_crops_with_two_workers(tmp_path, monkey
     assert set(res) == {"stage1", "stage2_ot", "stage2_cb"}
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     assert split["validation"] == "given" and split["train_counts"] == [22, 8, 4]
-    saved = torch.load(tmp_path / "run" / "stage1" / "best.pt", weights_only=False)
+    saved = read_model(tmp_path / "run" / "stage1" / "model.json")
     assert saved["input"]["stats"]["mean"] == list(IMAGENET_MEAN)
     assert saved["input"]["modality_options"] == {"crop_size": 64, "resize_size": None}
     assert any(k.startswith("net.layer4") for k in saved["state_dict"])
@@ -173,7 +174,7 @@ def test_timm_resnet18_one_epoch_on_64px_crops_with_two_workers(tmp_path, monkey
     from otreweight.experiment import evaluate_checkpoint
 
     s1 = json.loads((tmp_path / "run" / "stage1" / "final.json").read_text())["best"]
-    m = evaluate_checkpoint(tmp_path / "run" / "stage1" / "best.pt", "image_list", root=root, device="cpu")
+    m = evaluate_checkpoint(tmp_path / "run" / "stage1" / "model.json", "image_list", root=root, device="cpu")
     assert m["per_class"] == pytest.approx(s1["per_class"], abs=1e-6)
     # a frozen backbone (classifier-only stage 1): float16 features stored once, read back by the next run
     frozen = ("stage1.trainable=classifier", f"feature_store={store}", "feature_dtype=float16")
@@ -303,7 +304,7 @@ def test_training_split_statistics_after_the_evaluation_crop(tmp_path):
     varied_jpegs(root)
     run_experiment(run_cfg(root, tmp_path / "run", "stage2=[]", "data.normalize=true", "data.num_workers=0"),
                    log=lambda *a: None)
-    stats = torch.load(tmp_path / "run" / "stage1" / "best.pt", weights_only=False)["input"]["stats"]
+    stats = read_model(tmp_path / "run" / "stage1" / "model.json")["input"]["stats"]
     # dark images (0-60) but for their class's channel (+150); 22, 8 and 4 training images per class
     assert len(stats["mean"]) == 3 and stats["mean"][0] > stats["mean"][1] > stats["mean"][2] > 0.1
     big = _Split(n=50)

@@ -359,7 +359,7 @@ def test_dgcnn_and_whole_network_stage_two_and_evaluate(tmp_path, monkeypatch):
 
     seen, real = [], ex.load_dataset
     monkeypatch.setattr(ex, "load_dataset", lambda *a, **k: seen.append(k) or real(*a, **k))
-    m = evaluate_checkpoint(tmp_path / "dg" / "stage2_crt" / "best.pt", "point_folder", root=root,
+    m = evaluate_checkpoint(tmp_path / "dg" / "stage2_crt" / "model.json", "point_folder", root=root,
                             cache_dir=tmp_path / "cache", device="cpu")
     monkeypatch.undo()
     assert 0 <= m["balanced_accuracy"] <= 1 and seen[0]["n_points"] == 32  # the training run's source options

@@ -122,8 +122,8 @@ def test_a_long_tailed_run_on_20_newsgroups(tmp_path):
     for stage in res["memory"]:
         assert res["memory"][stage]["best"] == res["stream"][stage]["best"], stage
     assert res["memory"]["stage2_ot_classifier"]["best"]["balanced_accuracy"] > 0.4  # well above chance (1/3)
-    # the saved model evaluates on the source by itself (tokeniser travels in best.pt)
-    assert main(["evaluate", str(tmp_path / "memory" / "stage2_ot_classifier" / "best.pt"), "--data", str(sub)]) == 0
+    # the saved model evaluates on the source by itself (tokeniser travels in model.json)
+    assert main(["evaluate", str(tmp_path / "memory" / "stage2_ot_classifier" / "model.json"), "--data", str(sub)]) == 0
 
 
 def test_a_text_run_killed_mid_stage_resumes_exactly(tmp_path, kill_mid_epoch):

@@ -12,6 +12,7 @@ import torch
 pytest.importorskip("transformers")
 
 from otreweight import OTReweightError  # noqa: E402
+from otreweight.model_file import read_model  # noqa: E402
 from otreweight.data.loaders import MemoryLoader, build_loader  # noqa: E402
 from otreweight.data.dataset import ArraySplit  # noqa: E402
 from otreweight.data.modality import get_modality  # noqa: E402
@@ -100,8 +101,8 @@ def test_a_frozen_encoder_run_computes_features_once_and_fine_tunes(tiny_bert, t
     # stage 1 and ot_classifier share one frozen pass per split (the fine-tuning stage predicts directly)
     assert sorted(calls) == ["meta", "test", "train", "val"], calls
     assert set(res) == {"stage1", "stage2_ot_classifier", "stage2_ot_finetune"}
-    saved = torch.load(tmp_path / "run" / "stage2_ot_finetune" / "best.pt", weights_only=False)
-    first = torch.load(tmp_path / "run" / "stage1" / "best.pt", weights_only=False)
+    saved = read_model(tmp_path / "run" / "stage2_ot_finetune" / "model.json")
+    first = read_model(tmp_path / "run" / "stage1" / "model.json")
     key = next(k for k in saved["state_dict"] if k.startswith("encoder.") and "weight" in k)
     assert not torch.equal(saved["state_dict"][key], first["state_dict"][key])  # fine-tuning moved the encoder
     assert saved["input"]["modality_options"]["tokenizer"] == f"hf/{tiny_bert}"

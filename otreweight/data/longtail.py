@@ -172,8 +172,12 @@ def make_long_tailed(
     k = check_labels("labels", y, num_classes)
     y = y.astype(np.int64)
     for name, v in (("n_meta_per_class", n_meta_per_class), ("n_val_per_class", n_val_per_class)):
-        if int(v) != v or v < 0:
-            raise OTReweightError(f"{name} must be an integer >= 0, got {v}")
+        try:
+            ok = not isinstance(v, (bool, str)) and int(v) == v and v >= 0
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        if not ok:
+            raise OTReweightError(f"{name} must be an integer >= 0, got {v!r}")
     order = list(range(k)) if class_order is None else [int(c) for c in class_order]
     if sorted(order) != list(range(k)):
         raise OTReweightError(f"class_order must be a permutation of 0..{k - 1}")

@@ -63,6 +63,40 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+_REACHABLE: dict = {}
+
+
+def hub_unreachable(url: str | None = None, timeout: float = 3.0) -> str | None:
+    """The host of ``url`` (default: the Hugging Face hub, ``HF_ENDPOINT``) when a TCP connection to it
+    fails within ``timeout`` seconds (name lookup included), else ``None`` (also behind a proxy); asked
+    once per host. A model that is not cached is refused at once instead of after the hub client's
+    retries."""
+    import socket
+    import threading
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                                       "all_proxy")):
+        return None  # through a proxy: a direct connection says nothing; the hub client decides
+    u = urlparse(url or os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = u.hostname or "huggingface.co", u.port or (80 if u.scheme == "http" else 443)
+    if (host, port) not in _REACHABLE:
+        ok = []
+
+        def connect():
+            try:
+                socket.create_connection((host, port), timeout=timeout).close()
+                ok.append(True)
+            except OSError:
+                pass
+
+        t = threading.Thread(target=connect, daemon=True)  # bounds a slow name lookup too
+        t.start()
+        t.join(timeout)
+        _REACHABLE[(host, port)] = bool(ok)
+    return None if _REACHABLE[(host, port)] else host
+
+
 def load_pretrained(kind: str, name_or_path: str, **kwargs):
     """``transformers.Auto<kind>.from_pretrained`` from a local folder, the cache, or the hub (one try)."""
     _require_transformers()
@@ -84,6 +118,12 @@ def load_pretrained(kind: str, name_or_path: str, **kwargs):
                if local else "it is not in the Hugging Face cache and HF_HUB_OFFLINE is set")
         raise OTReweightError(f"hf/{name_or_path}: {why}; download it where you are online "
                               f"(huggingface-cli download {name_or_path}) or pass a local model folder (hf/path/to/model)")
+    host = hub_unreachable()
+    if host is not None:
+        raise OTReweightError(f"hf/{name_or_path}: it is not in the Hugging Face cache and the hub ({host}) cannot be "
+                              f"reached; download it where you are online (huggingface-cli download {name_or_path}) "
+                              "and pass the local folder (hf/path/to/model); set HF_HUB_OFFLINE=1 to never try the "
+                              "network")
     try:
         return auto.from_pretrained(src, **kwargs)
     except (OSError, ValueError) as e:

@@ -40,7 +40,7 @@ from torch import nn
 from .._errors import OTReweightError
 from . import MODELS
 from .base import FeatureClassifier
-from .hf import hub_offline
+from .hf import hub_offline, hub_unreachable
 
 PREFIX = "timm/"
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".pth.tar")
@@ -125,6 +125,12 @@ def _create(name: str, num_classes: int, in_channels: int, pretrained: bool, che
     if hub_offline():  # huggingface_hub, through which timm downloads, would refuse anyway
         raise OTReweightError(f"timm/{name}: the pretrained weights are not in the local cache and HF_HUB_OFFLINE is "
                               f"set; {_hub_hint(name)}")
+    cfg = _pretrained_cfg(name)
+    host = hub_unreachable(None if getattr(cfg, "hf_hub_id", None) else getattr(cfg, "url", None))
+    if host is not None:
+        raise OTReweightError(f"timm/{name}: the pretrained weights are not in the local cache and {host} cannot be "
+                              f"reached; {_hub_hint(name)} (a local file needs no network); set HF_HUB_OFFLINE=1 to "
+                              "never try it")
     try:
         return timm.create_model(name, pretrained=True, **kw)
     except (OSError, RuntimeError, ValueError) as e:

@@ -7,6 +7,7 @@ either the previous checkpoint or the new one, never a torn file.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -32,11 +33,18 @@ def save_checkpoint(path, epoch: int, config: FitConfig, model, optimizer, sched
 
 
 def read_checkpoint(path, map_location="cpu") -> dict:
-    """The checkpoint at ``path``, or a one-line error for a damaged or foreign file."""
+    """The checkpoint at ``path``, or a one-line error for a damaged or foreign file. Read with
+    ``torch.load(weights_only=True)``: tensors and plain Python values only, never code."""
     try:
-        ck = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise OTReweightError(f"cannot read checkpoint {path} ({type(err).__name__}); delete it or start without --resume") from None
+        with warnings.catch_warnings():  # e.g. "pickle protocol 4": the refusal below is the one line
+            warnings.simplefilter("ignore")
+            ck = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001
+        if "weights only" not in str(err).lower():
+            raise OTReweightError(f"cannot read checkpoint {path} ({type(err).__name__}); delete it or start without "
+                                  "--resume") from None
+        raise OTReweightError(f"checkpoint {path} cannot be loaded safely (it holds Python objects beyond tensors "
+                              "and plain values, which could run code); delete it or start without --resume") from None
     if not isinstance(ck, dict) or not {"epoch", "model", "optimizer", "history"} <= set(ck):
         raise OTReweightError(f"{path} is not a training checkpoint written by otreweight; delete it or start without --resume")
     return ck

@@ -16,7 +16,9 @@ so a run that finds them on disk ends exactly as the one that computed them. A s
 served as a memory map (on the CPU nothing is read into RAM before a batch needs it; on a GPU it is
 copied to the device once). Extraction writes into ``<key>.partial.npy`` and records after every
 batch how many rows are done, so an interrupted extraction resumes where it stopped; the finished
-file is renamed into place. A damaged entry is computed again.
+file is renamed into place. Beside each entry ``<key>.sha256`` holds the SHA-256 of its bytes, checked
+whenever it is opened: an entry that is damaged (even with its header intact) or has no checksum is
+computed again.
 
 Under several processes (torchrun) a split's features and logits are computed in shares: each rank
 runs the rows of its contiguous share (:func:`otreweight.distributed.shard`) and the shares are
@@ -266,8 +268,10 @@ class FeatureStore:
 
     def _open(self, path: Path, n: int):
         try:
-            arr = np.load(path, mmap_mode="c")  # copy-on-write: a writable view, nothing read yet
-        except (OSError, ValueError):
+            if path.with_suffix(".sha256").read_text().strip() != _file_digest(path):
+                return None  # damaged bytes (or no checksum): computed again
+            arr = np.load(path, mmap_mode="c")  # copy-on-write: a writable view
+        except (OSError, ValueError, UnicodeDecodeError):
             return None  # damaged: computed again
         return arr if arr.ndim == 2 and arr.shape[0] == n and arr.dtype == self.dtype else None
 
@@ -327,6 +331,7 @@ class FeatureStore:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             atomic_write(path, lambda f: np.save(f, arr))
+            _write_digest(path)
         except OSError:  # a full or read-only store never stops a run: the features are in memory
             pass
 
@@ -359,7 +364,25 @@ class FeatureStore:
         del arr
         partial.replace(path)
         progress.unlink(missing_ok=True)
+        _write_digest(path)
         return np.load(path, mmap_mode="c")
+
+
+def _file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_digest(path: Path) -> None:
+    """``<entry>.sha256`` beside a finished store entry (written after it: an entry without one is
+    computed again)."""
+    from ..utils import atomic_save
+
+    atomic_save(_file_digest(path) + "\n", path.with_suffix(".sha256"))
 
 
 __all__ = ["FEATURE_DTYPES", "FeatureCache", "FeatureStore", "backbone_digest", "inputs_digest", "compute_features", "layout", "predict_logits", "probe"]

@@ -303,15 +303,18 @@ class ImageFileSplit:
 
     def __getitem__(self, i: int):
         x, _ = self.read(i)
-        if self._shape is not None and x.shape != self._shape:
-            raise DataError(f"{self.names[i]} is {x.shape[1]}x{x.shape[0]} but the first image is "
+        if self._shape is None:  # without image_size every image has one size: the first one read here
+            self._shape, self._ref = tuple(x.shape), self.names[i]
+        if x.shape != self._shape:
+            ref = getattr(self, "_ref", None) or self.names[0]
+            raise DataError(f"{self.names[i]} is {x.shape[1]}x{x.shape[0]} but {ref} is "
                             f"{self._shape[1]}x{self._shape[0]}: set data.image_size: [H, W] or resize the images")
         return x, int(self.labels[i])
 
     @property
     def example_shape(self) -> tuple:
         if self._shape is None:
-            self._shape = tuple(self[0][0].shape)
+            self._shape, self._ref = tuple(self.read(0)[0].shape), self.names[0]
         return self._shape
 
 

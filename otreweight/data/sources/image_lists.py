@@ -96,16 +96,22 @@ def _read_json(path: Path) -> tuple[list[tuple[str, str, int]], dict]:
         raise DataError(f"{_where(path, e.lineno)} is not valid JSON ({e.msg}); fetch the file again") from None
     if not isinstance(doc, dict) or "images" not in doc:
         raise DataError(f"{path} has no 'images' list; give a COCO-style file (images, annotations, categories)")
-    if "annotations" not in doc:
+    if doc.get("annotations") is None:
         raise DataError(f"{path} has no 'annotations' (a test file without labels?); give a labelled split "
                         "(e.g. val2018.json as the test split)")
+    for key in ("images", "annotations"):
+        if not isinstance(doc[key], list):
+            raise DataError(f"{path}: '{key}' is a {type(doc[key]).__name__}, not a list; give a COCO-style file")
+    if not isinstance(doc.get("categories", []), list):
+        raise DataError(f"{path}: 'categories' is a {type(doc['categories']).__name__}, not a list; give a COCO-style file")
     files = {}
     for img in doc["images"]:
         try:
             files[img["id"]] = str(img["file_name"])
         except (KeyError, TypeError):
             raise DataError(f"{path}: an entry of 'images' lacks id or file_name ({str(img)[:60]})") from None
-    names = {c["id"]: str(c.get("name", c["id"])) for c in doc.get("categories", []) if isinstance(c, dict) and "id" in c}
+    names = {_category(c["id"], path, "categories"): str(c.get("name", c["id"]))
+             for c in doc.get("categories", []) if isinstance(c, dict) and "id" in c}
     rows = []
     for k, a in enumerate(doc["annotations"]):
         try:
@@ -114,8 +120,18 @@ def _read_json(path: Path) -> tuple[list[tuple[str, str, int]], dict]:
             raise DataError(f"{path}: annotation {k} lacks image_id or category_id") from None
         if image not in files:
             raise DataError(f"{path}: annotation {k} names image {image}, which 'images' does not list")
-        rows.append((files[image], str(cat), k))
+        rows.append((files[image], str(_category(cat, path, f"annotation {k}")), k))
     return rows, names
+
+
+def _category(value, path: Path, where: str) -> int:
+    """A COCO category id: an integer (or a string of one)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    raise DataError(f"{path} {where}: category id {json.dumps(value)[:40]} is not an integer; iNaturalist / COCO "
+                    "files number their categories 0, 1, ... (give class names in a .csv list instead)")
 
 
 def _text(path: Path) -> str:
@@ -124,7 +140,7 @@ def _text(path: Path) -> str:
     except OSError as e:
         raise DataError(f"cannot read split file {path} ({e.strerror or e}); check data.source_options") from None
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8").removeprefix("\ufeff")  # a byte-order mark is no part of the first path
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise DataError(f"{_where(path, line)} is not UTF-8 text; save the file as UTF-8") from None
@@ -201,6 +217,7 @@ def load_image_lists(root=None, download=True, cache_dir=None, train=None, val=N
             y, classes, cat_ids = _json_labels(rows, path, names, cat_ids, classes)
         else:
             y, classes = _labels(kind, rows, path, classes)
+        _refuse_repeats(rows, path, kind)
         items = [str(base / p) for p, _, _ in rows]
         if check_files:
             for (p, _, i), full in zip(rows, items):
@@ -211,6 +228,23 @@ def load_image_lists(root=None, download=True, cache_dir=None, train=None, val=N
         splits[which] = ImageFileSplit(items, [f"{path.name}:{p}" for p, _, _ in rows], y, classes,
                                        tuple(image_size) if image_size else None, [p for p, _, _ in rows])
     return ImageListDataset(splits, classes, f"image_list:{root}")
+
+
+def _refuse_repeats(rows: list, path: Path, kind: str) -> None:
+    """A split holds each image once: a path listed twice could land in training and in validation."""
+    first, repeats = {}, []
+    for p, _, i in rows:
+        key = str(Path(p))
+        if key in first:
+            repeats.append((p, first[key], i))
+        else:
+            first[key] = i
+    if repeats:
+        p, a, b = repeats[0]
+        what = "annotations" if kind == "json" else "lines"
+        n_images = len({str(Path(r[0])) for r in repeats})
+        raise DataError(f"{path} lists {n_images} image(s) more than once ({len(repeats)} repeated {what}; e.g. {p} "
+                        f"at {what[:-1]} {a} and {b}); a split must hold each image once: remove the repeats")
 
 
 def _json_labels(rows, path, names, cat_ids, classes):

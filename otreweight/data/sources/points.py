@@ -71,8 +71,10 @@ class PointDataset(ArraySplits):
             if x.ndim != 3 or len(x) != len(y):
                 raise DataError(f"{name}: {which} clouds have shape {x.shape} for {len(y)} labels; "
                                 "expected (N, P, D) with one label per cloud")
-            if y.size and (y.min() < 0 or y.max() >= len(self.classes)):
-                raise DataError(f"{name}: {which} label {int(y.max())} is outside 0..{len(self.classes) - 1}")
+            bad = np.flatnonzero((y < 0) | (y >= len(self.classes)))
+            if bad.size:
+                raise DataError(f"{name}: {which} label {int(y[bad[0]])} (cloud {int(bad[0])}; {bad.size} such) is "
+                                f"outside 0..{len(self.classes) - 1}")
         if len(self.x_test) and self.x_test.shape[1:] != self.x_train.shape[1:]:
             raise DataError(f"{name}: train clouds are {self.x_train.shape[1:]} but test clouds "
                             f"{self.x_test.shape[1:]}; both splits need the same points per cloud and dims")
@@ -145,6 +147,14 @@ def _class_files(root: Path, suffixes: tuple[str, ...], what: str) -> tuple[list
         folders = {s: {c: root / c / s for c in classes} for s in ("train", "test")}
     if not classes:
         raise DataError(f"{root} holds no class folders (<class>/train/*{suffixes[0]} or train/<class>/*{suffixes[0]})")
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        extra = sorted(d.name for d in (root / "test").iterdir() if d.is_dir() and not d.name.startswith(".")
+                       and d.name not in classes)
+        if extra:
+            shapes = sum(len(listed(root / "test" / c)) for c in extra)
+            raise DataError(f"{root}/test holds {len(extra)} class folder(s) that train/ lacks ({', '.join(extra[:5])}"
+                            f"{', ...' if len(extra) > 5 else ''}; {shapes} test shapes): a model cannot learn them; "
+                            "add their training shapes or remove them from test/")
     files: dict = {"train": [], "test": []}
     for s in ("train", "test"):
         for k, c in enumerate(classes):
@@ -343,6 +353,9 @@ def load_modelnet_h5(root, n_points: int = 1024, normals: bool = False, seed: in
     x = {s: np.concatenate(v[0]) if v[0] else np.zeros((0, n_points, 6 if normals else 3), np.float32)
          for s, v in parts.items()}
     y = {s: np.concatenate(v[1]) if v[1] else np.zeros(0, np.int64) for s, v in parts.items()}
+    if not y["train"].size:
+        raise DataError(f"{', '.join(p.name for p in found['train'])} in {root} hold no cloud; give the release's "
+                        "training files")
     names_file = root / "shape_names.txt"
     k = int(max(y["train"].max(), y["test"].max() if y["test"].size else 0)) + 1
     if names_file.is_file():

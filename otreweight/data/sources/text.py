@@ -67,7 +67,20 @@ def _lines(path: Path):
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise DataError(f"{path} line {line} is not UTF-8 text (byte 0x{raw[e.start]:02x}); save the file as UTF-8") from None
-    return text.splitlines()
+    # a byte-order mark (Notepad, Excel) is no part of the first label; records end at "\n" alone (a form
+    # feed or U+2028 inside a document is text, not a line break)
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in text.removeprefix("\ufeff").split("\n")]
+
+
+def _csv_rows(text: str, delim: str):
+    """csv rows of ``text``, a field as long as the whole text allowed (csv's default stops at 131,072
+    characters; the limit is the module's, restored after reading)."""
+    old = csv.field_size_limit()
+    csv.field_size_limit(max(old, min(len(text) + 1, 2**31 - 1)))
+    try:
+        return list(csv.reader(io.StringIO(text, newline=""), delimiter=delim))
+    finally:
+        csv.field_size_limit(old)
 
 
 def _read_file(path: Path) -> tuple[list[str], list[str], list[str]]:
@@ -85,17 +98,23 @@ def _read_file(path: Path) -> tuple[list[str], list[str], list[str]]:
                 raise DataError(f"{path} line {n} is not a JSON object; give one {{\"text\": ..., \"label\": ...}} per line") from None
             if not isinstance(obj, dict) or "text" not in obj or "label" not in obj:
                 raise DataError(f"{path} line {n} lacks a \"text\" or \"label\" key")
+            if not isinstance(obj["text"], str):
+                raise DataError(f"{path} line {n}: \"text\" is {json.dumps(obj['text'])[:40]}, not a string; give "
+                                "each document's text or remove the line")
+            if not isinstance(obj["label"], (str, int, float)) or isinstance(obj["label"], bool):
+                raise DataError(f"{path} line {n}: \"label\" is {json.dumps(obj['label'])[:40]}; give a class "
+                                "name or an integer")
             texts.append(obj["text"]), labels.append(obj["label"]), where.append(n)
     else:
         delim = "\t" if fmt == "tsv" else ","
-        first = next(csv.reader([lines[0]], delimiter=delim)) if lines else []
+        first = (_csv_rows(lines[0], delim) or [[]])[0] if lines else []
         header = [h.strip().lower() for h in first]
         if fmt == "csv" or ("text" in header and "label" in header):
             if "text" not in header or "label" not in header:
                 missing = [c for c in ("text", "label") if c not in header]
                 raise DataError(f"{path} has no {' or '.join(missing)} column in its header (columns: {', '.join(first)})")
             ti, li = header.index("text"), header.index("label")
-            for n, row in enumerate(csv.reader(io.StringIO("\n".join(lines[1:])), delimiter=delim), 2):
+            for n, row in enumerate(_csv_rows("\n".join(lines[1:]), delim), 2):
                 if not row:
                     continue
                 if len(row) <= max(ti, li):
@@ -127,7 +146,7 @@ def _read_class_folders(folder: Path) -> tuple[list[str], list[str], list[str]]:
         for f in files:
             raw = f.read_bytes()
             try:
-                text = raw.decode("utf-8")
+                text = raw.decode("utf-8").removeprefix("\ufeff")
             except UnicodeDecodeError as e:
                 line = raw[: e.start].count(b"\n") + 1
                 raise DataError(f"{f} line {line} is not UTF-8 text; save it as UTF-8 (or re-encode latin-1 files)") from None
