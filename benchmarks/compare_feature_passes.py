@@ -3,7 +3,7 @@
 Run with the code to measure first on the path (this checkout, or an older one for the "before" row):
 
     OTREWEIGHT_CACHE=/tmp/c PYTHONPATH=<checkout> python benchmarks/compare_feature_passes.py \
-        --data ../shared/data/cifar10-jpeg.tar.gz --stage1 <best.pt of a CIFAR-10-LT stage 1> \
+        --data ../shared/data/cifar10-jpeg.tar.gz --stage1 <model.json of a CIFAR-10-LT stage 1> \
         --methods cb,balanced_softmax,logit_adjust --epochs 3 --out /tmp/passes
 
 It counts the calls of the loop's augmented pass (``augmented_pass`` now, ``_augmented_features``
@@ -29,7 +29,7 @@ from otreweight.experiment import load_config
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
-    ap.add_argument("--stage1", required=True, help="a stage-1 best.pt of the same config and seed")
+    ap.add_argument("--stage1", required=True, help="a stage-1 model.json of the same config and seed")
     ap.add_argument("--methods", default="cb,balanced_softmax,logit_adjust")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)

@@ -2,7 +2,7 @@
 docs/ot_weights.md.
 
 Every row re-trains the linear classifier of the same frozen stage-1 ResNet-32 of its seed (a
-``stage1/best.pt`` per seed, e.g. from ``benchmarks/cifar_lt.py``) on identical splits, with
+``stage1/model.json`` per seed, e.g. from ``benchmarks/cifar_lt.py``) on identical splits, with
 features computed once per seed without augmentation, and is selected on the validation split.
 Rows (``+meta``: the meta set is added to the training data; OT rows see it through their
 meta-CE term or not at all):
@@ -25,7 +25,7 @@ are at that lam. Per-example weights of every OT row are read from its ``weights
 
 Commands (one seed per process; CPU, one thread)::
 
-    python benchmarks/ot_variants_cifar.py run --seeds 0 --stage1 'benchmarks/results/c10_if100_cpu15/seed{seed}/stage1/best.pt' \\
+    python benchmarks/ot_variants_cifar.py run --seeds 0 --stage1 'benchmarks/results/c10_if100_cpu15/seed{seed}/stage1/model.json' \\
         --data ../shared/data/cifar10-jpeg.tar.gz --out benchmarks/results/ot_variants_c10
     python benchmarks/ot_variants_cifar.py report --out benchmarks/results/ot_variants_c10
 """
@@ -255,7 +255,7 @@ def main(argv=None):
     r = sub.add_parser("run")
     r.add_argument("--config", default="cifar10_lt_if100")
     r.add_argument("--seeds", default="0,1,2")
-    r.add_argument("--stage1", required=True, help="stage-1 best.pt per seed, with {seed}")
+    r.add_argument("--stage1", required=True, help="stage-1 model.json per seed, with {seed}")
     r.add_argument("--data")
     r.add_argument("--epochs", type=int, default=10)
     r.add_argument("--lams", default="0.03,0.1,0.3")

@@ -98,7 +98,7 @@ def run_seed(seed: int, out: Path, force: bool = False) -> None:
                 record["rows"][name]["w"] = np.round(w["scores"].astype(np.float64), 7).tolist()
                 record["rows"][name]["w0"] = np.round(w["initial"].astype(np.float64), 7).tolist()
         if "cost_own" not in record:  # the frozen stage-1 backbone: the same features for every row
-            model, _ = load_model(Path(tmp) / "stage1" / "best.pt", "cpu")
+            model, _ = load_model(Path(tmp) / "stage1" / "model.json", "cpu")
             with torch.no_grad():
                 feats = model.features(torch.as_tensor(dataset.x_train[train_idx]))
                 meta = np.asarray(split["meta"])

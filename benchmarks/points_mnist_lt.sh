@@ -18,7 +18,7 @@ for s in 0 1 2; do
 done
 s1=$(date +%s)
 /usr/bin/time -v $PY -m otreweight compare "${COMMON[@]}" --set data.augment=none \
-    --set "stage1.checkpoint=$OUT/stage1_seed{seed}/stage1/best.pt" \
+    --set "stage1.checkpoint=$OUT/stage1_seed{seed}/stage1/model.json" \
     --methods ce,cb,crt,balanced_softmax,logit_adjust_posthoc,ot,ot-cc,ot-no-meta-ce --seeds 0,1,2 --mode decoupled \
     --output "$OUT/compare" > "$OUT/compare.log" 2>&1
 end=$(date +%s)

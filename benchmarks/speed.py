@@ -1,7 +1,7 @@
 """Speed benchmarks: stage 2 ours vs the reference-style step, OT overhead, stage-1 throughput, scaling.
 
     python benchmarks/speed.py --data ../shared/data/cifar10-jpeg.tar.gz --threads 1 \
-        [--stage1 runs/.../stage1/best.pt] --out benchmarks/results/speed.md
+        [--stage1 runs/.../stage1/model.json] --out benchmarks/results/speed.md
 
 Sections (each can be chosen with --only):
   stage2   one stage-2 epoch (classifier only, batch 16, CIFAR-10-LT IF 100) of ours, with augmentation
@@ -250,7 +250,7 @@ SECTIONS = {"loaders": section_loaders, "overhead": section_overhead, "scale": s
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="../shared/data/cifar10-jpeg.tar.gz")
-    ap.add_argument("--stage1", help="a stage-1 best.pt to start stage 2 from (default: random ResNet-32)")
+    ap.add_argument("--stage1", help="a stage-1 model.json to start stage 2 from (default: random ResNet-32)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--ref-batches", type=int, default=20)
     ap.add_argument("--only", default="overhead,scale,stage2,stage1")

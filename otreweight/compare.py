@@ -275,7 +275,7 @@ def run_plan(cfg: dict, plan: list[dict], seeds, output, preset: str = "custom",
     if ckpt and len(seeds) > 1 and "{seed}" not in str(ckpt):
         raise OTReweightError(
             "one stage-1 checkpoint cannot serve several seeds (each seed draws its own split); "
-            "put {seed} in stage1.checkpoint, e.g. runs/c10_seed{seed}/stage1/best.pt"
+            "put {seed} in stage1.checkpoint, e.g. runs/c10_seed{seed}/stage1/model.json"
         )
     names = [v["name"] for v in plan]
     if len(set(names)) != len(names):

@@ -8,7 +8,7 @@ A text split holds its documents as strings (``ArraySplit`` of an object array).
   same vocabulary), ``wordpiece`` or ``bpe`` (byte-level), trained by ``tokenizers``' own trainers,
   which break frequency ties in hash order: their vocabularies, hence the runs, are not
   reproducible bit for bit from one process to the next. ``[PAD]`` = id 0, ``[UNK]`` = 1; the
-  tokeniser is saved with the run (its JSON is part of the statistics written into ``best.pt``);
+  tokeniser is saved with the run (its JSON is part of the statistics written into the stage's ``model.json`` card);
 * encodes documents truncated to ``max_length`` tokens and pads each batch to its longest document
   with id 0 (``to_tensor`` / ``collate``); token ids are never normalised. With the in-memory
   loader a split is tokenised once per run.
