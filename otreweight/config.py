@@ -53,6 +53,7 @@ AMP_MODES = ("auto", "bf16", "none")
 AUGMENTS = ("none", "pad_crop_flip", "point_cloud", "random_resized_crop")
 PROFILES = ("exp", "step", "given")
 STARTS = ("stage1", "scratch")
+LOGGERS = ("tensorboard",)
 
 
 # ----------------------------------------------------------------------------- type checks
@@ -221,6 +222,26 @@ def _check_fields(obj, prefix: str = "") -> None:
         object.__setattr__(obj, f.name, coerce(getattr(obj, f.name), hints[f.name], prefix + f.name))
 
 
+def check_progress(value) -> None:
+    """``progress`` is true, false or ``"auto"`` (a bar when stderr is a terminal)."""
+    if value not in (True, False, "auto"):
+        raise OTReweightError(f"progress must be true, false or auto, got {value!r}")
+
+
+def check_loggers(value) -> tuple[str, ...]:
+    """``log``: a logger name or a list of them, as a tuple; a missing package is refused in one line."""
+    names = (value,) if isinstance(value, str) else tuple(value)
+    for name in names:
+        check_choice("logger (config key log)", name, LOGGERS)
+        if name == "tensorboard":
+            import importlib.util
+
+            if importlib.util.find_spec("tensorboard") is None:
+                raise OTReweightError("log: tensorboard needs the tensorboard package; "
+                                      "pip install 'otreweight[tensorboard]' or remove log")
+    return names
+
+
 # ----------------------------------------------------------------------------- the sections
 @dataclass(eq=False)
 class FitConfig(Section):
@@ -257,7 +278,7 @@ class FitConfig(Section):
     compile: bool = False  # torch.compile the backbone's training forward
     # Set by the run for every stage:
     seed: int = field(default=0, metadata=RUN_RESUME)
-    progress: bool = field(default=True, metadata=RUN)
+    progress: bool | str = field(default="auto", metadata=RUN)
     many_threshold: int = field(default=100, metadata=RUN)
     few_threshold: int = field(default=20, metadata=RUN)
     # several processes (torchrun), whole-network stages: batch norm over the global batch
@@ -287,6 +308,7 @@ class FitConfig(Section):
             raise OTReweightError("milestones and lr_factors must have the same length")
         check_choice("selection metric", self.select_metric, SELECT_METRICS)
         check_choice("amp mode", self.amp, AMP_MODES)
+        check_progress(self.progress)
         return self
 
     def milestone_epochs(self) -> list[int]:
@@ -313,7 +335,7 @@ class FitConfig(Section):
         """Every field, the run-level ones included (what a checkpoint stores)."""
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
 
-    def fit_config(self, seed: int, progress: bool, many_threshold: int, few_threshold: int,
+    def fit_config(self, seed: int, progress: bool | str, many_threshold: int, few_threshold: int,
                    sync_batchnorm: bool = False) -> "FitConfig":
         """The loop's :class:`FitConfig` of this stage, with the run-level fields filled in."""
         kw = {f.name: getattr(self, f.name) for f in fields(FitConfig) if not f.metadata.get("run")}
@@ -463,7 +485,8 @@ class RunConfig(Section):
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
-    progress: bool = True
+    progress: bool | str = "auto"
+    log: tuple[str, ...] | str = ()
     checkpoint_every: int = 1  # epochs between checkpoints (and at each stage's end); 0: none, no --resume
     # frozen-backbone features on disk for other runs: auto = <cache>/features when stage 1 trains only
     # the classifier (a frozen pretrained backbone, the same in every run) or is loaded from a
@@ -490,6 +513,8 @@ class RunConfig(Section):
         from .models import MODELS
 
         _check_fields(self)
+        check_progress(self.progress)
+        object.__setattr__(self, "log", check_loggers(self.log))
         if isinstance(self.feature_store, bool):
             object.__setattr__(self, "feature_store", "auto" if self.feature_store else "off")
         check_choice("feature dtype", self.feature_dtype, ("float32", "float16"))
