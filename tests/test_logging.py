@@ -88,3 +88,17 @@ def test_tensorboard_event_file_holds_the_per_epoch_scalars(tiny_npz, tmp_path):
 def test_version_flag():
     done = subprocess.run([sys.executable, "-m", "otreweight", "--version"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == f"otreweight {__version__}"
+
+
+def test_compare_header_names_the_given_profile_and_its_ratio(tmp_path):
+    import json
+
+    from otreweight.compare import _imbalance_text
+
+    d = {"imbalance_factor": 100, "profile": "given"}
+    assert _imbalance_text(tmp_path, d, [0]) == "the given class counts (profile given)"
+    (tmp_path / "seed_0").mkdir()
+    (tmp_path / "seed_0" / "split.json").write_text(json.dumps({"train_counts": [5620, 40, 2, 0]}))
+    text = _imbalance_text(tmp_path, d, [0])
+    assert "IF" not in text and "100" not in text and "ratio 2,810" in text
+    assert _imbalance_text(tmp_path, {"imbalance_factor": 100, "profile": "exp"}, [0]) == "IF 100 (exp)"
