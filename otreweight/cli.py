@@ -102,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("checkpoint", help="path of a best.pt written by `otreweight train`")
     ev.add_argument("--data", required=True, help="cifar10, cifar100, an image folder or archive, or a .npz file")
     ev.add_argument("--root", default="data", help="folder of the CIFAR archives")
-    ev.add_argument("--split", default="test", choices=("test", "train"))
-    ev.add_argument("--device", default="auto")
+    ev.add_argument("--split", default="test", choices=("test", "train"), help="the split of the data source to score")
+    ev.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     ev.add_argument("--no-download", action="store_true", help="never download a missing CIFAR archive")
     ev.add_argument("--json", metavar="PATH", help="also write the metrics as JSON")
 
@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="(re)write report.md and figures for a run folder",
                          description="Write report.md with PNG figures for a run folder of `otreweight train`.")
-    rep.add_argument("run_dir")
+    rep.add_argument("run_dir", help="a run folder written by `otreweight train` (its output_dir)")
     return parser
 
 
