@@ -347,7 +347,7 @@ def registries_page() -> str:
            "Generated from the registries (`otreweight/registry.py`: `METHODS`, `MODELS`, `SOURCES`, "
            "`MODALITIES`) when the documentation is built: every registered name and the options it "
            "accepts, with the meaning from its docstring. A name registered by your own code appears "
-           "the same way (see [extending](../extending.md)).", ""]
+           "the same way (see [extending](../../extending.md)).", ""]
     current = None
     for kind, name, summary, options in registry_rows():
         if kind != current:
