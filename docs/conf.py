@@ -83,7 +83,7 @@ html_theme_options = {
     "footer_start": ["copyright"],
     "footer_end": ["sphinx-version"],
 }
-html_sidebars = {"**": ["sidebar-nav-bs"], "index": []}
+html_sidebars = {"**": ["sidebar-nav-bs"], "index": [], "getting_started": [], "changelog": []}
 html_show_sourcelink = False
 
 # Warnings are errors (-W); these are not about the pages' content.

@@ -213,7 +213,14 @@ def config_page() -> str:
 
 
 def _cell(text) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    return _rst_to_md(str(text)).replace("|", "\\|").replace("\n", " ")
+
+
+def _rst_to_md(text: str) -> str:
+    """reST roles and literals of docstrings as Markdown: ``:class:`~a.B``` -> `B`, ``x`` -> `x`."""
+    text = re.sub(r":(?:class|func|meth|mod|attr|data|obj):`~?([^`]+)`", lambda m: "`" + m.group(1).split(".")[-1] + "`", text)
+    text = re.sub(r":math:`([^`]+)`", r"`\1`", text)
+    return re.sub(r"``([^`]+)``", r"`\1`", text)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -357,7 +364,7 @@ def registries_page() -> str:
             if filled:
                 out += ["Set by the run, never in the options: " + "; ".join(
                     f"`{k}` ({v})" for k, v in filled.items()) + ".", ""]
-        out += [f"### `{name}`", "", _md_text(summary) or "", ""]
+        out += [f"### `{name}`", "", _rst_to_md(_md_text(summary)) or "", ""]
         if options:
             out += ["| option | default | meaning |", "|---|---|---|"]
             out += [f"| `{o}` | `{_cell(d)}` | {_cell(m)} |" for o, d, m in options]
