@@ -29,8 +29,9 @@ import matplotlib.pyplot as plt
 from otreweight.compare import run_comparison
 from otreweight.config import load_config, resolve_config_path
 
-here = Path(globals().get("__file__", "examples/plot_cifar10_lt_compare.py")).resolve().parent
-data = Path(os.environ.get("OTREWEIGHT_DATA") or here.parent.parent / "shared" / "data")
+here = Path(globals().get("__file__", "examples/x.py")).resolve().parent
+repo = next(p for p in (here, *here.parents) if (p / "pyproject.toml").exists())  # the repository
+data = Path(os.environ.get("OTREWEIGHT_DATA") or repo.parent / "shared" / "data")
 archive = data / "cifar10-jpeg.tar.gz"
 if not archive.exists():
     raise SystemExit(f"{archive} not found: set OTREWEIGHT_DATA to the folder holding cifar10-jpeg.tar.gz")

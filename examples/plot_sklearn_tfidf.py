@@ -25,8 +25,9 @@ from sklearn.metrics import balanced_accuracy_score, recall_score
 import otreweight as otr
 from otreweight.sklearn import OTReweightedClassifier
 
-here = Path(globals().get("__file__", "examples/plot_sklearn_tfidf.py")).resolve().parent
-data = Path(os.environ.get("OTREWEIGHT_DATA") or here.parent.parent / "shared" / "data")
+here = Path(globals().get("__file__", "examples/x.py")).resolve().parent
+repo = next(p for p in (here, *here.parents) if (p / "pyproject.toml").exists())  # the repository
+data = Path(os.environ.get("OTREWEIGHT_DATA") or repo.parent / "shared" / "data")
 folder = data / "20newsgroups"
 if not folder.exists():
     raise SystemExit(f"{folder} not found: set OTREWEIGHT_DATA to the folder holding 20newsgroups/")

@@ -21,8 +21,9 @@ import numpy as np
 from otreweight.compare import run_comparison
 from otreweight.config import load_config, resolve_config_path
 
-here = Path(globals().get("__file__", "examples/plot_text_tsv.py")).resolve().parent
-data = Path(os.environ.get("OTREWEIGHT_DATA") or here.parent.parent / "shared" / "data")
+here = Path(globals().get("__file__", "examples/x.py")).resolve().parent
+repo = next(p for p in (here, *here.parents) if (p / "pyproject.toml").exists())  # the repository
+data = Path(os.environ.get("OTREWEIGHT_DATA") or repo.parent / "shared" / "data")
 folder = data / "20newsgroups"
 if not folder.exists():
     raise SystemExit(f"{folder} not found: set OTREWEIGHT_DATA to the folder holding 20newsgroups/")
