@@ -64,7 +64,7 @@ sphinx_gallery_conf = {
     "plot_gallery": "True" if gallery else "False",
     "download_all_examples": False,
     "remove_config_comments": True,
-    "within_subsection_order": "FileNameSortKey",
+    "within_subsection_order": "otr_reference.GalleryOrder",
     "min_reported_time": 1,
     "write_computation_times": gallery,
     "show_memory": False,
@@ -73,7 +73,8 @@ sphinx_gallery_conf = {
 
 html_theme = "pydata_sphinx_theme"
 html_title = f"otreweight {release}"
-html_static_path = []
+html_static_path = ["_static"]
+html_css_files = ["otreweight.css"]
 html_theme_options = {
     "navigation_depth": 2,
     "show_toc_level": 2,

@@ -19,7 +19,7 @@ from otreweight.summary import format_table
 
 methods = ("ce", "cb", "cb+meta", "ot", "ot-no-meta-ce")
 result = run_demo(DemoConfig(seeds=(0, 1, 2), methods=methods), log=lambda *a: None)
-print(format_table(result["rows"], markdown=True))
+print(format_table(result["rows"]))
 
 # %%
 # Test balanced accuracy at the validation-selected epoch, mean and standard deviation over seeds.

@@ -28,6 +28,14 @@ folder = data / "20newsgroups"
 if not folder.exists():
     raise SystemExit(f"{folder} not found: set OTREWEIGHT_DATA to the folder holding 20newsgroups/")
 
+
+def show(rows):
+    """The comparison's main columns: test balanced accuracy and many / medium / few (%)."""
+    print(f"{'method':<22}{'bal.acc':>9}{'many':>8}{'medium':>8}{'few':>8}")
+    for r in rows:
+        cells = [r[f"{k}_mean"] for k in ("balanced_accuracy", "many", "medium", "few")]
+        print(f"{r['method']:<22}" + "".join(f"{'-' if v is None else f'{v:.1f}':>{w}}" for v, w in zip(cells, (9, 8, 8, 8))))
+
 out = Path(tempfile.mkdtemp(prefix="otreweight-text-"))
 cfg = load_config(resolve_config_path("20newsgroups_lt_if100"), [
     f"data.source={folder}", f"output_dir={out / 'run'}", "stage1.epochs=10", "threads=1", "progress=false",
@@ -35,7 +43,7 @@ cfg = load_config(resolve_config_path("20newsgroups_lt_if100"), [
 methods = ["ce", "cb", "logit_adjust_posthoc", "crt", "ot", "ot-no-meta-ce"]
 result = run_comparison(cfg, methods=methods, seeds=[0], mode="decoupled", method_sets=["*.epochs=5"],
                         output=out / "compare", log=lambda *a: None)
-print(result["files"]["md"].read_text())
+show(result["rows"])  # the whole table: result["files"]["md"] (compare.md)
 
 # %%
 # Balanced accuracy against the accuracy on the few-shot classes (fewer than 20 training

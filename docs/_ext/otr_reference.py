@@ -427,3 +427,20 @@ if __name__ == "__main__":
         print(p)
     gaps = missing_meanings()
     print("\n".join(gaps) or "every key and option has a line of meaning")
+
+
+class GalleryOrder:
+    """sphinx-gallery ``within_subsection_order``: the digits demo first, then by kind of data."""
+
+    ORDER = ("plot_digits_demo.py", "plot_cifar10_lt_compare.py", "plot_text_tsv.py", "plot_mnist_points.py",
+             "plot_sklearn_tfidf.py", "sklearn_imbalanced.py")
+
+    def __init__(self, src_dir) -> None:
+        self.src_dir = src_dir
+
+    def __call__(self, filename) -> tuple:
+        name = Path(filename).name
+        return (self.ORDER.index(name) if name in self.ORDER else len(self.ORDER), name)
+
+    def __repr__(self) -> str:
+        return "GalleryOrder"
