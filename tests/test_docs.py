@@ -41,7 +41,7 @@ def test_numpydoc_parameters_are_read():
     got = otr_reference.numpydoc_params(doc)
     assert got["a"] == got["b"] == "First sentence."
     assert got["c"] == "Choice"
-    assert got["d"] == "Choice; ``d`` mixes things (0.5)."
+    assert got["d"] == "``d`` mixes things (0.5)."
 
 
 def test_reference_pages_list_what_the_code_defines(tmp_path):
