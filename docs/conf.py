@@ -56,6 +56,8 @@ numpydoc_xref_param_type = False
 autosummary_generate = False
 
 gallery = os.environ.get("OTREWEIGHT_DOCS_GALLERY", "1") != "0"
+if not gallery:  # the quick check of `make test`: no highlighted source pages either
+    extensions.remove("sphinx.ext.viewcode")
 sphinx_gallery_conf = {
     "examples_dirs": str(ROOT / "examples"),
     "gallery_dirs": str(HERE / "auto_examples"),
