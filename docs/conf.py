@@ -86,7 +86,8 @@ html_theme_options = {
     "footer_start": ["copyright"],
     "footer_end": ["sphinx-version"],
 }
-html_sidebars = {"**": ["sidebar-nav-bs"], "index": [], "getting_started": [], "changelog": []}
+html_sidebars = {"**": ["sidebar-nav-bs"], "index": [], "getting_started": [], "changelog": [],
+                 "results": [], "benchmarks": [], "reproducing": []}  # wide tables: no section sidebar
 html_show_sourcelink = False
 
 # Warnings are errors (-W); these are not about the pages' content.
