@@ -331,12 +331,15 @@ def _summary(factory) -> str:
     return _first_sentence(para) if para else ""
 
 
-def registry_rows():
-    """``(kind, name, summary, [(option, default, meaning)])`` of every registered entry and prefix family."""
+def registry_rows(package_only: bool = False):
+    """``(kind, name, summary, [(option, default, meaning)])`` of every registered entry and prefix family
+    (``package_only``: those otreweight itself registers, not a test's or a user's)."""
     rows = []
     for kind, reg in _registries():
         for name in reg.names():
             f = reg[name]
+            if package_only and not str(getattr(f, "__module__", "")).startswith("otreweight"):
+                continue
             rows.append((kind, name, _summary(f), _factory_options(kind, name, f)))
         for prefix in reg.prefixes():
             factory, argument = reg._prefixes[prefix]
@@ -383,12 +386,13 @@ def registries_page() -> str:
 
 
 # ----------------------------------------------------------------------------- checks and output
-def missing_meanings() -> list[str]:
-    """Every config key, CLI argument, summary or registry option without a line of meaning."""
+def missing_meanings(package_only: bool = True) -> list[str]:
+    """Every config key, CLI argument, summary or registry option without a line of meaning
+    (``package_only``: registry entries of otreweight itself, not those a test or a user adds)."""
     missing = [f"config key {key}" for _, key, _, _, meaning in config_rows() if not meaning.strip()]
     missing += [f"CLI {cmd or 'otreweight'} {flags}" for cmd, flags, meaning in cli_rows()
                 if not meaning.strip() and flags not in ("-h, --help",)]
-    for kind, name, summary, options in registry_rows():
+    for kind, name, summary, options in registry_rows(package_only):
         if not summary:
             missing.append(f"{kind} {name}: no docstring summary")
         missing += [f"{kind} {name} option {o}" for o, _, m in options if not m.strip()]
