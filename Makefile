@@ -6,7 +6,7 @@ VENV   ?= .venv
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 BIN    := $(VENV)/bin
 
-.PHONY: install demo test clean
+.PHONY: install demo test docs docs-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,5 +23,13 @@ demo: install
 test: install
 	$(BIN)/python -m pytest
 
+# The documentation site (docs/_build/html), warnings as errors; the gallery examples run (a few minutes).
+docs: install
+	$(BIN)/python -m sphinx -b html -W --keep-going -q docs docs/_build/html
+
+# The same build without running the gallery (tests/test_docs.py runs it inside `make test`).
+docs-check: install
+	OTREWEIGHT_DOCS_GALLERY=0 $(BIN)/python -m sphinx -b html -W --keep-going -q -E docs docs/_build/check
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache docs/_build docs/auto_examples docs/reference/generated

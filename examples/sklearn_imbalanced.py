@@ -1,4 +1,6 @@
-"""OT sample weights for scikit-learn estimators on imbalanced tabular data.
+"""
+OT sample weights for scikit-learn estimators on imbalanced tabular data
+========================================================================
 
 Two of scikit-learn's bundled data sets (no download) are made long-tailed:
 

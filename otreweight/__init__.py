@@ -25,7 +25,7 @@ from .targets import MetaTargets, build_targets, class_means  # noqa: E402
 from .transport import OTResult, entropic_ot  # noqa: E402
 from .utils import pick_device, seed_everything  # noqa: E402
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "METHODS",

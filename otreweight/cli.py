@@ -97,8 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "`otreweight train`")
     ev.add_argument("--data", required=True, help="cifar10, cifar100, an image folder or archive, or a .npz file")
     ev.add_argument("--root", default="data", help="folder of the CIFAR archives")
-    ev.add_argument("--split", default="test", choices=("test", "train"))
-    ev.add_argument("--device", default="auto")
+    ev.add_argument("--split", default="test", choices=("test", "train"), help="the split of the data source to score")
+    ev.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     ev.add_argument("--no-download", action="store_true", help="never download a missing CIFAR archive")
     ev.add_argument("--json", metavar="PATH", help="also write the metrics as JSON")
 
@@ -147,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a config value, repeatable (as in `otreweight train`)")
     spl.add_argument("--output", required=True, help="the split file to write (e.g. split.tsv)")
     data = sub.add_parser("data", help="check a data source against a split file (`otreweight data verify`)")
-    data_sub = data.add_subparsers(dest="data_command", metavar="subcommand")
+    data_sub = data.add_subparsers(dest="data_command", metavar="subcommand",
+                                   help="verify: check a data folder, list or archive against a split file")
     ver = data_sub.add_parser(
         "verify", help="check a data folder, list, archive or file against a split file",
         description="Compare the config's data source with a split file: missing and extra files, files under "
@@ -160,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="(re)write report.md and figures for a run folder",
                          description="Write report.md with PNG figures for a run folder of `otreweight train`.")
-    rep.add_argument("run_dir")
+    rep.add_argument("run_dir", help="a run folder written by `otreweight train` (its output_dir)")
     return parser
 
 

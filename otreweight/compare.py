@@ -410,6 +410,20 @@ def _describe(v: dict, cfg: dict) -> list[str]:
     return [v["method"] + extra, v["start"], trains, str(v["epochs"]), str(v["batch_size"]), f"{v['lr']:g}", opts]
 
 
+def _imbalance_text(out: Path, d: dict, seeds: list) -> str:
+    """``IF 100 (exp)``; for ``profile: given`` (which ignores the factor) the set's own training
+    imbalance ratio (largest / smallest class count of the first seed's split), when it is known."""
+    if d["profile"] != "given":
+        return f"IF {d['imbalance_factor']} ({d['profile']})"
+    try:
+        counts = [c for c in json.loads((out / f"seed_{seeds[0]}" / "split.json").read_text())["train_counts"] if c > 0]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        counts = []
+    if not counts:
+        return "the given class counts (profile given)"
+    return f"the given class counts (profile given; training imbalance ratio {max(counts) / min(counts):,.0f})"
+
+
 def write_tables(out: Path, plan: list[dict], results: dict, which: str, cfg: dict) -> dict:
     """Write ``compare.md``, ``compare.csv`` and ``compare.png`` into ``out``; return their paths."""
     rows = summarize_comparison(plan, results, which)
@@ -418,7 +432,7 @@ def write_tables(out: Path, plan: list[dict], results: dict, which: str, cfg: di
     d = cfg["data"]
     lines = [
         "# Comparison", "",
-        f"Data `{d['source']}`, IF {d['imbalance_factor']} ({d['profile']}), model `{cfg['model']['name']}`; "
+        f"Data `{d['source']}`, {_imbalance_text(out, d, seeds)}, model `{cfg['model']['name']}`; "
         f"seeds {', '.join(map(str, seeds))}. Test metrics (%) at the {sel}, mean ± std over seeds; "
         "many / medium / few: classes with > "
         f"{d['many_threshold']} / {d['few_threshold']}-{d['many_threshold']} / < {d['few_threshold']} training examples. "

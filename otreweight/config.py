@@ -54,6 +54,7 @@ LR_SCALINGS = ("none", "linear", "sqrt")
 AUGMENTS = ("none", "pad_crop_flip", "point_cloud", "random_resized_crop")
 PROFILES = ("exp", "step", "given")
 STARTS = ("stage1", "scratch")
+LOGGERS = ("tensorboard",)
 
 
 # ----------------------------------------------------------------------------- type checks
@@ -222,6 +223,26 @@ def _check_fields(obj, prefix: str = "") -> None:
         object.__setattr__(obj, f.name, coerce(getattr(obj, f.name), hints[f.name], prefix + f.name))
 
 
+def check_progress(value) -> None:
+    """``progress`` is true, false or ``"auto"`` (a bar when stderr is a terminal)."""
+    if value not in (True, False, "auto"):
+        raise OTReweightError(f"progress must be true, false or auto, got {value!r}")
+
+
+def check_loggers(value) -> tuple[str, ...]:
+    """``log``: a logger name or a list of them, as a tuple; a missing package is refused in one line."""
+    names = (value,) if isinstance(value, str) else tuple(value)
+    for name in names:
+        check_choice("logger (config key log)", name, LOGGERS)
+        if name == "tensorboard":
+            import importlib.util
+
+            if importlib.util.find_spec("tensorboard") is None:
+                raise OTReweightError("log: tensorboard needs the tensorboard package; "
+                                      "pip install 'otreweight[tensorboard]' or remove log")
+    return names
+
+
 # ----------------------------------------------------------------------------- the sections
 @dataclass(eq=False)
 class FitConfig(Section):
@@ -240,30 +261,45 @@ class FitConfig(Section):
     """
 
     epochs: int = field(default=30, metadata=RECIPE)
+    """Training epochs of the stage (0: the stage trains nothing)."""
     batch_size: int = field(default=128, metadata=RECIPE)
+    """Training examples per step (per process under torchrun)."""
     optimizer: str = field(default="sgd", metadata=RECIPE)
+    """sgd (momentum, nesterov) or adamw (decoupled weight_decay)."""
     lr: float = field(default=0.1, metadata=RECIPE)
+    """Base learning rate, multiplied by the schedule's factor each epoch."""
     momentum: float = field(default=0.9, metadata=RECIPE)
+    """SGD momentum."""
     nesterov: bool = field(default=False, metadata=RECIPE)
+    """Nesterov momentum for SGD."""
     weight_decay: float = field(default=5e-4, metadata=RECIPE)
+    """Weight decay (L2 for SGD, decoupled for AdamW)."""
     schedule: str = field(default="step", metadata=RECIPE)
+    """Learning-rate schedule after the warm-up: step (milestones), cosine or linear decay."""
     warmup_epochs: int = field(default=0, metadata=RECIPE)
+    """Epochs of linear learning-rate warm-up at the start."""
     milestones: tuple[float, ...] = field(default=(), metadata=RECIPE)
+    """Epochs (or fractions of epochs below 1) where the step schedule changes the factor."""
     lr_factors: tuple[float, ...] = field(default=(), metadata=RECIPE)
-    # effective batch = processes x batch_size x accumulate_steps (gradient accumulation); with
-    # lr_scaling linear / sqrt, lr is the rate at reference_batch, scaled to the effective batch
+    """Learning-rate factor from each milestone on (absolute, e.g. [0.01, 0.0001])."""
     accumulate_steps: int = field(default=1, metadata=RECIPE)
+    """Micro-batches per optimiser step (gradient accumulation): the effective batch is processes x batch_size x accumulate_steps."""
     lr_scaling: str = field(default="none", metadata=RECIPE)
+    """none, linear or sqrt: scale lr from reference_batch to the effective batch (resolved into the saved config)."""
     reference_batch: int = field(default=0, metadata=RECIPE)
+    """The effective batch lr was set for, with lr_scaling linear or sqrt (0: no scaling)."""
     trainable: str = field(default="all", metadata=RESUME)
+    """all: the whole network trains; classifier: the backbone is frozen, only the linear classifier trains."""
     select_metric: str = field(default="balanced_accuracy", metadata=RESUME)
+    """Validation metric that selects the best epoch (best.pt)."""
     eval_batch_size: int = 256  # ResNet-32 on 2 CPU cores: 433 images/s at 256, 268 at 1024
+    """Examples per forward pass when evaluating or computing features."""
     channels_last: bool | None = None  # None: on when the modality asks for it (images)
     amp: str = "auto"  # "auto": bf16 autocast on CUDA, off elsewhere; "bf16"; "none"
     compile: bool = False  # torch.compile the backbone's training forward
     # Set by the run for every stage:
     seed: int = field(default=0, metadata=RUN_RESUME)
-    progress: bool = field(default=True, metadata=RUN)
+    progress: bool | str = field(default="auto", metadata=RUN)
     many_threshold: int = field(default=100, metadata=RUN)
     few_threshold: int = field(default=20, metadata=RUN)
     # several processes (torchrun), whole-network stages: batch norm over the global batch
@@ -301,6 +337,7 @@ class FitConfig(Section):
                                   f"{prefix}reference_batch (e.g. 256)")
         check_choice("selection metric", self.select_metric, SELECT_METRICS)
         check_choice("amp mode", self.amp, AMP_MODES)
+        check_progress(self.progress)
         return self
 
     def effective_batch(self, world_size: int = 1) -> int:
@@ -349,7 +386,7 @@ class FitConfig(Section):
         """Every field, the run-level ones included (what a checkpoint stores)."""
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
 
-    def fit_config(self, seed: int, progress: bool, many_threshold: int, few_threshold: int,
+    def fit_config(self, seed: int, progress: bool | str, many_threshold: int, few_threshold: int,
                    sync_batchnorm: bool = False) -> "FitConfig":
         """The loop's :class:`FitConfig` of this stage, with the run-level fields filled in."""
         kw = {f.name: getattr(self, f.name) for f in fields(FitConfig) if not f.metadata.get("run")}
@@ -386,6 +423,7 @@ class Stage1Config(_StageSection, FitConfig):
     lr_factors: tuple[float, ...] = field(default=(0.01, 0.0001), metadata=RECIPE)
     checkpoint: str | None = None  # a stage's model.json (or folder) to load instead of training ({seed} is filled in by compare)
     meta_in_train: bool = False
+    """Add the meta set to stage 1's training data."""
 
 
 @dataclass(eq=False)
@@ -393,15 +431,20 @@ class Stage2Config(_StageSection, FitConfig):
     """One stage-2 variant: a registered ``method`` with its ``options``, from stage 1 or scratch."""
 
     name: str = "ot_classifier"
+    """Name of the variant: its folder is stage2_<name>."""
     method: str = "ot"
+    """A registered method (reference/registries) or a named OT variant."""
     options: dict = field(default_factory=dict)
+    """Options of the method (see its entry in the registries page)."""
     epochs: int = field(default=90, metadata=RECIPE)
     batch_size: int = field(default=16, metadata=RECIPE)
     lr: float = field(default=2e-5, metadata=RECIPE)
     nesterov: bool = field(default=True, metadata=RECIPE)
     trainable: str = field(default="classifier", metadata=RESUME)
     meta_in_train: bool = False
+    """Add the meta set to the training data of a method that does not use it."""
     start: str = "stage1"
+    """stage1: start from the stage-1 model; scratch: a freshly initialised model."""
 
 
 @dataclass(eq=False)
@@ -409,29 +452,47 @@ class DataConfig(Section):
     """Where the data come from, how the long-tailed split is drawn and how inputs are prepared."""
 
     source: str = "cifar10"
+    """A registered source (cifar10, text, image_list, ...) or a path: a folder, archive, .npz or text folder."""
     root: str = "data"
+    """Folder of the data (CIFAR archives, MNIST IDX files, point clouds, the image root)."""
     download: bool = True
+    """Allow downloading a missing CIFAR archive."""
     cache_dir: str | None = None
+    """Where decoded arrays, tokens and features are cached (null: the default cache folder)."""
     imbalance_factor: float = 100
+    """IF = largest / smallest training class of the long-tailed profile."""
     profile: str = "exp"
+    """Long-tail profile: exp (exponential), step (half the classes rare) or given (keep the data's own counts)."""
     allow_cut: bool = False  # exp / step may cut a pool more imbalanced than imbalance_factor (else: profile given)
     n_meta_per_class: int = 10
+    """Balanced meta examples per class, drawn before the long tail (OT's targets)."""
     n_val_per_class: int = 20
+    """Balanced validation examples per class, drawn before the long tail (model selection)."""
     n_max: int | None = None
+    """Training examples of the largest class (null: what the pool gives after meta and validation)."""
     class_order: str | list | None = None  # profile rank -> class: null = label order; "count" = largest pool first
     normalize: bool | str = True  # per-channel statistics of the training split; "imagenet": ImageNet's; false: none
     augment: str = "pad_crop_flip"  # random_resized_crop: ImageNet-style, per example in the loader workers
+    """Training augmentation: none, pad_crop_flip (CIFAR, on the device), point_cloud, or random_resized_crop (ImageNet-style, in the loader workers)."""
     pad: int = 4
+    """Padding of the pad-crop-flip augmentation, in pixels."""
     flip: bool = True
+    """Random horizontal flips in the image augmentations."""
     # large images (torchvision transforms v2 in the workers): evaluation resizes the shorter side to
     # resize_size (null: crop_size / 0.875, 256 for 224) and centre-crops crop_size; training with
     # augment random_resized_crop takes RandomResizedCrop(crop_size, crop_scale) + flip (+ colour jitter)
     crop_size: int | None = None  # null: no resize / crop (224 when augment is random_resized_crop)
+    """Side of the square crop of ImageNet-style transforms (null: no resize or crop; 224 with random_resized_crop)."""
     resize_size: int | None = None
+    """Shorter side before the evaluation centre crop (null: crop_size / 0.875)."""
     crop_scale: tuple[float, ...] = (0.08, 1.0)
+    """[min, max] area fraction of the random-resized crops."""
     color_jitter: float = 0.0
+    """Strength of the colour jitter of random_resized_crop (0: none)."""
     many_threshold: int = 100
+    """Classes with more training examples than this are 'many' in the metrics."""
     few_threshold: int = 20
+    """Classes with fewer training examples than this are 'few' in the metrics."""
     modality_options: dict = field(default_factory=dict)  # e.g. tokens: max_length, vocab_size, tokenizer
     image_size: tuple[int, ...] | None = None  # [H, W]: resize every image of a folder source (bilinear)
     source_options: dict = field(default_factory=dict)  # passed to the source, e.g. n_points for point clouds
@@ -486,7 +547,9 @@ class ModelConfig(Section):
     """A registered model (:data:`otreweight.models.MODELS`) and its options."""
 
     name: str = "resnet32"
+    """A registered model (resnet32, mlp, text_bag, pointnet, hf/<name>, timm/<name>, ...)."""
     options: dict = field(default_factory=dict)
+    """Options of the model (see its entry in the registries page)."""
     # shorthand for options.pretrained (timm/<name>, hf/<name>): folded into options when set
     pretrained: bool | None = None
 
@@ -496,16 +559,25 @@ class RunConfig(Section):
     """A whole run: data, model, stage 1 and the stage-2 variants."""
 
     name: str = "run"
+    """Name of the run (in reports and tables)."""
     output_dir: str = "runs/run"
+    """Folder of the run's files (config, split, stages, report)."""
     seed: int = 0
+    """Seed of the long-tailed split and of training."""
     device: str = "auto"
+    """auto, cpu, cuda, cuda:N or mps."""
     threads: int | None = None
-    progress: bool = True
+    """torch CPU threads (null: torch's default)."""
+    progress: bool | str = "auto"
+    """Progress bars: auto (only when stderr is a terminal; a plain line per epoch otherwise), true or false."""
+    log: tuple[str, ...] | str = ()
+    """Per-epoch loggers: tensorboard (or a list of names); events under <output_dir>/tensorboard/<stage>."""
     checkpoint_every: int = 1  # epochs between checkpoints (and at each stage's end); 0: none, no --resume
     # frozen-backbone features on disk for other runs: auto = <cache>/features when stage 1 trains only
     # the classifier (a frozen pretrained backbone, the same in every run) or is loaded from a
     # checkpoint; off; or a folder
     feature_store: str | bool = "auto"  # YAML's off / on are booleans: false = "off", true = "auto"
+    """Frozen-backbone features kept on disk for the next run and seed: auto (when the backbone is frozen or loaded), off, or a folder."""
     # the stored features' dtype: float32 (exact) or float16 (half the disk / memory; rounded in every run)
     feature_dtype: str = "float32"
     # under torchrun: whole-network stages normalise batch norm over the global batch
@@ -535,6 +607,8 @@ class RunConfig(Section):
         from .models import MODELS
 
         _check_fields(self)
+        check_progress(self.progress)
+        object.__setattr__(self, "log", check_loggers(self.log))
         if isinstance(self.feature_store, bool):
             object.__setattr__(self, "feature_store", "auto" if self.feature_store else "off")
         check_choice("feature dtype", self.feature_dtype, ("float32", "float16"))

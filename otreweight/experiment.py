@@ -50,6 +50,7 @@ from .data.sources import ArrayDataset, load_dataset
 from .config import (FitConfig, RunConfig, as_run_config, config_dir, dump_config, load_config,  # noqa: F401
                      resolve_config_path)
 from .data.dataset import fingerprint as data_fingerprint
+from .loggers import create_loggers
 from .outputs import OutputLock, check_output_dir, has_progress
 from .train import FeatureCache, fit, predict_logits
 from .train.checkpoint import read_checkpoint
@@ -344,10 +345,14 @@ def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, devi
     if main:
         sdir.mkdir(parents=True, exist_ok=True)
 
+    loggers = create_loggers(cfg.log, out, name) if main else []  # log: tensorboard (rank 0 only)
+
     def on_epoch_end(epoch, record):
         lines = "".join(json.dumps(r, default=_json_default) + "\n" for r in result_history(record))
         if main:
             atomic_save(lines, sdir / "metrics.jsonl")
+        for logger in loggers:
+            logger.log_epoch(record, method)
         v = record["val"]
         log(f"{name} epoch {record['epoch']}/{fit_cfg.epochs}: loss {record['train_loss']:.4f}  "
             f"val acc {100 * v['accuracy']:.2f}  bal.acc {100 * v['balanced_accuracy']:.2f}  ({record['seconds']:.1f} s)")
@@ -374,6 +379,8 @@ def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, devi
         checkpoint=ckpt if cfg.checkpoint_every else None, checkpoint_every=cfg.checkpoint_every, resume=resume,
         feature_cache=feature_cache if fit_cfg.trainable == "classifier" else None,
     )
+    for logger in loggers:  # each epoch's scalars were flushed as they came
+        logger.close()
     if main and (not res.history or res.history[-1]["epoch"] == 0):
         atomic_save("".join(json.dumps(r, default=_json_default) + "\n" for r in res.history), sdir / "metrics.jsonl")
     counts = prep.split.train_counts

@@ -168,3 +168,14 @@ _YamlLoader.add_implicit_resolver(
 def load_yaml(text: str):
     """``yaml.safe_load`` that also reads exponent numbers without a dot (``1e-4``) as floats."""
     return yaml.load(text, Loader=_YamlLoader)
+
+
+def show_progress(setting) -> bool:
+    """Whether to draw progress bars: ``True`` / ``False`` as given; ``"auto"`` only when stderr is a
+    terminal (a log file or a pipe gets the plain per-epoch lines, no carriage-return frames)."""
+    if setting == "auto":
+        import sys
+
+        isatty = getattr(sys.stderr, "isatty", None)
+        return bool(isatty and isatty())
+    return bool(setting)

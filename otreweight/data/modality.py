@@ -92,7 +92,15 @@ class ImageModality(Modality):
     """uint8 images ``(N, H, W, C)`` -> normalised float ``(N, C, H, W)``; CIFAR pad-crop-flip on the
     device, or (``crop_size`` set) ImageNet-style transforms in the loader workers: resize the shorter
     side to ``resize_size`` and centre-crop ``crop_size`` for evaluation, random-resized crops for
-    training (``data.augment: random_resized_crop``)."""
+    training (``data.augment: random_resized_crop``).
+
+    Parameters
+    ----------
+    crop_size : int or None
+        Side of the square crop of ImageNet-style transforms (``data.crop_size``; null: no resize or crop).
+    resize_size : int or None
+        Shorter side after resizing, before the evaluation centre crop (``data.resize_size``; null: ``crop_size / 0.875``).
+    """
 
     name = "image"
     default_model = "resnet32"

@@ -113,7 +113,13 @@ class PointAugment:
 
 @MODALITIES.register("points")
 class PointsModality(Modality):
-    """Point clouds ``(N, P, D)`` -> float32 ``(N, P, D)``, each cloud in the unit sphere."""
+    """Point clouds ``(N, P, D)`` -> float32 ``(N, P, D)``, each cloud in the unit sphere.
+
+    Parameters
+    ----------
+    **augment_options
+        Options of the ``point_cloud`` augmentation: ``rotate`` (about the up axis, true), ``up_axis`` (z), ``scale`` ([0.8, 1.25], per axis), ``translate`` (0.2), ``jitter`` (0.01) clipped at ``jitter_clip`` (0.05), ``drop`` (largest point drop-out ratio, 0.875).
+    """
 
     name = "points"
     default_model = "pointnet"

@@ -91,7 +91,21 @@ def train_tokenizer(texts, kind: str = "wordlevel", vocab_size: int = 30000, min
 
 @MODALITIES.register("tokens")
 class TokensModality(Modality):
-    """Documents as strings -> padded ``(N, L)`` int64 token ids (padding = ``pad_id``)."""
+    """Documents as strings -> padded ``(N, L)`` int64 token ids (padding = ``pad_id``).
+
+    Parameters
+    ----------
+    max_length : int
+        Tokens kept per document (longer ones are truncated).
+    vocab_size : int
+        Size of the vocabulary trained on the training split (word-level, WordPiece or BPE).
+    tokenizer : {"auto", "wordlevel", "wordpiece", "bpe", "hf/<name>"}
+        How documents are split: a tokenizer trained on the training split, or a pretrained one (``auto``: the model's own for ``hf/`` models, else word-level).
+    min_frequency : int
+        A word (or sub-word merge) must occur this often in the training split to enter the vocabulary.
+    cache_tokens : bool
+        Keep a tokenised split on disk as an int32 memory map for the next run (in-memory loader).
+    """
 
     name = "tokens"
     default_model = "text_bag"

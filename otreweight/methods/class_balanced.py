@@ -13,6 +13,14 @@ from .base import Method
 
 
 class ClassBalancedCE(Method):
+    """Cross-entropy weighted per class by the effective number of examples.
+
+    Parameters
+    ----------
+    beta : float
+        Effective-number parameter: class weight proportional to ``(1 - beta) / (1 - beta**n_c)`` (0.9999).
+    """
+
     name = "cb"
     end_to_end = True  # its paper trains it from scratch, whole network
 

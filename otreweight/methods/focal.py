@@ -39,6 +39,14 @@ def _check_gamma(gamma) -> float:
 
 
 class FocalLoss(Method):
+    """Softmax focal loss.
+
+    Parameters
+    ----------
+    gamma : float
+        Focusing parameter: the loss of an example is scaled by ``(1 - p)**gamma`` (0 is cross-entropy).
+    """
+
     name = "focal"
     end_to_end = True  # its paper trains it from scratch, whole network
 
@@ -53,6 +61,16 @@ class FocalLoss(Method):
 
 
 class ClassBalancedFocal(Method):
+    """Softmax focal loss with class-balanced (effective-number) class weights.
+
+    Parameters
+    ----------
+    gamma : float
+        Focusing parameter: the loss of an example is scaled by ``(1 - p)**gamma`` (0 is cross-entropy).
+    beta : float
+        Effective-number parameter of the class weights, ``(1 - beta) / (1 - beta**n_c)`` (0.9999).
+    """
+
     name = "cb_focal"
     end_to_end = True  # its paper trains it from scratch, whole network
 

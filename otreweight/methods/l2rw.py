@@ -24,6 +24,14 @@ from ._meta_common import LookAheadReweighter, MetaBatches, PassCounter, lookahe
 
 
 class L2RW(LookAheadReweighter):
+    """Per-batch example weights from the meta-loss gradient of a look-ahead step.
+
+    Parameters
+    ----------
+    meta_batch_size : int or None
+        Meta examples per step (null: the whole meta set).
+    """
+
     name = "l2rw"
     end_to_end = True  # its paper trains it from scratch, whole network
 

@@ -61,6 +61,24 @@ def ldam_margins(counts, max_margin: float = 0.5) -> torch.Tensor:
 
 
 class LDAMDRW(Method):
+    """LDAM margins on the true-class logit, with deferred class-balanced re-weighting.
+
+    Parameters
+    ----------
+    max_margin : float
+        The largest class margin (that of the rarest class); the others scale as ``n_c**(-1/4)``.
+    s : float
+        Scale of the logits inside the loss.
+    beta : float
+        Effective-number parameter of the deferred class weights.
+    drw_epoch : int or None
+        Epoch (0-based) from which the class weights apply; null: ``drw_fraction`` of the epochs.
+    drw_fraction : float
+        Fraction of the stage's epochs before the class weights apply (0.8: epoch 160 of 200).
+    head : {"cosine", "linear"}
+        ``"cosine"``: logits are cosines between features and class vectors (the authors'); ``"linear"``: plain logits.
+    """
+
     name = "ldam_drw"
     end_to_end = True  # its paper trains it from scratch, whole network
 

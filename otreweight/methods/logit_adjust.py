@@ -41,6 +41,14 @@ def _check_tau(tau) -> float:
 
 
 class LogitAdjustedLoss(Method):
+    """Cross-entropy on logits shifted by ``tau * log(prior)`` during training.
+
+    Parameters
+    ----------
+    tau : float
+        Scale of the log-prior added to the logits in the loss (1 = Balanced Softmax).
+    """
+
     name = "logit_adjust"
     end_to_end = True  # its paper trains it from scratch, whole network
 
@@ -59,7 +67,13 @@ class LogitAdjustedLoss(Method):
 
 
 class PostHocLogitAdjustment(Method):
-    """Shift the classifier's bias by :math:`-\\tau\\log\\pi` (at bind time, where the counts are known)."""
+    """Shift the classifier's bias by :math:`-\\tau\\log\\pi` (at bind time, where the counts are known).
+
+    Parameters
+    ----------
+    tau : float
+        Scale of the log-prior subtracted from the classifier's bias.
+    """
 
     name = "logit_adjust_posthoc"
     trains = False

@@ -41,6 +41,22 @@ class WeightNet(nn.Module):
 
 
 class MetaWeightNet(LookAheadReweighter):
+    """Example weights from a small MLP of the example's loss, trained on the meta loss.
+
+    Parameters
+    ----------
+    hidden : int
+        Hidden units of the weighting MLP (1 -> hidden -> 1).
+    meta_lr : float
+        Learning rate of the weighting MLP's SGD (1e-5, the published value).
+    meta_momentum : float
+        Momentum of the weighting MLP's SGD.
+    meta_weight_decay : float
+        Weight decay of the weighting MLP's SGD.
+    meta_batch_size : int or None
+        Meta examples per step (null: the whole meta set).
+    """
+
     name = "mwnet"
     end_to_end = True  # its paper trains it from scratch, whole network
 

@@ -60,7 +60,17 @@ RETIRED_VARIANTS = {"ot-authors-grad": "it is now 'ot' itself (the authors' upda
 
 
 class OTReweight(Method):
-    """OT re-weighting. Keyword options are those of :class:`OTReweighter` plus ``targets`` and ``meta_ce``."""
+    """OT re-weighting. Keyword options are those of :class:`OTReweighter` plus ``targets`` and ``meta_ce``.
+
+    Parameters
+    ----------
+    targets : {"prototype", "prototype_image", "whole"}
+        Meta targets: the mean meta feature of each class, the feature of each class's mean meta image, or every meta example.
+    meta_ce : float
+        Coefficient of the meta-set cross-entropy term added to the loss (10 in the authors' code; 0: none).
+    **reweighter_kwargs
+        Options of :class:`~otreweight.reweighter.OTReweighter` (``eps``, ``steps``, ``objective``, ...).
+    """
 
     name = "ot"
     uses_meta = True

@@ -170,6 +170,17 @@ def hf_model(num_classes: int, vocab_size: int, name_or_path: str, pooling: str 
 
     ``vocab_size`` / ``pad_id`` come from the tokenizer (the ``tokens`` modality); a tokenizer with
     more ids than the encoder has embeddings is refused.
+
+    Parameters
+    ----------
+    pooling : {"cls", "mean"}
+        Features: the first token's final state, or the mean over the non-padding tokens.
+    pretrained : bool
+        Load the encoder's weights (true) or only its architecture, randomly initialised.
+    dropout : float
+        Dropout on the pooled features.
+    hidden_size : int or None
+        Feature width when the encoder's config does not say it (null: read from the config).
     """
     if pretrained:
         encoder = load_pretrained("AutoModel", name_or_path)

@@ -37,4 +37,13 @@ class MLP(FeatureClassifier):
 
 @MODELS.register("mlp")
 def mlp(in_features: int, num_classes: int, hidden=(128, 64), dropout: float = 0.0) -> MLP:
+    """Multi-layer perceptron for vectors: linear, batch norm and ReLU per hidden layer, linear classifier.
+
+    Parameters
+    ----------
+    hidden : list of int
+        Widths of the hidden layers; the last one is the feature OT transports.
+    dropout : float
+        Dropout after each hidden layer (0: none).
+    """
     return MLP(in_features, num_classes, tuple(hidden), dropout)

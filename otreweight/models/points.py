@@ -140,13 +140,33 @@ class DGCNN(FeatureClassifier):
 @MODELS.register("pointnet")
 def pointnet(num_classes: int, in_dims: int, widths=(64, 64, 64, 128, 1024), input_transform: bool = False,
              feature_transform: bool = False) -> PointNet:
-    """PointNet: shared per-point MLP, max pooling (1,024-d features), linear classifier."""
+    """PointNet: shared per-point MLP, max pooling (1,024-d features), linear classifier.
+
+    Parameters
+    ----------
+    widths : list of int
+        Widths of the shared per-point MLP; the last is the pooled feature width.
+    input_transform : bool
+        Learn a spatial transformer (T-Net) that aligns the input points.
+    feature_transform : bool
+        Learn a T-Net that aligns the per-point features after the second layer.
+    """
     return PointNet(num_classes, in_dims, widths, input_transform, feature_transform)
 
 
 @MODELS.register("dgcnn")
 def dgcnn(num_classes: int, in_dims: int, k: int = 20, widths=(64, 64, 128, 256), emb_dims: int = 1024) -> DGCNN:
-    """DGCNN: four EdgeConv layers on a dynamic k-NN graph, max + mean pooling, linear classifier."""
+    """DGCNN: four EdgeConv layers on a dynamic k-NN graph, max + mean pooling, linear classifier.
+
+    Parameters
+    ----------
+    k : int
+        Neighbours of each point in the k-NN graph, rebuilt in every EdgeConv layer.
+    widths : list of int
+        Output widths of the EdgeConv layers.
+    emb_dims : int
+        Width of the embedding before pooling; the features are ``2 * emb_dims``-d (max and mean).
+    """
     return DGCNN(num_classes, in_dims, k, widths, emb_dims)
 
 

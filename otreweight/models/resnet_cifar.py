@@ -64,9 +64,11 @@ class CifarResNet(FeatureClassifier):
 
 @MODELS.register("resnet32")
 def resnet32(num_classes: int, in_channels: int = 3) -> CifarResNet:
+    """ResNet-32 for 32x32 images (He et al. 2016; the CIFAR-LT papers' network), 64-d features."""
     return CifarResNet(num_classes, blocks=5, in_channels=in_channels)
 
 
 @MODELS.register("resnet20")
 def resnet20(num_classes: int, in_channels: int = 3) -> CifarResNet:
+    """ResNet-20 for 32x32 images, the smaller CIFAR ResNet, 64-d features."""
     return CifarResNet(num_classes, blocks=3, in_channels=in_channels)

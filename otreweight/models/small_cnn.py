@@ -29,4 +29,11 @@ class SmallCNN(FeatureClassifier):
 
 @MODELS.register("small_cnn")
 def small_cnn(num_classes: int, in_channels: int = 3, width: int = 32) -> SmallCNN:
+    """Three conv-BN-ReLU stages and global average pooling: a quick network for images of any size.
+
+    Parameters
+    ----------
+    width : int
+        Channels of the first stage (then 2x and 4x); the features are ``4 * width``-d.
+    """
     return SmallCNN(num_classes, in_channels, width)

@@ -45,7 +45,17 @@ class TextBag(FeatureClassifier):
 @MODELS.register("text_bag")
 def text_bag(num_classes: int, vocab_size: int, embed_dim: int = 64, bigram_buckets: int = 0,
              dropout: float = 0.0, pad_id: int = 0) -> TextBag:
-    """fastText-style bag of embeddings (mean pooling, optional hashed bigrams) + linear classifier."""
+    """fastText-style bag of embeddings (mean pooling, optional hashed bigrams) + linear classifier.
+
+    Parameters
+    ----------
+    embed_dim : int
+        Width of the word embeddings, and of the features.
+    bigram_buckets : int
+        Hash buckets of word bigrams added to the bag (0: words only).
+    dropout : float
+        Dropout on the pooled features.
+    """
     return TextBag(num_classes, vocab_size, embed_dim, bigram_buckets, dropout, pad_id)
 
 

@@ -189,7 +189,17 @@ class TimmClassifier(FeatureClassifier):
 
 def timm_model(num_classes: int, name: str, in_channels: int = 3, pretrained: bool = False, checkpoint=None,
                **options) -> TimmClassifier:
-    """``timm/<name>``: timm's network (pooled pre-logit features) and its linear head (see the module docstring)."""
+    """``timm/<name>``: timm's network (pooled pre-logit features) and its linear head (see the module docstring).
+
+    Parameters
+    ----------
+    pretrained : bool
+        Load timm's pretrained weights for ``name`` (from the local cache; the head starts afresh).
+    checkpoint : str or None
+        A weights file for the network (safetensors or a ``weights_only`` torch file; the head starts afresh).
+    **options
+        Further keyword arguments of ``timm.create_model`` (e.g. ``drop_rate``).
+    """
     name = check_name(name)
     try:
         net = _create(name, num_classes, int(in_channels), bool(pretrained), checkpoint, options)

@@ -45,7 +45,7 @@ from ..data.samplers import EpochSampler
 from ..methods.base import Batch, Method, TrainInfo
 from ..metrics import classification_metrics
 from ..targets import check_meta_classes
-from ..utils import pick_device, seed_everything
+from ..utils import pick_device, seed_everything, show_progress
 from . import checkpoint as ckpt
 from .features import FeatureCache, compute_features, layout, probe
 from .meta import MetaSet
@@ -266,7 +266,7 @@ def train_one_epoch(run: Run, epoch: int) -> float:
         inputs = run.train.batches(batches)
     total = torch.zeros((), device=run.device)
     bar = tqdm(batches, desc=f"{run.tag} {epoch + 1}/{config.epochs}", leave=False,
-               disable=not config.progress or not dist.is_main())
+               disable=not show_progress(config.progress) or not dist.is_main())
     micro = config.accumulate_steps > 1 and not run.frozen
     for idx in bar:
         y = run.train.labels[idx]

@@ -236,10 +236,12 @@ def load_cifar(name: str, root=None, download: bool = True, cache_dir=None) -> A
 
 @register_source("cifar10")
 def _cifar10(root=None, download=True, cache_dir=None):
+    """CIFAR-10 from the official python archive in ``root`` (downloaded when missing and allowed), decoded once and cached."""
     return load_cifar("cifar10", root, download=download, cache_dir=cache_dir)
 
 
 @register_source("cifar100")
 def _cifar100(root=None, download=True, cache_dir=None):
+    """CIFAR-100 from the official python archive in ``root`` (downloaded when missing and allowed), decoded once and cached."""
     return load_cifar("cifar100", root, download=download, cache_dir=cache_dir)
 

@@ -368,6 +368,15 @@ def open_image_folder(root, image_size=None) -> LazyImageFolder:
 
 @register_source("folder")
 def _folder(root, download=True, cache_dir=None, lazy=False, **kw):
+    """Class folders ``root/train/<class>/*``, ``root/test/<class>/*`` (or a ``.tar.gz`` / ``.tar`` of them).
+
+    Parameters
+    ----------
+    lazy : bool
+        List the files only and decode each batch in the loader workers (``data.loader: stream``), instead of decoding every image once into a cached array.
+    **kw
+        ``image_size`` ([H, W] to resize every image to) and ``num_workers`` (decoding threads) of :func:`load_image_folder`.
+    """
     if lazy:
         return open_image_folder(root, image_size=kw.get("image_size"))
     return load_image_folder(root, cache_dir=cache_dir, **kw)

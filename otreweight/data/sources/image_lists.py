@@ -195,7 +195,23 @@ def _labels(kind: str, rows: list, path: Path, classes: list | None):
 @register_source("image_list")
 def load_image_lists(root=None, download=True, cache_dir=None, train=None, val=None, test=None,
                      images=None, image_size=None, check_files: bool = True) -> ImageListDataset:
-    """Open the split files ``train`` / ``val`` / ``test`` over the image root (see the module docstring)."""
+    """Open the split files ``train`` / ``val`` / ``test`` over the image root (see the module docstring).
+
+    Parameters
+    ----------
+    train : str
+        The training split file (``.txt`` ``path label`` lines, ``.csv`` with ``path`` and ``label``, or iNaturalist ``.json``).
+    val : str or None
+        The validation split file, used as the validation split as given (null: drawn from the training split).
+    test : str
+        The test split file.
+    images : str or None
+        The folder the image paths are relative to, when it is not ``data.root``.
+    image_size : list of int or None
+        [H, W] to resize every image to (null: every image must have the first one's size).
+    check_files : bool
+        Check that every listed image exists when the files are read (false skips the ``stat`` calls on slow file systems).
+    """
     if root is None:
         raise DataError("image_list needs data.root: the folder the split files' image paths are relative to")
     root = Path(root).expanduser().absolute()

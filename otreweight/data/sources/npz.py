@@ -74,4 +74,5 @@ def load_npz(path) -> ArrayDataset:
 
 @register_source("npz")
 def _npz(root, download=True, cache_dir=None):
+    """An ``.npz`` file with ``x_train``, ``y_train``, ``x_test``, ``y_test`` (images ``(N, H, W, C)`` uint8 or features ``(N, D)``)."""
     return load_npz(root)

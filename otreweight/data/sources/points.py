@@ -491,21 +491,71 @@ def load_mnist_points(root, n_points: int = 256, threshold: int = 128, seed: int
 @register_source("modelnet")
 def _modelnet(root, download=True, cache_dir=None, n_points: int = 1024, normals: bool = False, seed: int = 0,
               workers: int = 0):
+    """A ModelNet10 / ModelNet40 tree of ``.off`` meshes as point clouds drawn on each surface, sampled once, then cached.
+
+    Parameters
+    ----------
+    n_points : int
+        Points drawn on each mesh surface (area-weighted).
+    normals : bool
+        Add each point's surface normal as three more coordinates.
+    seed : int
+        Seed of the sampling (each shape seeded by ``(seed, split, index)``).
+    workers : int
+        Processes that parse and sample the meshes (0: this process; pays only for thousands of large meshes).
+    """
     return load_modelnet(root, n_points, normals, seed, cache_dir, workers)
 
 
 @register_source("modelnet_h5")
 def _modelnet_h5(root, download=True, cache_dir=None, n_points: int = 1024, normals: bool = False, seed: int = 0,
                  short: str = "replace"):
+    """ModelNet's HDF5 release (``ply_data_{train,test}*.h5``), class names from ``shape_names.txt``.
+
+    Parameters
+    ----------
+    n_points : int
+        Points kept per cloud.
+    normals : bool
+        Keep the stored normals as three more coordinates.
+    seed : int
+        Seed of the choice of points.
+    short : {"replace", "refuse"}
+        A cloud with fewer than ``n_points`` points: repeat points drawn with replacement, or stop with an error.
+    """
     return load_modelnet_h5(root, n_points, normals, seed, short, cache_dir)
 
 
 @register_source("point_folder")
 def _point_folder(root, download=True, cache_dir=None, n_points: int = 1024, seed: int = 0, short: str = "replace"):
+    """Point clouds as ``.npy`` arrays or ``x y z [nx ny nz]`` text files in ``train/<class>/``, ``test/<class>/``.
+
+    Parameters
+    ----------
+    n_points : int
+        Points kept per cloud.
+    seed : int
+        Seed of the choice of points.
+    short : {"replace", "refuse"}
+        A cloud with fewer than ``n_points`` points: repeat points drawn with replacement, or stop with an error.
+    """
     return load_point_folder(root, n_points, seed, short, cache_dir)
 
 
 @register_source("mnist_points")
 def _mnist_points(root, download=True, cache_dir=None, n_points: int = 256, threshold: int = 128, seed: int = 0,
                   short: str = "replace"):
+    """MNIST digits as 2-D point sets: the coordinates of the pixels brighter than ``threshold`` (official IDX files in ``root``).
+
+    Parameters
+    ----------
+    n_points : int
+        Points per digit.
+    threshold : int
+        A pixel brighter than this (0..254) is a point.
+    seed : int
+        Seed of the choice of points.
+    short : {"replace", "refuse"}
+        A digit with fewer than ``n_points`` inked pixels: repeat points drawn with replacement, or stop with an error.
+    """
     return load_mnist_points(root, n_points, threshold, seed, short, cache_dir)

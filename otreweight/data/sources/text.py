@@ -201,4 +201,5 @@ def load_text(root) -> TextDataset:
 
 @register_source("text")
 def _text(root, download=True, cache_dir=None):
+    """A text folder: ``train.tsv`` / ``test.tsv`` (``label<TAB>text``, optionally ``.gz``), ``.csv``, ``.jsonl`` or ``train/<class>/*.txt``."""
     return load_text(root)
