@@ -41,6 +41,9 @@ METHODS = {"ot_normalized": ("ot", {"weighting": "normalized"}),
                                     "weighting": "normalized"})}
 
 
+ACCUMULATED = [("ce", "all"), ("ot", "all"), ("ot", "classifier")]
+
+
 class PlainMLP(FeatureClassifier):
     """Linear-ReLU layers without batch norm: a batch's statistics do not depend on how it is split."""
 
@@ -84,16 +87,16 @@ def tiny_data(seed=0):
     return (x, y), (xv, yv), (xm, ym)
 
 
-def run_cases(batch_size):
+def run_cases(batch_size, accumulate_steps=1, cases=CASES):
     """Every case of CASES trained from the same initialisation; what must agree across world sizes."""
     train, val, meta = tiny_data()
     out = {}
-    for name, trainable in CASES:
+    for name, trainable in cases:
         torch.manual_seed(0)
         model = PlainMLP()
         lr = 0.005 if name.startswith("ot") else 0.1  # raw OT weights sum to ~K per batch, meta_ce=10: a smaller step
         cfg = FitConfig(epochs=3, batch_size=batch_size, lr=lr, momentum=0.9, trainable=trainable,
-                        progress=False, seed=1)
+                        progress=False, seed=1, accumulate_steps=accumulate_steps)
         method_name, options = METHODS.get(name, (name, {}))
         method = create_method(method_name, **options)
         scores = []
@@ -141,6 +144,8 @@ def spawn(fn_name, folder, world=2):
 def two_rank_cases(folder):
     assert dist.world_size() == 2
     out = run_cases(batch_size=4)
+    # per rank 2 examples x 2 accumulation steps: the global batch of 8 again
+    out["accumulated"] = run_cases(batch_size=2, accumulate_steps=2, cases=ACCUMULATED)
     train, val, meta = tiny_data()
     try:  # a look-ahead method refuses several processes, before any training
         fit(PlainMLP(), create_method("mwnet"), train, val, meta=meta, config=FitConfig(epochs=1, progress=False),
@@ -207,13 +212,17 @@ def test_torchrun_environment_is_checked(monkeypatch):
         dist.env()
 
 
-def test_two_ranks_follow_one_process_with_twice_the_batch(two_ranks):
-    one = run_cases(batch_size=8)
+@pytest.mark.parametrize("accumulated", [False, True], ids=["batch", "accumulated"])
+def test_two_ranks_follow_one_process_with_twice_the_batch(two_ranks, accumulated):
+    """Accumulated: each rank's batch of 2 with accumulate_steps 2, the global batch (8) including the
+    accumulation, against one process with batch 8."""
+    cases = ACCUMULATED if accumulated else CASES
+    one = run_cases(batch_size=8, cases=cases)
     ranks, _ = two_ranks
-    for case in CASES:
+    for case in cases:
         ref = one[case]
         for r, res in enumerate(ranks):
-            got = res[case]
+            got = res["accumulated"][case] if accumulated else res[case]
             assert got["best_epoch"] == ref["best_epoch"], (case, r)
             np.testing.assert_allclose(got["train_loss"], ref["train_loss"], rtol=1e-5, atol=1e-6, err_msg=str(case))
             for e, (a, b) in enumerate(zip(got["val"], ref["val"])):
@@ -225,6 +234,8 @@ def test_two_ranks_follow_one_process_with_twice_the_batch(two_ranks):
             assert len(got["scores"]) == len(ref["scores"])
             for e, (a, b) in enumerate(zip(got["scores"], ref["scores"])):  # the learned OT scores, every epoch
                 torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=f"{case} OT scores, epoch {e + 1}")
+    if accumulated:
+        return
     # the two ranks hold the same model and the same OT scores after every epoch (not merely close)
     for case in CASES:
         for k, w in ranks[0][case]["weights"].items():
