@@ -34,7 +34,7 @@ def mnist_dataset(root=SHARED / "mnist"):
     y = _read_idx(_idx_file(root, "train-labels-idx1-ubyte"), 1).astype(np.int64)
     xt = _read_idx(_idx_file(root, "t10k-images-idx3-ubyte"), 3)[..., None]
     yt = _read_idx(_idx_file(root, "t10k-labels-idx1-ubyte"), 1).astype(np.int64)
-    return ArrayDataset(np.ascontiguousarray(x), y, np.ascontiguousarray(xt), yt, [str(c) for c in range(10)],
+    return ArrayDataset(np.array(x), y, np.array(xt), yt, [str(c) for c in range(10)],
                         f"mnist:{root}")
 
 

@@ -528,9 +528,10 @@ def write_tables(out: Path, plan: list[dict], results: dict, which: str, cfg: di
     keys = ["method", "seeds"] + [f"{k}_{s}" for k in (*METRICS, "seconds_per_epoch", "total_seconds") for s in ("mean", "std")]
     pkeys = ["reference", "paired_seeds", "diff_mean", "diff_std", "ci_low", "ci_high", "verdict"]
     by_name = {p["method"]: p for p in paired}
+    pcols = [k if k.startswith("paired_") else f"paired_{k}" for k in pkeys]
     csv_rows = [{**r, "transductive": r["method"] in transductive,
-                 **{f"paired_{k}": by_name[r["method"]][k] for k in pkeys}} for r in rows]
-    atomic_save(to_csv(csv_rows, keys + ["transductive"] + [f"paired_{k}" for k in pkeys]), csv_path)
+                 **{c: by_name[r["method"]][k] for c, k in zip(pcols, pkeys)}} for r in rows]
+    atomic_save(to_csv(csv_rows, keys + ["transductive"] + pcols), csv_path)
     atomic_save(json.dumps({"which": which, "seeds": seeds, "metric": "balanced_accuracy", "reference": reference,
                             "transductive": sorted(transductive), "rows": rows, "paired": paired}, indent=2,
                            default=str), files["json"])

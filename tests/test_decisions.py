@@ -40,7 +40,7 @@ def test_paired_columns_hand_computed_on_two_seeds(tmp_path):
     # ce - cb: -10, -30 -> mean -20, sample std sqrt(200) = 14.142; t(0.975, 1) = 12.7062
     half = 12.706204736 * np.sqrt(200.0) / np.sqrt(2.0)
     ce = rows["ce"]
-    assert ce["paired_reference"] == "cb" and ce["paired_paired_seeds"] == "2"
+    assert ce["paired_reference"] == "cb" and ce["paired_seeds"] == "2"
     assert float(ce["paired_diff_mean"]) == pytest.approx(-20.0)
     assert float(ce["paired_diff_std"]) == pytest.approx(np.sqrt(200.0))
     assert float(ce["paired_ci_low"]) == pytest.approx(-20.0 - half, abs=1e-6)
