@@ -573,7 +573,7 @@ def _plot(rows: list[dict], path: Path, sel: str, paired: list[dict] | None = No
     names = [r["method"] for r in rows]
     mean = np.array([np.nan if r["balanced_accuracy_mean"] is None else r["balanced_accuracy_mean"] for r in rows])
     std = np.array([0.0 if r["balanced_accuracy_std"] is None else r["balanced_accuracy_std"] for r in rows])
-    fig = Figure(figsize=(12.0 if paired else 7.0, 0.45 * len(rows) + 1.2), layout="constrained")
+    fig = Figure(figsize=(13.0 if paired else 7.0, 0.45 * len(rows) + 1.2), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 2 if paired else 1, 1)
     y = np.arange(len(rows))[::-1]
@@ -607,7 +607,7 @@ def _plot_paired(ax, paired: list[dict], reference: str, y) -> None:
         ax.annotate(p["verdict"], (hi, yi), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8, color=c)
     ax.set_yticks(y, [p["method"] if p["verdict"] != "reference" else f"{p['method']} (reference)" for p in paired])
     ax.margins(x=0.25)
-    ax.set_xlabel(f"paired difference to {reference} (points), mean and 95 % t interval over seeds")
+    ax.set_xlabel(f"minus {reference}, same seed (points): mean, 95 % t interval")
 
 
 __all__ = ["DEFAULT_METHODS", "ablation_variants", "paired_differences", "paired_stats", "plan_comparison",
