@@ -8,7 +8,7 @@ problem
 
 .. math:: T^\star = \arg\min_{T \in U(\frac1n\mathbf 1_n,\ q)} \langle T, -\log P\rangle - \varepsilon H(T)
 
-(POT, ``ot.sinkhorn(..., method="sinkhorn_log")``, log domain) and predicts
+(POT, ``ot.solve(..., reg_type="entropy", method="sinkhorn_log")``, log domain) and predicts
 :math:`\arg\max_c T^\star_{ic}`: the assignment of the examples to classes closest to the model's
 beliefs whose class totals are :math:`q`. Its solution has the form :math:`\log T_{ic} =
 (\log P_{ic} + g_c + f_i)/\varepsilon`, so the prediction is the model's with a per-class shift
@@ -40,13 +40,12 @@ MARGINALS = ("uniform", "train", "estimate")
 def sinkhorn_plan(log_probs, marginal, reg: float = 0.1, max_iter: int = 5000, tol: float = 1e-7) -> np.ndarray:
     r"""The entropic OT plan between :math:`\frac1n\mathbf 1_n` and ``marginal`` for the cost
     :math:`-\log P` (``log_probs``: an ``(n, K)`` array of log-probabilities), in the log domain."""
-    lp = np.asarray(log_probs, dtype=np.float64)
+    lp = torch.as_tensor(np.asarray(log_probs), dtype=torch.float64)  # POT's torch backend: fast log-sum-exp
     n = lp.shape[0]
-    b = np.asarray(marginal, dtype=np.float64)
-    b = np.clip(b, 1e-12, None)
-    b = b / b.sum()
-    return ot.sinkhorn(np.full(n, 1.0 / n), b, -lp, reg, method="sinkhorn_log", numItermax=max_iter, stopThr=tol,
-                       warn=False)
+    b = torch.as_tensor(np.asarray(marginal), dtype=torch.float64).clamp_min(1e-12)
+    res = ot.solve(-lp, torch.full((n,), 1.0 / n, dtype=torch.float64), b / b.sum(), reg=float(reg),
+                   reg_type="entropy", method="sinkhorn_log", max_iter=max_iter, tol=tol)
+    return res.plan.numpy()
 
 
 class OTPostHoc(Method):
