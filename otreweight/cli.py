@@ -62,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "ot-no-meta-ce (OT without its meta-set cross-entropy term), ot-no-step (OT's loss "
                       "without any OT step), ot-kl / ot-cc (the solved kl_regularized / class_conditional "
                       "objectives, see docs/ot_weights.md), ot-cc-cb (class_conditional weights with cb's loss), "
-                      "ot-authors-grad (the authors' unrolled gradient and score "
-                      "decay) or cb+meta (class-balanced "
+                      "ot-envelope (the envelope gradient of the converged entropic value: ot before it became "
+                      "the authors' update) or cb+meta (class-balanced "
                       "re-weighting trained on train + meta set)")
     demo.add_argument("--stage1-epochs", type=int, default=d.stage1_epochs, help="epochs of stage 1 (plain CE, whole network)")
     demo.add_argument("--stage2-epochs", type=int, default=d.stage2_epochs, help="epochs of stage 2 (classifier only)")
@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--methods", type=_name_list, default=None,
                       help="comma-separated methods (default: ce,focal,cb,ldam_drw,balanced_softmax,logit_adjust_posthoc,"
                       "crt,mwnet,l2rw,ot; also cb_focal, cb_resample, logit_adjust, any registered method, the named OT "
-                      "variants ot-no-meta-ce, ot-no-step, ot-kl, ot-cc, ot-cc-cb, ot-authors-grad; with "
+                      "variants ot-no-meta-ce, ot-no-step, ot-kl, ot-cc, ot-cc-cb, ot-envelope; with "
                       "--preset ablation: the ablation names, all by default)")
     cmp_.add_argument("--seeds", type=_int_list, default=(0, 1, 2), help="comma-separated seeds (split and training)")
     cmp_.add_argument("--preset", default="baselines", choices=("baselines", "ablation"),

@@ -84,7 +84,7 @@ from . import distributed as dist
 from ._errors import OTReweightError, check_choice
 from .config import Stage2Config, as_run_config, recipe_keys, set_dotted
 from .methods import METHODS
-from .methods.ot_reweight import OT_VARIANTS
+from .methods.ot_reweight import OT_VARIANTS, RETIRED_VARIANTS
 from .outputs import check_output_dir, has_progress
 from .summary import cell, mean_std, to_csv
 from .utils import atomic_save, load_yaml
@@ -182,6 +182,8 @@ def plan_comparison(cfg: dict, methods=None, preset: str = "baselines", mode: st
         elif name in OT_VARIANTS:  # a named OT variant: the reference options with its overrides
             plan.append(_variant(name, "ot", {**(ref["options"] or {}), **OT_VARIANTS[name]}, "stage1", "classifier",
                                  ot_recipe))
+        elif name in RETIRED_VARIANTS:
+            raise OTReweightError(f"method {name!r} is gone: {RETIRED_VARIANTS[name]}")
         elif preset == "ablation":
             raise OTReweightError(f"unknown ablation {name!r}; choose among: ce, {', '.join(known)}")
         elif name not in METHODS:

@@ -33,10 +33,11 @@ from sklearn.model_selection import train_test_split
 
 from .config import RunConfig, as_run_config
 from .data.longtail import make_long_tailed
+from ._errors import OTReweightError
 from .data.sources import ArrayDataset
 from .experiment import run_experiment
 from .methods import create_method
-from .methods.ot_reweight import OT_VARIANTS
+from .methods.ot_reweight import OT_VARIANTS, RETIRED_VARIANTS
 from .summary import format_table, summarize
 
 
@@ -85,8 +86,8 @@ DEMO_METHODS["ot-no-step"] = {**DEMO_METHODS["ot"], **OT_VARIANTS["ot-no-step"]}
 # weights of all training examples are solved once per epoch against the meta prototypes.
 DEMO_METHODS["ot-kl"] = {**DEMO_METHODS["ot"], **OT_VARIANTS["ot-kl"]}
 DEMO_METHODS["ot-cc"] = {**DEMO_METHODS["ot"], **OT_VARIANTS["ot-cc"]}
-# The authors' step exactly: <pi, C> differentiated through the Sinkhorn iterations, weight decay on the scores.
-DEMO_METHODS["ot-authors-grad"] = {**DEMO_METHODS["ot"], **OT_VARIANTS["ot-authors-grad"]}
+# The envelope gradient of the converged entropic value, no score decay: ``ot`` before it became the authors' update.
+DEMO_METHODS["ot-envelope"] = {**DEMO_METHODS["ot"], **OT_VARIANTS["ot-envelope"]}
 
 
 STAGE1 = {"epochs": 60, "batch_size": 64, "lr": 0.1, "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4,
@@ -108,6 +109,8 @@ def method_specs(cfg: DemoConfig) -> dict[str, dict]:
     """``{row name: spec}`` of the demo's stage-2 methods, ``--ot`` options applied, checked early."""
     methods = {}
     for name in cfg.methods:
+        if name in RETIRED_VARIANTS:
+            raise OTReweightError(f"method {name!r} is gone: {RETIRED_VARIANTS[name]}")
         spec = dict(DEMO_METHODS.get(name, {"method": name}))
         if spec["method"] == "ot":
             spec.update({k: v for k, v in cfg.ot_options.items() if not (name == "ot-no-meta-ce" and k == "meta_ce")})

@@ -77,6 +77,7 @@ from .transport import (
     check_cost_size,
     class_conditional_blocks,
     entropic_ot,
+    authors_sinkhorn,
     entropic_ot_linear_unrolled,
     semi_relaxed_ot,
 )
@@ -84,7 +85,8 @@ from .transport import (
 INITS = ("uniform", "class_balanced")
 WEIGHTINGS = ("raw", "normalized")
 OBJECTIVES = ("reference", "kl_regularized", "class_conditional")
-GRADIENTS = ("envelope", "unrolled")
+GRADIENTS = ("unrolled", "envelope")
+STOPS = ("authors", "tol")
 SCOPES = ("batch", "dataset")
 SOLVERS = ("auto", "log", "scaling")
 
@@ -113,7 +115,8 @@ class OTReweighter(nn.Module):
     weighting : {"raw", "normalized"}
         How the weights multiply the per-example loss (see the module docstring).
     tol, max_iter : float, int
-        Sinkhorn stopping rule passed to POT.
+        Sinkhorn stopping rule passed to POT (the solved objectives, and the reference step with
+        ``stop="tol"``).
     solver : {"auto", "log", "scaling"}
         Sinkhorn form of the reference step (see :func:`~otreweight.transport.entropic_ot`):
         ``"auto"`` (default) uses POT's scaling iterations on the CPU when
@@ -128,18 +131,28 @@ class OTReweighter(nn.Module):
     lam : float
         :math:`\lambda`, weight of :math:`\mathrm{KL}(a\,\|\,\text{prior})` in the solved
         objectives (``inf``: the prior itself). Smaller values let OT move the weights further.
-    gradient : {"envelope", "unrolled"}
-        ``objective="reference"``: the gradient of the step. ``"envelope"`` (default, what ``ot``
-        uses): the envelope gradient of the entropic value :math:`\langle\pi,C\rangle +
-        \varepsilon\sum\pi\log\pi` (the dual potential). ``"unrolled"``: the authors' - the
-        linear part :math:`\langle\pi^*(a),C\rangle` differentiated through POT's log-domain
-        Sinkhorn iterations (:func:`~otreweight.transport.entropic_ot_linear_unrolled`). With
-        ``score_decay=5e-4``, ``tol=0`` and ``max_iter`` set to the iteration count at which the
-        authors' loop stops (2-3 at ``eps=0.1``), it reproduces their update to float32 precision
-        (checked on numbers recorded from their code, docs/ot_weights.md).
+    gradient : {"unrolled", "envelope"}
+        ``objective="reference"``: the gradient of the step. ``"unrolled"`` (default, the
+        authors'): the linear part :math:`\langle\pi(a),C\rangle` of the plan, differentiated
+        through the Sinkhorn iterations. ``"envelope"`` (the variant ``ot-envelope``): the
+        envelope gradient of the converged entropic value :math:`\langle\pi,C\rangle +
+        \varepsilon\sum\pi\log\pi` (the dual potential, POT's ``grad="envelope"``); it needs
+        ``stop="tol"``.
+    stop : {"authors", "tol"}
+        When the reference step's Sinkhorn stops. ``"authors"`` (default): the reference code's
+        rule - at the first iteration whose change of the target-side potential,
+        :math:`\|g_k - g_{k-1}\|_1`, is below ``stop_threshold`` (:func:`~otreweight.transport.authors_sinkhorn`;
+        2-5 iterations at ``eps=0.1`` on the batches measured), decided on the device.
+        ``"tol"``: POT's solver run to ``tol`` / ``max_iter``.
+    stop_threshold : float
+        The authors' threshold (0.1).
+    stop_window : int
+        Iterations computed per OT step with ``stop="authors"``; the first that meets the rule is
+        used. A step in which none does uses iteration ``stop_window`` and is counted in
+        :meth:`epoch_stats` (the reference loop would go on, up to 200 iterations).
     score_decay : float
         Weight decay on the scores in the OT step, :math:`s \leftarrow s - \mathrm{lr}\,(g +
-        \mathrm{decay}\cdot s)` (0 by default; the authors' fresh SGD optimiser applies 5e-4).
+        \mathrm{decay}\cdot s)` (5e-4, as the authors' fresh SGD optimiser applies it).
 
     Attributes
     ----------
@@ -169,14 +182,25 @@ class OTReweighter(nn.Module):
         objective: str = "reference",
         scope: str = "batch",
         lam: float = 0.1,
-        gradient: str = "envelope",
-        score_decay: float = 0.0,
+        gradient: str = "unrolled",
+        stop: str = "authors",
+        stop_threshold: float = 0.1,
+        stop_window: int = 16,
+        score_decay: float = 5e-4,
     ) -> None:
         super().__init__()
         check_option_types("OTReweighter", OTReweighter.__init__, dict(
             beta=beta, eps=eps, alpha=alpha, steps=steps, lr=lr, tol=tol, max_iter=max_iter, lam=lam,
-            score_decay=score_decay))
+            score_decay=score_decay, stop_threshold=stop_threshold, stop_window=stop_window))
         self.gradient = check_choice("OT gradient", gradient, GRADIENTS)
+        self.stop = check_choice("Sinkhorn stopping rule", stop, STOPS)
+        if self.gradient == "envelope" and self.stop == "authors":
+            raise OTReweightError("gradient='envelope' is the gradient of the converged entropic value; it needs "
+                                  "stop='tol' (the variant ot-envelope sets both)")
+        self.stop_threshold = check_positive("stop_threshold (the authors' Sinkhorn threshold)", stop_threshold)
+        if int(stop_window) != stop_window or stop_window < 1:
+            raise OTReweightError(f"stop_window (Sinkhorn iterations per OT step) must be an integer >= 1, got {stop_window!r}")
+        self.stop_window = int(stop_window)
         if not float(score_decay) >= 0:
             raise OTReweightError(f"score_decay (weight decay on the scores) must be >= 0, got {score_decay!r}")
         self.score_decay = float(score_decay)
@@ -219,6 +243,8 @@ class OTReweighter(nn.Module):
         self.register_buffer("scores", self.initial_scores())
         # The starting scores, kept for the solved objectives (their prior and scale); not saved.
         self.register_buffer("start", self.scores.clone(), persistent=False)
+        # per-epoch statistics of the steps, kept on the device (read once per epoch: epoch_stats)
+        self.register_buffer("_stats", torch.zeros(5, dtype=torch.float64), persistent=False)
         self.last_ot_value: torch.Tensor | None = None
 
     @property
@@ -240,6 +266,7 @@ class OTReweighter(nn.Module):
         features: torch.Tensor,
         labels: torch.Tensor,
         targets: MetaTargets,
+        check: bool = True,
     ) -> torch.Tensor:
         """Update the scores of one batch by OT and return the weights for its loss.
 
@@ -253,6 +280,11 @@ class OTReweighter(nn.Module):
             The batch's labels.
         targets : MetaTargets
             Meta targets, carrying uniform mass.
+        check : bool
+            Check the ids, labels and features first (each check reads a value back from the
+            device). The training loop passes ``False``: its ids and labels are valid by
+            construction, and a non-finite score is counted on the device and reported once per
+            epoch (:meth:`epoch_stats`).
 
         Returns
         -------
@@ -268,11 +300,12 @@ class OTReweighter(nn.Module):
             raise OTReweightError(
                 f"batch mismatch: {idx.shape[0]} ids, {features.shape[0]} feature rows, {labels.shape[0]} labels"
             )
-        lo, hi = int(idx.min()), int(idx.max())
-        if lo < 0 or hi >= self.scores.shape[0]:
-            raise OTReweightError(f"example id {lo if lo < 0 else hi} is outside 0..{self.scores.shape[0] - 1}: ids are "
-                                  "the rows of the training set the re-weighter was built on")
-        check_finite("batch features", features)
+        if check:
+            lo, hi = int(idx.min()), int(idx.max())
+            if lo < 0 or hi >= self.scores.shape[0]:
+                raise OTReweightError(f"example id {lo if lo < 0 else hi} is outside 0..{self.scores.shape[0] - 1}: ids "
+                                      "are the rows of the training set the re-weighter was built on")
+            check_finite("batch features", features)
         idx = idx.to(self.scores.device).long()
         if self.solved:
             if self.scope == "batch":
@@ -282,31 +315,52 @@ class OTReweighter(nn.Module):
         s = self.scores[idx].to(torch.float64)
         if self.steps > 0:
             self.check_size(features.shape[0], len(targets))
-            cost = self._cost(features, labels, targets)
+            cost = self._cost(features, labels, targets, check=check)
             for k in range(self.steps):
                 s = s.detach().requires_grad_(True)
-                a = torch.softmax(s, dim=0)
-                if self.gradient == "envelope":
-                    value = entropic_ot(cost, a, eps=self.eps, tol=self.tol, max_iter=self.max_iter,
-                                        method=self.solver).value
-                else:  # the authors': <pi, C> differentiated through POT's Sinkhorn iterations
-                    value = entropic_ot_linear_unrolled(cost, a, eps=self.eps, tol=self.tol, max_iter=self.max_iter)
+                value = self._reference_value(cost, torch.softmax(s, dim=0))
                 (grad,) = torch.autograd.grad(value, s)
                 if k == 0:
                     self.last_ot_value = value.detach()
                 s = s.detach()
                 # SGD on the scores, with weight decay as the authors' fresh optimiser applies it
                 s = s - self.lr * (grad + self.score_decay * s) if self.score_decay else s - self.lr * grad
-            # On the CPU the check is free; on an accelerator it would sync every batch, and a
-            # non-finite score surfaces as a non-finite training loss at the end of the epoch.
-            if s.device.type == "cpu" and not bool(torch.isfinite(s).all()):
-                raise OTReweightError(
-                    "the OT step produced non-finite scores; lower lr (OT step size) or raise eps"
-                )
-            self.scores[idx] = s.to(self.scores.dtype)
+            # counted on the device, reported once per epoch (epoch_stats): no host sync per batch
+            s = s.to(self.scores.dtype)
+            self._stats[3] += (~torch.isfinite(s)).sum()
+            self.scores[idx] = s
         return self.loss_weights(idx)
 
-    def _cost(self, features, labels, targets: MetaTargets, cols: torch.Tensor | None = None) -> torch.Tensor:
+    def _reference_value(self, cost: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """The OT value of the reference step, differentiable in ``a`` (see ``gradient`` and ``stop``)."""
+        if self.gradient == "envelope":
+            return entropic_ot(cost, a, eps=self.eps, tol=self.tol, max_iter=self.max_iter, method=self.solver).value
+        if self.stop == "tol":  # <pi, C> differentiated through POT's Sinkhorn iterations, run to tol
+            return entropic_ot_linear_unrolled(cost, a, eps=self.eps, tol=self.tol, max_iter=self.max_iter)
+        res = authors_sinkhorn(cost, a, eps=self.eps, threshold=self.stop_threshold, window=self.stop_window)
+        self._stats[0] += 1
+        self._stats[1] += res.n_iter
+        self._stats[2] += res.missed
+        self._stats[4] = torch.maximum(self._stats[4], res.n_iter.to(self._stats.dtype))
+        return res.value_linear
+
+    def epoch_stats(self, reset: bool = True) -> dict:
+        """What the OT steps since the last call counted on the device (one read, one host sync):
+        ``steps`` with the authors' rule, their ``mean_iterations`` and ``max_iterations``, and
+        ``missed`` (steps whose rule did not stop within ``stop_window``).
+
+        Raises :class:`~otreweight.OTReweightError` when a step produced a non-finite score."""
+        steps, iters, missed, nonfinite, most = (float(v) for v in self._stats.tolist())
+        if reset:
+            self._stats.zero_()
+        if nonfinite:
+            raise OTReweightError(f"the OT step produced {int(nonfinite)} non-finite score(s) this epoch; lower lr "
+                                  "(OT step size) or raise eps, and check the features for extreme values")
+        return {"steps": int(steps), "mean_iterations": iters / steps if steps else float("nan"),
+                "max_iterations": int(most), "missed": int(missed)}
+
+    def _cost(self, features, labels, targets: MetaTargets, cols: torch.Tensor | None = None,
+              check: bool = True) -> torch.Tensor:
         """The ``(n, m)`` cost in float64 (what Sinkhorn runs in). The feature part is one matrix
         product in the features' precision (float32 for float32 / half features, float64 for
         float64 ones) against the targets' unit rows, normalised once per targets object
@@ -316,8 +370,9 @@ class OTReweighter(nn.Module):
         if self.cost == "label":
             return cost_matrix("label", features.detach().to(torch.float64), labels, targets.features,
                                tlabels, self.num_classes, self.alpha, self.label_scale)
-        check_labels("labels", labels, self.num_classes)
-        check_labels("target labels", tlabels, self.num_classes)
+        if check:
+            check_labels("labels", labels, self.num_classes)
+            check_labels("target labels", tlabels, self.num_classes)
         dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
         f = F.normalize(features.detach().to(dtype), dim=1, eps=1e-12)
         g = targets.unit_features(dtype)

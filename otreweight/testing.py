@@ -190,3 +190,63 @@ def check_source(dataset) -> None:
 
 
 __all__ = ["check_method", "check_modality", "check_model", "check_source", "model_input"]
+
+
+# --- Host synchronisations ------------------------------------------------------------------------
+# The Tensor methods that hand a value to Python: on an accelerator each waits for the device to
+# finish everything queued. On the CPU they are free, but counting them there finds every one a GPU
+# run would pay (the loop's budget: at most 2 per training step, tests/test_host_syncs.py).
+SYNC_METHODS = ("item", "tolist", "numpy", "__float__", "__int__", "__bool__", "__index__", "cpu")
+
+
+class HostSyncCounter:
+    """Counts calls of :data:`SYNC_METHODS` on tensors while active (a context manager).
+
+    ``counts`` maps each method name to its number of calls; ``total`` is their sum. Calls made by
+    the counted methods themselves (``tolist`` calling ``__index__``, say) are counted once.
+    """
+
+    def __init__(self) -> None:
+        self.counts = {name: 0 for name in SYNC_METHODS}
+        self._saved: dict = {}
+        self._depth = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def _wrap(self, name, original):
+        counter = self
+
+        def counted(*args, **kwargs):
+            if counter._depth == 0:
+                counter.counts[name] += 1
+            counter._depth += 1
+            try:
+                return original(*args, **kwargs)
+            finally:
+                counter._depth -= 1
+
+        return counted
+
+    def __enter__(self) -> "HostSyncCounter":
+        for name in SYNC_METHODS:
+            original = getattr(torch.Tensor, name)
+            self._saved[name] = torch.Tensor.__dict__.get(name, None)
+            setattr(torch.Tensor, name, self._wrap(name, original))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for name, original in self._saved.items():
+            if original is None:
+                delattr(torch.Tensor, name)
+            else:
+                setattr(torch.Tensor, name, original)
+        self._saved.clear()
+
+
+def count_host_syncs(fn, *args, **kwargs) -> tuple[object, HostSyncCounter]:
+    """Run ``fn(*args, **kwargs)`` and return its result with the :class:`HostSyncCounter` of the call."""
+    with HostSyncCounter() as counter:
+        out = fn(*args, **kwargs)
+    return out, counter

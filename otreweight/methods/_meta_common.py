@@ -88,7 +88,7 @@ def lookahead_meta_loss(lookahead, meta_batches: MetaBatches, counter: PassCount
 def normalise(w: torch.Tensor) -> torch.Tensor:
     """``w / w.sum()``, or ``w`` unchanged when its sum is not positive (all weights zero)."""
     total = w.sum()
-    return w / total if bool(total > 0) else w
+    return w / torch.where(total > 0, total, torch.ones_like(total))  # decided on the device
 
 
 class LookAheadReweighter(Method):

@@ -119,6 +119,12 @@ class Method:
         """Scores of a whole evaluated split from its logits (a transductive method rebalances them)."""
         return logits
 
+    def end_epoch(self) -> dict:
+        """Called once after each training epoch: the place to read back what the method counted
+        on the device during the epoch (its ``loss`` must not read values back per batch) and to
+        raise if something went wrong. The returned numbers go into the epoch's history record."""
+        return {}
+
     def state_dict(self) -> dict:
         return {}
 

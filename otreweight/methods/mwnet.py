@@ -70,8 +70,9 @@ class MetaWeightNet(LookAheadReweighter):
         )
         self.meta_batches.seed(int(torch.randint(2**31 - 1, ())))
 
-    def update_weight_net(self, losses: torch.Tensor, meta) -> float:
-        """Steps 1-2: look-ahead with the current MLP, one SGD step of the MLP; returns the meta loss."""
+    def update_weight_net(self, losses: torch.Tensor, meta) -> torch.Tensor:
+        """Steps 1-2: look-ahead with the current MLP, one SGD step of the MLP; returns the meta loss
+        (a detached 0-d tensor: reading it syncs the device)."""
         c = self.counter
         c.start()
         w = normalise(self.weight_net(losses.detach().float()))
@@ -83,7 +84,7 @@ class MetaWeightNet(LookAheadReweighter):
             p.grad = g
         self.meta_optimizer.step()
         c.stop()
-        return float(meta_loss.detach())
+        return meta_loss.detach()
 
     def batch_weights(self, losses: torch.Tensor, meta) -> torch.Tensor:
         """Steps 1-2 (:meth:`update_weight_net`), then step 3's weights from the updated MLP."""

@@ -311,6 +311,7 @@ def fit(model: nn.Module, method: Method, train, val, meta=None, config: FitConf
     for epoch in range(first_epoch, config.epochs if method.trains else 0):
         t0 = time.perf_counter()
         train_loss = train_one_epoch(run, epoch)
+        method_stats = method.end_epoch()
         lr = run.optimizer.param_groups[0]["lr"]
         run.scheduler.step()
         if not math.isfinite(train_loss):
@@ -319,6 +320,8 @@ def fit(model: nn.Module, method: Method, train, val, meta=None, config: FitConf
         val_metrics = evaluate_split(run)
         record = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "seconds": time.perf_counter() - t0,
                   "val": val_metrics}
+        if method_stats:
+            record["method"] = method_stats
         result.history.append(record)
         if val_metrics[config.select_metric] > result.best_score:
             result.best_score, result.best_epoch = val_metrics[config.select_metric], epoch + 1
