@@ -20,7 +20,8 @@ Per regime one ``compare --mode decoupled --meta-in-train`` (stage 1 = plain CE 
 training data + the clean meta set; every method re-trains the classifier of that frozen backbone,
 ``_lt_sources.STAGE2`` recipe; the methods that do not use the meta set train on train + meta, OT
 sees it through its meta-CE term and targets): ce, cb,
-crt, logit_adjust_posthoc, ot (the library's ``ot``), ot-cc, ot-cc-cb and ot-cc-cb with whole meta
+crt, logit_adjust_posthoc, ot (the authors' update), ot-envelope (the envelope step), ot-cc, ot-cc-cb and
+ot-cc-cb with whole meta
 targets (``ot-cc-cb-whole``); the ``prior`` regime adds ``ot-posthoc-em`` (test predictions
 rebalanced by Sinkhorn to the EM-estimated test prior). Paired differences against ``cb`` over the
 seeds. For the OT runs of ``noise`` / ``corrupt``: the mean learned weight (``weights.npz``
@@ -55,8 +56,8 @@ from otreweight.data.longtail import long_tail_counts  # noqa: E402
 from otreweight.summary import mean_std  # noqa: E402
 
 REGIMES = ("clean", "noise", "corrupt", "prior")
-METHODS = ("ce", "cb", "crt", "logit_adjust_posthoc", "ot", "ot-cc", "ot-cc-cb")
-OT_ROWS = ("ot", "ot-cc", "ot-cc-cb", "ot-cc-cb-whole")
+METHODS = ("ce", "cb", "crt", "logit_adjust_posthoc", "ot", "ot-envelope", "ot-cc", "ot-cc-cb")
+OT_ROWS = ("ot", "ot-envelope", "ot-cc", "ot-cc-cb", "ot-cc-cb-whole")
 NOISE_RATE, CORRUPT_FRACTION, DROP_P, PRIOR_IF = 0.2, 0.5, 0.6, 10.0
 
 
