@@ -8,18 +8,12 @@ from pathlib import Path
 
 
 from ._errors import OTReweightError
-from .utils import load_yaml
+from .utils import parse_assignment
 
 
 def _parse_kv(items: list[str]) -> dict:
     """``["eps=0.05", "init=uniform"]`` -> ``{"eps": 0.05, "init": "uniform"}`` (values parsed as YAML)."""
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise OTReweightError(f"expected KEY=VALUE, got {item!r}")
-        out[key.strip()] = load_yaml(value)
-    return out
+    return dict(parse_assignment(item, "--ot") for item in items or [])
 
 
 def _int_list(text: str) -> tuple:
@@ -158,6 +152,27 @@ def build_parser() -> argparse.ArgumentParser:
                       "interval over seeds, and a verdict - better / worse when the interval excludes 0, within "
                       "noise when it contains 0")
 
+    spl = sub.add_parser(
+        "split", help="write the exact long-tailed split a run of a config uses, as a file",
+        description="Write every example of the config's data source with its role (train, meta, val, test, "
+        "unused), id, label, class, path and sha256, and a header with the data checksum and the config's data "
+        "section. data.split_file: <file> makes a run use it instead of drawing.")
+    spl.add_argument("--config", required=True, help="a YAML file, or the name of a shipped config")
+    spl.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                     help="override a config value, repeatable (as in `otreweight train`)")
+    spl.add_argument("--output", required=True, help="the split file to write (e.g. split.tsv)")
+    data = sub.add_parser("data", help="check a data source against a split file (`otreweight data verify`)")
+    data_sub = data.add_subparsers(dest="data_command", metavar="subcommand")
+    ver = data_sub.add_parser(
+        "verify", help="check a data folder, list, archive or file against a split file",
+        description="Compare the config's data source with a split file: missing and extra files, files under "
+        "another class, changed bytes, per-class counts. One line per problem and exit status 2 if any; "
+        "a one-line summary and 0 otherwise.")
+    ver.add_argument("--config", required=True, help="a YAML file, or the name of a shipped config")
+    ver.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                     help="override a config value, repeatable (as in `otreweight train`)")
+    ver.add_argument("--split-file", help="the split file (default: the config's data.split_file)")
+
     rep = sub.add_parser("report", help="(re)write report.md and figures for a run folder",
                          description="Write report.md with PNG figures for a run folder of `otreweight train`.")
     rep.add_argument("run_dir")
@@ -213,11 +228,12 @@ def cmd_evaluate(args) -> int:
     import json
 
     from .experiment import evaluate_checkpoint
+    from .summary import METRICS
 
     _check_json_target(args.json)
     m = evaluate_checkpoint(args.checkpoint, args.data, args.root, args.split, args.device, not args.no_download,
                             prior=args.prior, adjust=args.adjust_to_prior, model_prior=args.model_prior)
-    for key in ("accuracy", "balanced_accuracy", "many", "medium", "few", "gmean", "prior_accuracy"):
+    for key in (*METRICS, "prior_accuracy"):
         if key == "prior_accuracy" and key not in m:
             continue
         v = m.get(key)
@@ -279,7 +295,33 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate, "report": cmd_report, "compare": cmd_compare}
+def cmd_split(args) -> int:
+    from .experiment import export_split, load_config, resolve_config_path
+
+    cfg = load_config(resolve_config_path(args.config), args.overrides)
+    res = export_split(cfg, args.output)
+    sp = res["split"]
+    print(f"{res['path']}: train {len(sp.train)}, meta {len(sp.meta)}, val {int(sp.val_counts.sum())} examples; "
+          f"sha256 {res['sha256']} (data sha256 {res['data_sha256']})")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from .experiment import load_config, resolve_config_path, verify_data
+
+    if args.data_command != "verify":
+        raise OTReweightError("usage: otreweight data verify --config <config> [--split-file <file>]")
+    cfg = load_config(resolve_config_path(args.config), args.overrides)
+    problems, summary = verify_data(cfg, args.split_file)
+    for line in problems:
+        print(line)
+    if problems:
+        return 2
+    print(summary)
+    return 0
+
+
+COMMANDS = {"split": cmd_split, "data": cmd_data, "demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate, "report": cmd_report, "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -86,15 +86,14 @@ from .config import Stage2Config, as_run_config, recipe_keys, set_dotted
 from .methods import METHODS
 from .methods.ot_reweight import OT_VARIANTS, RETIRED_VARIANTS
 from .outputs import check_output_dir, has_progress
-from .summary import cell, mean_std, to_csv
-from .utils import atomic_save, load_yaml
+from .summary import METRICS, cell, mean_std, to_csv
+from .utils import atomic_save, parse_assignment
 
 PRESETS = ("baselines", "ablation")
 MODES = ("paper", "decoupled")
 RECIPE_KEYS = recipe_keys()  # the stage fields marked as a recipe in otreweight.config.FitConfig
 DEFAULT_METHODS = ("ce", "focal", "cb", "ldam_drw", "balanced_softmax", "logit_adjust_posthoc", "crt", "mwnet", "l2rw",
                    "ot")
-METRICS = ("accuracy", "balanced_accuracy", "many", "medium", "few")
 CRT_RECIPE = dict(METHODS.get("crt").recipe)  # declared on the method class (Method.recipe)
 # The OT ablation axes: option -> values tried (each variant changes one option of the reference).
 ABLATION_AXES = {"cost": ("feature", "label", "combined"), "targets": ("prototype", "whole"),
@@ -226,10 +225,8 @@ def ablation_variants(cfg: dict) -> dict:
 def _apply_method_sets(plan: list[dict], method_sets) -> None:
     by_name = {v["name"]: v for v in plan}
     for item in method_sets or []:
-        key, sep, value = item.partition("=")
-        name, dot, rest = key.strip().partition(".")
-        if not sep or not dot or not rest:
-            raise OTReweightError(f"--method-set expects METHOD.KEY=VALUE (e.g. ldam_drw.epochs=100), got {item!r}")
+        key, value = parse_assignment(item, "--method-set", "METHOD.KEY=VALUE (e.g. ldam_drw.epochs=100)", dotted=True)
+        name, _, rest = key.partition(".")
         if name != "*" and name not in by_name:
             raise OTReweightError(f"--method-set {item}: {name!r} is not among the compared methods ({', '.join(by_name)})")
         targets = [v for v in plan if "method" in v] if name == "*" else [by_name[name]]
@@ -243,7 +240,7 @@ def _apply_method_sets(plan: list[dict], method_sets) -> None:
                 )
             if v.get("options") is None:
                 v["options"] = {}
-            set_dotted(v, rest, load_yaml(value))
+            set_dotted(v, rest, value)
 
 
 def seed_config(cfg: dict, plan: list[dict], seed: int, output: Path, meta_in_train: bool) -> dict:
@@ -360,7 +357,10 @@ def _check_or_write_plan(out: Path, plan, cfg, seeds, preset, mode, meta_in_trai
             old = json.loads(path.read_text())
         except (OSError, ValueError):
             raise OTReweightError(f"{path} is damaged; delete it to start the comparison afresh") from None
-        if old.get("config", {}).get("data") != _plain(plain["data"]) or old.get("config", {}).get("model") != _plain(plain["model"]):
+        old_data = old.get("config", {}).get("data")
+        if isinstance(old_data, dict):
+            old_data = {"split_file": None, **old_data}  # a comparison saved before data.split_file
+        if old_data != _plain(plain["data"]) or old.get("config", {}).get("model") != _plain(plain["model"]):
             raise OTReweightError(f"{out} holds a comparison on other data or another model; use another --output")
         old_plan = {v["name"]: v for v in old.get("plan", [])}
         changed = [v["name"] for v in plan if v["name"] in old_plan and old_plan[v["name"]] != _plain(v)]
@@ -507,8 +507,8 @@ def write_tables(out: Path, plan: list[dict], results: dict, which: str, cfg: di
         f"{d['many_threshold']} / {d['few_threshold']}-{d['many_threshold']} / < {d['few_threshold']} training examples. "
         "s/epoch: the method's own training stage; total s: its training time, stage 1 included for the "
         "methods that start from the stage-1 model.", "",
-        "| method | acc | bal.acc | many | medium | few | s/epoch | total s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | acc | bal.acc | many | medium | few | gmean | s/epoch | total s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         cells = [cell(r, k) for k in METRICS] + [cell(r, "seconds_per_epoch", None), cell(r, "total_seconds", None)]

@@ -29,14 +29,14 @@ import copy
 import math
 import types
 import typing
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Union
 
 import yaml
 
 from ._errors import OTReweightError, check_choice
-from .utils import load_yaml
+from .utils import load_yaml, parse_assignment
 
 # Field metadata: RECIPE = copied between comparison variants; RESUME = a checkpoint must agree;
 # RUN = set by the run for every stage (seed, thresholds), not a key of a stage's YAML.
@@ -50,6 +50,7 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("step", "cosine", "linear")
 SELECT_METRICS = ("accuracy", "balanced_accuracy", "gmean")
 AMP_MODES = ("auto", "bf16", "none")
+LR_SCALINGS = ("none", "linear", "sqrt")
 AUGMENTS = ("none", "pad_crop_flip", "point_cloud", "random_resized_crop")
 PROFILES = ("exp", "step", "given")
 STARTS = ("stage1", "scratch")
@@ -249,6 +250,11 @@ class FitConfig(Section):
     warmup_epochs: int = field(default=0, metadata=RECIPE)
     milestones: tuple[float, ...] = field(default=(), metadata=RECIPE)
     lr_factors: tuple[float, ...] = field(default=(), metadata=RECIPE)
+    # effective batch = processes x batch_size x accumulate_steps (gradient accumulation); with
+    # lr_scaling linear / sqrt, lr is the rate at reference_batch, scaled to the effective batch
+    accumulate_steps: int = field(default=1, metadata=RECIPE)
+    lr_scaling: str = field(default="none", metadata=RECIPE)
+    reference_batch: int = field(default=0, metadata=RECIPE)
     trainable: str = field(default="all", metadata=RESUME)
     select_metric: str = field(default="balanced_accuracy", metadata=RESUME)
     eval_batch_size: int = 256  # ResNet-32 on 2 CPU cores: 433 images/s at 256, 268 at 1024
@@ -285,9 +291,39 @@ class FitConfig(Section):
             raise OTReweightError(f"lr must be > 0, got {self.lr}")
         if len(self.milestones) != len(self.lr_factors):
             raise OTReweightError("milestones and lr_factors must have the same length")
+        if self.accumulate_steps < 1:
+            raise OTReweightError(f"accumulate_steps must be an integer >= 1, got {self.accumulate_steps}")
+        check_choice("lr scaling", self.lr_scaling, LR_SCALINGS)
+        if self.reference_batch < 0:
+            raise OTReweightError(f"reference_batch must be an integer >= 0, got {self.reference_batch}")
+        if self.lr_scaling != "none" and self.reference_batch == 0:
+            raise OTReweightError(f"lr_scaling: {self.lr_scaling} scales lr from the batch it was set for; give "
+                                  f"{prefix}reference_batch (e.g. 256)")
         check_choice("selection metric", self.select_metric, SELECT_METRICS)
         check_choice("amp mode", self.amp, AMP_MODES)
         return self
+
+    def effective_batch(self, world_size: int = 1) -> int:
+        """Examples per optimiser step: processes x ``batch_size`` x ``accumulate_steps``."""
+        return int(world_size) * self.batch_size * self.accumulate_steps
+
+    def scaled(self, world_size: int = 1) -> "FitConfig":
+        """This stage with ``lr_scaling`` resolved: ``lr`` times ``effective / reference_batch``
+        (``linear``) or its square root (``sqrt``), ``lr_scaling`` then ``none``; unchanged when it
+        is ``none`` already (so resolving twice changes nothing)."""
+        if self.lr_scaling == "none":
+            return self
+        ratio = self.effective_batch(world_size) / self.reference_batch
+        factor = ratio if self.lr_scaling == "linear" else math.sqrt(ratio)
+        return replace(self, lr=self.lr * factor, lr_scaling="none")
+
+    def batch_line(self, name: str, world_size: int = 1, base: "FitConfig | None" = None) -> str:
+        """One line for the log and the saved config: the effective batch and the learning rate used."""
+        line = (f"{name}: effective batch {world_size} process(es) x {self.batch_size} x {self.accumulate_steps} "
+                f"accumulation = {self.effective_batch(world_size)}, lr {self.lr:g}")
+        if base is not None and base.lr_scaling != "none":
+            line += f" ({base.lr_scaling} scaling of lr {base.lr:g} set for batch {base.reference_batch})"
+        return line
 
     def milestone_epochs(self) -> list[int]:
         """Milestones in epochs; a milestone below 1 is a fraction of ``epochs`` (0.8 of 200 = 160)."""
@@ -402,6 +438,7 @@ class DataConfig(Section):
     loader: str = "auto"  # memory: on the device; stream: DataLoader workers; auto: memory if it fits
     num_workers: int | None = None  # stream path: worker processes (None: the usable cores, at most 8)
     bucket_by_length: bool = False  # sequences (tokens): training batches of documents of similar length
+    split_file: str | None = None  # a split written by `otreweight split`: used instead of drawing (checked against the data)
 
     def validate(self) -> "DataConfig":
         _check_fields(self, "data.")
@@ -478,6 +515,14 @@ class RunConfig(Section):
     model: ModelConfig = field(default_factory=ModelConfig)
     stage1: Stage1Config = field(default_factory=Stage1Config)
     stage2: list[Stage2Config] = field(default_factory=list)
+
+    def batch_scaled(self, world_size: int = 1) -> "RunConfig":
+        """A copy with every stage's ``lr_scaling`` resolved for ``world_size`` processes
+        (:meth:`FitConfig.scaled`): what a run saves in its ``config.yaml`` and trains with."""
+        out = self.copy()
+        out.stage1 = self.stage1.scaled(world_size)
+        out.stage2 = [v.scaled(world_size) for v in self.stage2]
+        return out
 
     def stage_fit(self, stage: FitConfig, seed: int | None = None) -> FitConfig:
         """The loop's config of ``stage`` in this run (its seed, progress bar and thresholds)."""
@@ -657,11 +702,9 @@ def load_config(path=None, overrides: list[str] | None = None) -> RunConfig:
     user = read_config_file(path) if path is not None else {}
     raw = _full_dict(user)
     for item in overrides or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise OTReweightError(f"--set expects KEY=VALUE, got {item!r}")
-        set_dotted(raw, key.strip(), load_yaml(value))
-        if key.strip() == "stage2" and isinstance(raw["stage2"], list):  # variants given whole: fill their defaults
+        key, value = parse_assignment(item, "--set")
+        set_dotted(raw, key, value)
+        if key == "stage2" and isinstance(raw["stage2"], list):  # variants given whole: fill their defaults
             raw["stage2"] = _full_dict({"stage2": raw["stage2"]})["stage2"]
     if not isinstance(raw.get("stage2"), list):
         raise _fail("stage2", raw.get("stage2"), list[Stage2Config])
@@ -677,14 +720,20 @@ def as_run_config(cfg) -> RunConfig:
     raise OTReweightError(f"a run config must be a RunConfig or a mapping, got {type(cfg).__name__}")
 
 
-def dump_config(cfg: RunConfig) -> str:
-    """The resolved config as YAML (what is saved as ``config.yaml`` beside a run)."""
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+class _ConfigDumper(yaml.SafeDumper):
+    """PyYAML's safe dumper writing a config section as its plain mapping (a subclass: PyYAML's
+    own ``SafeDumper``, and every other user's ``yaml.safe_dump``, stay untouched)."""
+
+
+_ConfigDumper.add_multi_representer(Section, lambda dumper, v: dumper.represent_dict(v.to_dict()))
+
+
+def dump_config(cfg) -> str:
+    """The resolved config (or any of its sections, or a mapping holding them) as YAML: what is
+    saved as ``config.yaml`` beside a run."""
+    return yaml.dump(cfg.to_dict() if isinstance(cfg, Section) else cfg, Dumper=_ConfigDumper, sort_keys=False)
 
 
 __all__ = ["DataConfig", "FitConfig", "ModelConfig", "RunConfig", "Stage1Config", "Stage2Config", "as_run_config",
            "config_dir", "dump_config", "load_config", "read_config_file", "recipe_keys", "resolve_config_path",
            "resume_keys"]
-
-# ``yaml.safe_dump(cfg)`` writes a config section as its plain mapping.
-yaml.SafeDumper.add_multi_representer(Section, lambda dumper, v: dumper.represent_dict(v.to_dict()))

@@ -33,7 +33,7 @@ def _unit_rows(features: torch.Tensor, target_features: torch.Tensor) -> tuple[t
     return F.normalize(features, dim=1, eps=1e-12), F.normalize(target_features, dim=1, eps=1e-12)
 
 
-def _label_distance(num_classes: int, scale: str) -> float:
+def label_distance(num_classes: int, scale: str) -> float:
     """The label cost between two different classes: :math:`2/K` (``"reference"``) or 1 (``"unit"``)."""
     check_choice("label scale", scale, LABEL_SCALES)
     return 2.0 / num_classes if scale == "reference" else 1.0
@@ -54,7 +54,7 @@ def label_cost(
 ) -> torch.Tensor:
     r"""One-hot label distance: :math:`2/K` (``"reference"``) or :math:`1` (``"unit"``) between
     different classes, :math:`0` within a class."""
-    distance = _label_distance(num_classes, scale)
+    distance = label_distance(num_classes, scale)
     return _different(labels, target_labels).to(torch.get_default_dtype()) * distance
 
 
@@ -94,7 +94,7 @@ def combined_cost_unit(
     if f.shape[-1] != g.shape[-1]:
         raise OTReweightError(f"feature sizes differ: batch has {f.shape[-1]}, meta targets have {g.shape[-1]}; "
                               "compute both with the same backbone")
-    distance = _label_distance(num_classes, label_scale)
+    distance = label_distance(num_classes, label_scale)
     alpha = float(alpha)
     cost = torch.addmm(torch.full((), alpha, dtype=f.dtype, device=f.device), f, g.T, alpha=-alpha)
     cost = cost if out_dtype is None else cost.to(out_dtype)

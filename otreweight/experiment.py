@@ -108,19 +108,14 @@ class Prepared:
         pool, test = dataset.split("train"), dataset.split("test")
         # a source with its own validation file (image_list's val): validation as given, nothing carved
         self.given_val = dataset.split("val") if getattr(dataset, "has_val", False) else None
-        n_val = 0 if self.given_val is not None else d.n_val_per_class
-        order, n_max = class_order(d, pool.labels, dataset.num_classes)
-        try:
-            self.split = make_long_tailed(
-                pool.labels, d.imbalance_factor, profile=d.profile, n_meta_per_class=d.n_meta_per_class,
-                n_val_per_class=n_val, n_max=n_max, num_classes=dataset.num_classes, seed=cfg.seed,
-                class_order=order, allow_cut=d.allow_cut,
-            )
-        except OTReweightError as err:
-            raise _with_class_name(err, self.classes, d.profile) from None
-        if self.given_val is not None:  # split.json reports the given validation file's counts
-            self.split.val_counts = np.bincount(np.asarray(self.given_val.labels, dtype=np.int64),
-                                                minlength=dataset.num_classes)
+        #: ``{"path", "sha256"}`` of ``data.split_file`` when the split was read from it, else None
+        self.split_file = None
+        self.split = draw_split(cfg, pool, test, self.given_val, self.classes)
+        if d.split_file:
+            from .data.splitfile import file_sha256
+
+            self.split_file = {"path": str(Path(d.split_file).expanduser().absolute()),
+                               "sha256": file_sha256(Path(d.split_file).expanduser())}
         self.modality = get_modality(dataset.modality, **self.modality_options)
         self.pool, self.device, self.data_cfg = pool, device, d
         #: per-example transforms in the stream workers (large images: resize / crop), or None
@@ -177,6 +172,31 @@ class Prepared:
         for loader in (self.train, self.val, self.meta, self.test, getattr(self, "_train_with_meta", None)):
             if loader is not None:
                 loader.close()
+
+
+def draw_split(cfg: RunConfig, pool, test, given_val, classes: list):
+    """The :class:`~otreweight.data.longtail.LongTailSplit` of a run: read from ``data.split_file``
+    (checked against the data: the first mismatch is one line), else drawn from the training pool's
+    labels with the config's profile and seed."""
+    d, k = cfg.data, len(classes)
+    if d.split_file:
+        from .data.splitfile import check_against, read_split_file
+
+        table = read_split_file(d.split_file)
+        return check_against(table, pool, test, given_val, classes, f"split file {d.split_file}")
+    n_val = 0 if given_val is not None else d.n_val_per_class
+    order, n_max = class_order(d, pool.labels, k)
+    try:
+        split = make_long_tailed(
+            pool.labels, d.imbalance_factor, profile=d.profile, n_meta_per_class=d.n_meta_per_class,
+            n_val_per_class=n_val, n_max=n_max, num_classes=k, seed=cfg.seed,
+            class_order=order, allow_cut=d.allow_cut,
+        )
+    except OTReweightError as err:
+        raise _with_class_name(err, classes, d.profile) from None
+    if given_val is not None:  # split.json reports the given validation file's counts
+        split.val_counts = np.bincount(np.asarray(given_val.labels, dtype=np.int64), minlength=k)
+    return split
 
 
 def _with_class_name(err: OTReweightError, classes: list, profile: str) -> OTReweightError:
@@ -327,6 +347,8 @@ def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, devi
     if fit_cfg.trainable == "classifier" and prep.transforms is not None and prep.transforms.train is not None:
         log(f"{name}: the backbone is frozen, so its features are computed once from the evaluation crop; "
             f"data.augment: {cfg.data.augment} applies to whole-network stages")
+    if name != "stage1" and (fit_cfg.accumulate_steps > 1 or dist.world_size() > 1):
+        log(fit_cfg.batch_line(name, dist.world_size()))
     res = fit(
         model, method, train, prep.val, prep.meta, fit_cfg, device, prep.augment,
         num_classes=len(prep.classes), tag=name, on_epoch_end=on_epoch_end,
@@ -367,6 +389,7 @@ def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, devi
         "processes": dist.world_size(),
         "batch_size_per_process": fit_cfg.batch_size,
         "global_batch_size": fit_cfg.batch_size * dist.world_size(),
+        "split_file": prep.split_file,  # {"path", "sha256"} of data.split_file, or None: drawn with the seed
     }
     if callable(getattr(method, "stats", None)):  # e.g. forward/backward passes of the bilevel methods
         final["method_stats"] = method.stats()
@@ -403,6 +426,8 @@ def _check_resumable(cfg: RunConfig, old: dict, out: Path) -> None:
     how = ("loader", "num_workers")  # how the data reach the device: the same batches either way
     old_data = {k: v for k, v in (old.get("data") or {}).items() if k not in how}
     new_data = {k: v for k, v in new["data"].items() if k not in how}
+    if new_data.get("split_file") is None and "split_file" not in old_data:  # a run saved before data.split_file
+        new_data.pop("split_file", None)
     if old_data != new_data or old.get("model") != new["model"] or old.get("seed") != new["seed"]:
         raise OTReweightError(f"{out} holds a run with other data, model or seed settings; use another output_dir")
     old_stage2 = {v.get("name"): v for v in old.get("stage2", []) if isinstance(v, dict)}
@@ -424,6 +449,57 @@ def _read_saved(path: Path, what: str) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def open_source(cfg: RunConfig, lazy: bool = False):
+    """The data source of ``cfg.data`` (``lazy``: file sources listed, not decoded)."""
+    d = cfg.data
+    extra = {"image_size": tuple(d.image_size)} if d.image_size else {}
+    extra.update(d.source_options or {})
+    return load_dataset(d.source, root=d.root, download=d.download, cache_dir=d.cache_dir, lazy=lazy, **extra)
+
+
+def _source_pools(cfg: RunConfig, dataset) -> tuple:
+    """``(training pool, test split, the source's own validation split or None, classes)``."""
+    given_val = dataset.split("val") if getattr(dataset, "has_val", False) else None
+    return dataset.split("train"), dataset.split("test"), given_val, list(dataset.classes)
+
+
+def export_split(cfg: RunConfig | dict, output) -> dict:
+    """Write the split a run of ``cfg`` would use (drawn, or ``data.split_file`` checked) to ``output``
+    (see :mod:`otreweight.data.splitfile`); returns ``{"path", "sha256", "data_sha256", "split"}``."""
+    from .data.splitfile import build_table, write_split_file
+
+    cfg = as_run_config(cfg)
+    out = Path(output).expanduser()
+    if out.is_dir():
+        raise OTReweightError(f"--output {output} is a folder; give a file name (e.g. split.tsv)")
+    if not out.absolute().parent.is_dir():
+        raise OTReweightError(f"--output {output}: folder {out.absolute().parent} does not exist; create it first")
+    dataset = open_source(cfg, lazy=True)  # file sources: the files as stored (paths and bytes); the same order
+    pool, test, given_val, classes = _source_pools(cfg, dataset)
+    split = draw_split(cfg, pool, test, given_val, classes)
+    table = build_table(split, pool, test, given_val, classes, cfg.data.to_dict())
+    sha = write_split_file(out, table)
+    return {"path": out, "sha256": sha, "data_sha256": table.header["data_sha256"], "split": split}
+
+
+def verify_data(cfg: RunConfig | dict, split_file=None) -> tuple[list[str], str]:
+    """``(problems, summary)`` of the data of ``cfg`` against a split file (default ``data.split_file``)."""
+    from .data.splitfile import read_split_file, verify
+
+    cfg = as_run_config(cfg)
+    split_file = split_file or cfg.data.split_file
+    if not split_file:
+        raise OTReweightError("no split file: pass --split-file <file> or set data.split_file in the config")
+    table = read_split_file(split_file)
+    dataset = open_source(cfg, lazy=True)
+    pool, test, given_val, classes = _source_pools(cfg, dataset)
+    problems = verify(table, pool, test, given_val, classes)
+    sizes = ", ".join(f"{name} {len(p['label'])}" for name, p in table.pools.items())
+    summary = (f"ok: {cfg.data.source} matches {split_file}: {sum(len(p['label']) for p in table.pools.values())} "
+               f"examples ({sizes}), {len(classes)} classes, data sha256 {table.header['data_sha256'][:16]}...")
+    return problems, summary
+
+
 def run_experiment(cfg: RunConfig | dict, resume: bool = False, log=print, dataset: ArrayDataset | None = None) -> dict:
     """Run stage 1 and every stage-2 variant of ``cfg``; return ``{stage: final metrics}``.
 
@@ -435,6 +511,8 @@ def run_experiment(cfg: RunConfig | dict, resume: bool = False, log=print, datas
     cfg = as_run_config(cfg)
     out = Path(cfg.output_dir)
     dist.init(cfg.device)  # under torchrun: join the process group (nothing for one process)
+    # lr_scaling resolved for this number of processes: the saved config holds the rates used
+    given, cfg = cfg, cfg.batch_scaled(dist.world_size())
     device = dist.local_device(cfg.device)
     if cfg.sync_batchnorm and (cfg.stage1.trainable == "all" or any(v.trainable == "all" for v in cfg.stage2)):
         dist.check_sync_batchnorm(device)  # before any data is loaded (one process: no effect)
@@ -456,10 +534,7 @@ def run_experiment(cfg: RunConfig | dict, resume: bool = False, log=print, datas
             torch.set_num_threads(int(cfg.threads))
         d = cfg.data
         if dataset is None:
-            extra = {"image_size": tuple(d.image_size)} if d.image_size else {}
-            extra.update(d.source_options or {})
-            dataset = load_dataset(d.source, root=d.root, download=d.download, cache_dir=d.cache_dir,
-                                   lazy=d.loader == "stream", **extra)
+            dataset = open_source(cfg, lazy=d.loader == "stream")
         prep = Prepared(cfg, dataset, device)
         try:
             fingerprint = data_fingerprint(prep.pool, dataset.split("test"),
@@ -470,23 +545,30 @@ def run_experiment(cfg: RunConfig | dict, resume: bool = False, log=print, datas
                 if old is not None and old != fingerprint:
                     raise OTReweightError(f"the data of {d.source} changed since {out} was started; resume with the "
                                           "same data, or start a new run in another output_dir")
+                old_file = _read_saved(split_path, "the saved split").get("split_file")
+                if (old_file or {}).get("sha256") != (prep.split_file or {}).get("sha256"):
+                    raise OTReweightError(f"{out} was started with another split (split file {old_file and old_file['path']}); "
+                                          "resume with the same data.split_file, or use another output_dir")
             log(prep.split.summary(prep.classes))
             _preflight(cfg, prep)
             if dist.world_size() > 1:
                 log(f"{dist.world_size()} processes ({dist.backend()}): each stage's global batch is its batch_size "
-                    f"per process x {dist.world_size()} (stage 1: {cfg.stage1.batch_size} x {dist.world_size()} = "
-                    f"{cfg.stage1.batch_size * dist.world_size()}); learning rates are used as given")
+                    f"per process x {dist.world_size()} x its accumulate_steps (the effective batch)")
+            log(given.stage1.batch_line("stage 1", dist.world_size()) if given.stage1.lr_scaling == "none"
+                else cfg.stage1.batch_line("stage 1", dist.world_size(), given.stage1))
             test_counts = np.bincount(dataset.y_test, minlength=dataset.num_classes)
 
             def started() -> None:  # the model takes the data: the run is under way
                 if not main:
                     return
-                atomic_save(_distributed_note(cfg) + dump_config(cfg), cfg_path)
+                note = (f"# split read from {prep.split_file['path']} (sha256 {prep.split_file['sha256']})\n"
+                        if prep.split_file else "")
+                atomic_save(note + _distributed_note(cfg, given) + dump_config(cfg), cfg_path)
                 _write_json(split_path, {
                     "classes": prep.classes, **prep.split.to_dict(), "test_counts": test_counts.tolist(),
                     "many_threshold": d.many_threshold, "few_threshold": d.few_threshold, "source": d.source,
                     "validation": "given" if prep.given_val is not None else "drawn from the training pool",
-                    "data_fingerprint": fingerprint,
+                    "data_fingerprint": fingerprint, "split_file": prep.split_file,
                 })
                 log(f"test: {int(test_counts.sum())} examples; device {device}")
 
@@ -514,14 +596,16 @@ def _quiet(*args, **kwargs) -> None:
     pass
 
 
-def _distributed_note(cfg: RunConfig) -> str:
-    """YAML comments heading ``config.yaml`` of a run on several processes: the global batches."""
+def _distributed_note(cfg: RunConfig, given: RunConfig | None = None) -> str:
+    """YAML comments heading ``config.yaml``: each stage's effective batch (processes x batch_size x
+    accumulate_steps) and the learning rate it trains with (``lr_scaling`` resolved from ``given``)."""
     n = dist.world_size()
-    if n == 1:
+    given = given or cfg
+    stages = [("stage1", cfg.stage1, given.stage1)] + [(f"stage2 {v.name}", v, g) for v, g in zip(cfg.stage2, given.stage2)]
+    if n == 1 and all(st.accumulate_steps == 1 and g.lr_scaling == "none" for _, st, g in stages):
         return ""
-    lines = [f"# run on {n} processes ({dist.backend()}); batch_size is per process, global batch = batch_size x {n}:",
-             f"#   stage1: {cfg.stage1.batch_size} x {n} = {cfg.stage1.batch_size * n}"]
-    lines += [f"#   stage2 {v.name}: {v.batch_size} x {n} = {v.batch_size * n}" for v in cfg.stage2]
+    lines = [f"# run on {n} process(es) ({dist.backend() if n > 1 else 'one process'}); batch_size is per process:"]
+    lines += [f"#   {st.batch_line(name, n, g)}" for name, st, g in stages]
     return "\n".join(lines) + "\n"
 
 
@@ -578,6 +662,9 @@ def run_stages(cfg: RunConfig, prep: Prepared, out: Path, device, resume: bool, 
             f"stage2_{v['name']}", m2, method, fit2, prep, cfg, out, device, resume, log, v.meta_in_train,
             shared if v.start == "stage1" else None,
         )
+    if shared.augmented_passes:
+        log(f"augmented frozen-feature passes: {shared.augmented_passes} (each epoch's view once, shared by the "
+            "classifier-only stages)")
     return results
 
 

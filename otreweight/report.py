@@ -36,6 +36,7 @@ import numpy as np
 import yaml
 
 from ._errors import OTReweightError
+from .summary import METRICS
 
 __all__ = ["write_report"]
 
@@ -49,7 +50,6 @@ MAX_CLASS_BARS = 200
 N_CLASS_BINS = 100  # bins of the per-class figures above MAX_CLASS_BARS
 N_EXTREME_ROWS = 5  # per end, the classes a many-class report lists in the markdown
 GROUP_COLORS = {"many": "#4C72B0", "medium": "#DD8452", "few": "#C44E52", None: "#8C8C8C"}
-METRIC_KEYS = ("accuracy", "balanced_accuracy", "many", "medium", "few", "gmean")
 
 
 # --------------------------------------------------------------------------------------------
@@ -699,9 +699,9 @@ def _results_section(stages: list[_Stage], select: str) -> list[str]:
         last_epoch = st.epochs[-1]["epoch"] if st.epochs else "-"
         val_last = (st.epochs[-1].get("val") or {}) if st.epochs else {}
         secs = f.get("seconds")
-        rows.append([st.name, "best (validation)", f.get("best_epoch", "-")] + [_pct(best.get(m)) for m in METRIC_KEYS]
+        rows.append([st.name, "best (validation)", f.get("best_epoch", "-")] + [_pct(best.get(m)) for m in METRICS]
                     + [_pct(val_best.get("balanced_accuracy")), _fmt(secs, ".1f")])
-        rows.append([st.name, "last", last_epoch] + [_pct(last.get(m)) for m in METRIC_KEYS]
+        rows.append([st.name, "last", last_epoch] + [_pct(last.get(m)) for m in METRICS]
                     + [_pct(val_last.get("balanced_accuracy")), ""])
     return [
         "## Results", "",

@@ -69,7 +69,7 @@ from torch import nn
 
 from ._errors import OTReweightError, check_choice, check_finite, check_labels, check_positive
 from .class_weights import effective_number_weights
-from .cost import COSTS, LABEL_SCALES, _label_distance, combined_cost_unit, cost_matrix
+from .cost import COSTS, LABEL_SCALES, label_distance, combined_cost_unit, cost_matrix
 from .targets import MetaTargets
 from .registry import check_option_types
 from .transport import (
@@ -388,7 +388,7 @@ class OTReweighter(nn.Module):
         dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
         g = targets.unit_features(dtype) if self.cost != "label" else None
         feat_w = {"feature": 1.0, "label": 0.0}.get(self.cost, self.alpha)
-        d = _label_distance(self.num_classes, self.label_scale) * (1.0 - feat_w if self.cost == "combined" else 1.0)
+        d = label_distance(self.num_classes, self.label_scale) * (1.0 - feat_w if self.cost == "combined" else 1.0)
         for i in range(0, rows.shape[0], chunk):
             r, c = rows[i:i + chunk], cols[i:i + chunk]
             diff = (labels[r.to(labels.device)].cpu() != targets.labels[c.to(targets.labels.device)].cpu())

@@ -14,6 +14,8 @@ import io
 
 import numpy as np
 
+# The test metrics of a run (otreweight.metrics), in table order: the one list the tables, the
+# comparison, the run report and ``otreweight evaluate`` show.
 METRICS = ("accuracy", "balanced_accuracy", "many", "medium", "few", "gmean")
 
 

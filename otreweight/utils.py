@@ -40,6 +40,19 @@ def pick_device(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
+def parse_assignment(item: str, flag: str, form: str = "KEY=VALUE", dotted: bool = False) -> tuple[str, object]:
+    """One ``KEY=VALUE`` override (``--set``, ``--ot``, ``--method-set``): ``(KEY, VALUE parsed as YAML)``.
+
+    One line ``<flag> expects <form>, got <item>`` when there is no ``=`` or no key (with
+    ``dotted``: also when the key is not ``FIRST.REST``)."""
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    first, dot, rest = key.partition(".")
+    if not sep or not key or (dotted and not (dot and rest)):
+        raise OTReweightError(f"{flag} expects {form}, got {item!r}")
+    return key, load_yaml(value)
+
+
 def atomic_write(path, write) -> None:
     """Call ``write(fh)`` on a temporary file beside ``path``, then rename it over ``path``.
 

@@ -5,8 +5,8 @@ import pytest
 import yaml
 
 from otreweight import OTReweightError
-from otreweight.config import (FitConfig, RunConfig, Stage1Config, Stage2Config, load_config, recipe_keys,
-                               resume_keys, yaml_fields)
+from otreweight.config import (FitConfig, RunConfig, Stage1Config, Stage2Config, dump_config, load_config,
+                               recipe_keys, resume_keys, yaml_fields)
 from otreweight.methods import create_method
 
 CIFAR = "configs/cifar10_lt_if100.yaml"
@@ -97,7 +97,7 @@ def test_every_stage_field_round_trips_yaml(tmp_path):
     values = {"epochs": 7, "batch_size": 9, "optimizer": "adamw", "lr": 0.003, "momentum": 0.8, "nesterov": True,
               "weight_decay": 0.01, "schedule": "cosine", "warmup_epochs": 2, "milestones": [0.5], "lr_factors": [0.1],
               "trainable": "all", "select_metric": "gmean", "eval_batch_size": 64, "channels_last": False,
-              "amp": "none", "compile": True}
+              "amp": "none", "compile": True, "accumulate_steps": 3, "lr_scaling": "sqrt", "reference_batch": 128}
     names = {f.name for f in yaml_fields(FitConfig)}
     assert names == set(values)  # the test names every stage field of the loop
     s1 = {**values, "checkpoint": None, "meta_in_train": True}
@@ -113,13 +113,14 @@ def test_every_stage_field_round_trips_yaml(tmp_path):
     for k, v in values.items():
         assert fit.to_dict()[k] == v, k
     q = tmp_path / "d.yaml"
-    q.write_text(yaml.safe_dump(cfg))  # a config dumps as its plain mapping
+    q.write_text(dump_config(cfg))  # a config dumps as its plain mapping
     assert load_config(q) == cfg and load_config(q).to_dict() == yaml.safe_load(q.read_text())
 
 
 def test_recipe_and_resume_keys_come_from_the_field_definitions():
     assert recipe_keys() == ("epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay",
-                             "schedule", "warmup_epochs", "milestones", "lr_factors")
+                             "schedule", "warmup_epochs", "milestones", "lr_factors", "accumulate_steps",
+                             "lr_scaling", "reference_batch")
     assert set(resume_keys()) == set(recipe_keys()) | {"trainable", "select_metric", "seed", "sync_batchnorm"}
     assert {f.name for f in fields(RunConfig)} == {"name", "output_dir", "seed", "device", "threads", "progress",
                                                    "checkpoint_every", "feature_store", "feature_dtype", "sync_batchnorm",
@@ -137,3 +138,36 @@ def test_cosine_schedule_and_adamw():
     assert all(a >= b for a, b in zip(f[1:], f[2:]))
     opt = build_optimizer([torch.nn.Parameter(torch.zeros(2))], FitConfig(optimizer="adamw", lr=1e-3, momentum=0.9))
     assert isinstance(opt, torch.optim.AdamW) and opt.defaults["betas"] == (0.9, 0.999)
+
+
+def test_importing_config_leaves_pyyaml_safe_dumper_alone():
+    """The config's YAML representer lives on a local dumper: yaml.safe_dump of anyone else is unchanged."""
+    from otreweight.config import Section
+
+    assert Section not in yaml.SafeDumper.yaml_multi_representers
+    cfg = load_config(None, ["stage1.epochs=3"])
+    with pytest.raises(yaml.representer.RepresenterError):
+        yaml.safe_dump(cfg)  # PyYAML's own behaviour for an unknown object
+    assert yaml.safe_load(dump_config(cfg)) == cfg.to_dict()
+    assert yaml.safe_load(dump_config({"run": cfg.stage1})) == {"run": cfg.stage1.to_dict()}
+
+
+def test_one_override_parser_for_set_ot_and_method_set():
+    """--set, --ot and --method-set share one KEY=VALUE parser: values read as YAML, one line naming the flag."""
+    from otreweight.cli import _parse_kv
+    from otreweight.compare import _apply_method_sets
+
+    assert _parse_kv(["eps=1e-2", " init = uniform", "lam=.inf", "cost="]) == {"eps": 0.01, "init": "uniform",
+                                                                              "lam": float("inf"), "cost": None}
+    plan = [{"name": "cb", "method": "cb", "options": None, "epochs": 3}]
+    _apply_method_sets(plan, ["cb.options.beta=0.99", "*.epochs=5"])
+    assert plan[0]["options"] == {"beta": 0.99} and plan[0]["epochs"] == 5
+    assert load_config(None, ["stage1.lr=2e-3"]).stage1.lr == 0.002
+    for call, flag in ((lambda: _parse_kv(["eps"]), "--ot expects KEY=VALUE"),
+                       (lambda: _parse_kv(["=3"]), "--ot expects KEY=VALUE"),
+                       (lambda: load_config(None, ["stage1.epochs"]), "--set expects KEY=VALUE"),
+                       (lambda: _apply_method_sets(plan, ["cb=3"]), r"--method-set expects METHOD\.KEY=VALUE"),
+                       (lambda: _apply_method_sets(plan, ["cb.=3"]), r"--method-set expects METHOD\.KEY=VALUE")):
+        with pytest.raises(OTReweightError, match=flag) as e:
+            call()
+        assert "\n" not in str(e.value)

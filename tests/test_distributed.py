@@ -410,7 +410,7 @@ def test_torchrun_kill_then_resume_is_exact_and_rank0_alone_writes(two_ranks, tm
     assert r1["writes"] == [], r1["writes"][:5]
     written = {Path(p).name for _, p in r0["writes"]}
     assert {"config.yaml", "split.json", "results.json", "report.md", "metrics.jsonl", "best.pt", "final.json"} <= written
-    assert "global batch = batch_size x 2" in (out / "config.yaml").read_text()
+    assert "stage1: effective batch 2 process(es) x 8 x 1 accumulation = 16" in (out / "config.yaml").read_text()
 
     ref = shared / "uninterrupted"
     for stage in ("stage1", "stage2_ot_classifier"):

@@ -6,6 +6,7 @@ import yaml
 
 from otreweight import OTReweightError
 from otreweight.cli import main
+from otreweight.config import dump_config
 from otreweight.experiment import load_config, run_experiment
 
 
@@ -81,7 +82,7 @@ def test_stage1_checkpoint_seeds_stage2(tiny_npz, tmp_path):
     run_experiment(cfg, log=lambda *a: None)
     cfg2 = tiny_config(tiny_npz, tmp_path / "b", **{"stage1.checkpoint": tmp_path / "a" / "stage1" / "best.pt"})
     p = tmp_path / "b.yaml"
-    p.write_text(yaml.safe_dump(cfg2))
+    p.write_text(dump_config(cfg2))
     assert main(["train", "--config", str(p)]) == 0  # through the CLI, report included
     res = json.loads((tmp_path / "b" / "results.json").read_text())
     assert "stage1" not in res and "stage2_ot_full" in res
@@ -93,7 +94,7 @@ def test_config_round_trip_and_errors(tmp_path):
     assert cfg["stage1"]["epochs"] == 7 and [v["epochs"] for v in cfg["stage2"]] == [2, 2]
     assert cfg["stage2"][0]["options"]["init"] == "uniform" and cfg["data"]["imbalance_factor"] == 50
     p = tmp_path / "c.yaml"
-    p.write_text(yaml.safe_dump(cfg))
+    p.write_text(dump_config(cfg))
     assert load_config(p) == cfg
     for bad, match in [
         (["stage1.epoch=3"], "unknown key"),

@@ -98,6 +98,7 @@ class LookAheadReweighter(Method):
 
     uses_meta = True
     multi_process = False  # the look-ahead step is not split over ranks (yet)
+    accumulates = False  # the look-ahead step needs the whole batch's graph at once
 
     def batch_weights(self, losses: torch.Tensor, meta) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -102,6 +102,10 @@ class Method:
     #: global batch, gradients averaged over the ranks, gives the one-process run.
     multi_process: bool = True
     transductive: bool = False
+    #: Whether the method trains the whole network with gradient accumulation (``accumulate_steps``):
+    #: its loss is a function of the batch's logits (and detached features), so the loop can take
+    #: its gradient with respect to the logits of the whole effective batch.
+    accumulates: bool = True
 
     def prepare_model(self, model: torch.nn.Module) -> None:
         pass

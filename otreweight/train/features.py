@@ -133,9 +133,37 @@ class FeatureCache:
     only between runs whose backbones are identical (e.g. several stage-2 methods from one stage-1 model).
     """
 
-    def __init__(self, store: "FeatureStore | None" = None) -> None:
+    #: the most bytes of augmented per-epoch features kept in memory (beyond it: computed per run)
+    AUGMENTED_BYTES = 2 << 30
+
+    def __init__(self, store: "FeatureStore | None" = None, keep_augmented: bool = True) -> None:
         self._store: dict = {}
         self.disk = store
+        self.augmented_passes = 0  # augmented views computed (each epoch once when shared)
+        self._augmented_bytes = 0 if keep_augmented else self.AUGMENTED_BYTES  # a private cache keeps none
+
+    def augmented(self, model: nn.Module, loader, epoch: int, seed: int, augment: str, compute) -> torch.Tensor:
+        """Epoch ``epoch``'s frozen features of the augmented view drawn with ``seed`` (``compute()``
+        on the first call), keyed by (backbone, split, epoch, draw, augmentation): kept in the store
+        on disk when there is one, else in memory up to :attr:`AUGMENTED_BYTES` (beyond it each call
+        computes them again - the same values, without the saving)."""
+        def count():
+            self.augmented_passes += 1
+            return compute()
+
+        view = f"augmented:{epoch}:{seed}:{augment}"
+        if self.disk is not None:
+            return self.disk.computed(model, loader, view, count)
+        key = (loader.name, view, backbone_digest(model))
+        hit = self._store.get(key)
+        if hit is not None and hit[0] is loader.source:
+            return hit[1]
+        feats = count()
+        size = feats.numel() * feats.element_size()
+        if self._augmented_bytes + size <= self.AUGMENTED_BYTES:
+            self._store[key] = (loader.source, feats)
+            self._augmented_bytes += size
+        return feats
 
     def get(self, key: tuple, source, compute) -> torch.Tensor:
         hit = self._store.get(key)
@@ -276,6 +304,22 @@ class FeatureStore:
             feats = compute_features(model, loader, batch_size, channels_last).float()
             return feats.to(torch.float16) if self.dtype == np.float16 else feats
         return self._serve(arr, device)
+
+    def computed(self, model: nn.Module, loader, view: str, compute) -> torch.Tensor:
+        """Features of ``loader`` under ``view`` that ``compute()`` gives (e.g. an augmented view),
+        rounded to the store's dtype and kept on disk: computed once, read back by every later call."""
+        path = self.path(model, loader, view)
+        n, device = len(loader), loader.labels.device
+        arr = self._open(path, n) if path.exists() else None
+        if dist.all_true(arr is not None, device):
+            self.hits += 1
+            return self._serve(arr, device)
+        self.misses += 1
+        rounded = compute().float().cpu().numpy().astype(self.dtype)
+        if dist.is_main():
+            self._write(path, rounded)
+        dist.barrier()
+        return torch.from_numpy(rounded).to(device)
 
     def _write(self, path: Path, arr: np.ndarray) -> None:
         from ..utils import atomic_write

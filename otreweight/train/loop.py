@@ -15,13 +15,16 @@ size: :func:`setup` (checks, optimiser, scheduler, method binding, frozen featur
 * ``"classifier"`` - the backbone is frozen in eval mode and only the linear classifier is
   trained (the authors' stage 2). Features are computed without gradients, in large batches:
   once for the whole run when there is no augmentation (they cannot change), otherwise once per
-  epoch from a fresh augmented view of every example. Meta features are computed once.
+  epoch from a fresh augmented view of every example, drawn with a seed of (seed, epoch) alone and
+  kept in the feature cache, so classifier-only runs sharing a backbone and a cache compute each
+  epoch's view once and all train on identical views. Meta features are computed once.
 
 Training and validation data are ``(x, y)`` pairs (arrays or tensors, moved to the device once) or
 loaders of :mod:`otreweight.data.loaders` (in memory or streamed through worker processes).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -141,6 +144,9 @@ def setup(model, method, train, val, meta, config, device, augment, num_classes,
     check_labels("training labels", y_tr, num_classes)
     check_labels("validation labels", val.labels, num_classes)
     world = dist.world_size()
+    if config.accumulate_steps > 1 and not getattr(method, "accumulates", True) and config.trainable != "classifier":
+        raise OTReweightError(f"method {method.name!r} cannot accumulate gradients over micro-batches (its look-ahead "
+                              f"step needs the whole batch at once); use accumulate_steps: 1 with it")
     if world > 1 and not getattr(method, "multi_process", True):
         raise OTReweightError(f"method {method.name!r} does not run on several processes yet (its look-ahead step is "
                               f"per process); run it in one process, without torchrun")
@@ -162,7 +168,7 @@ def setup(model, method, train, val, meta, config, device, augment, num_classes,
     if not frozen and len(train) == 1 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         raise OTReweightError("one training example cannot train a model with batch norm (it needs at least two "
                               "per batch); give more examples or train only the classifier (trainable: classifier)")
-    cache = FeatureCache() if feature_cache is None else feature_cache
+    cache = FeatureCache(keep_augmented=False) if feature_cache is None else feature_cache
     meta_view = None
     if meta is not None:
         meta_loader = as_loader("meta", meta, device, "meta")
@@ -174,7 +180,9 @@ def setup(model, method, train, val, meta, config, device, augment, num_classes,
         meta_view = MetaSet(model, meta_loader.x, meta_loader.labels, num_classes, frozen, config.eval_batch_size,
                             channels_last, lambda: cache.features(model, meta_loader, config.eval_batch_size,
                                                                   channels_last))
-    sampler = EpochSampler(y_tr, num_classes, config.batch_size, method.sampling, drop_single=not frozen,
+    # one sampler batch is one optimiser step: the effective batch of this process (batch x accumulation)
+    sampler = EpochSampler(y_tr, num_classes, config.batch_size * config.accumulate_steps, method.sampling,
+                           drop_single=not frozen,
                            rank=dist.rank(), world_size=world,
                            lengths=train.lengths if getattr(train, "bucket", False) else None)
     method.prepare_model(model)
@@ -210,12 +218,27 @@ def setup(model, method, train, val, meta, config, device, augment, num_classes,
     return run
 
 
-def _augmented_features(run: Run) -> torch.Tensor:
-    """One augmented view of every training example, its frozen features in large batches."""
-    bs = run.config.eval_batch_size
+def augmentation_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch ``epoch``'s augmented view of the training set (a frozen backbone): a
+    function of the run's seed and the epoch alone, the same for every method."""
+    return int(np.random.SeedSequence([int(seed), int(epoch), 0xA0]).generate_state(1)[0])
+
+
+def augmented_pass(run: Run, seed: int) -> torch.Tensor:
+    """One augmented view of every training example (drawn from a generator seeded with ``seed``),
+    its frozen features in large batches."""
+    bs, gen = run.config.eval_batch_size, torch.Generator().manual_seed(seed)
     with run.autocast():
-        return torch.cat([compute_features(run.model, run.augment(xb, run.gen), bs, run.channels_last).float()
+        return torch.cat([compute_features(run.model, run.augment(xb, gen), bs, run.channels_last).float()
                           for xb in run.train.chunks(bs)])
+
+
+def _augmented_features(run: Run, epoch: int) -> torch.Tensor:
+    """Epoch ``epoch``'s augmented frozen features, from the feature cache: classifier-only runs that
+    share a cache and a backbone (the stage-2 methods of a seed) compute each epoch's view once."""
+    seed = augmentation_seed(run.config.seed, epoch)
+    return run.cache.augmented(run.model, run.train, epoch, seed, repr(run.augment),
+                               lambda: augmented_pass(run, seed))
 
 
 def train_one_epoch(run: Run, epoch: int) -> float:
@@ -227,7 +250,7 @@ def train_one_epoch(run: Run, epoch: int) -> float:
         run.meta.invalidate()
     method.start_epoch(epoch, run.meta)
     if run.frozen and run.augment is not None:
-        run.cached_train = _augmented_features(run)
+        run.cached_train = _augmented_features(run, epoch)
     batches = run.sampler.batches(run.gen, run.device)
     aug_gen = run.gen
     augments = run.augment is not None or getattr(run.train, "worker_augment", False)
@@ -244,9 +267,17 @@ def train_one_epoch(run: Run, epoch: int) -> float:
     total = torch.zeros((), device=run.device)
     bar = tqdm(batches, desc=f"{run.tag} {epoch + 1}/{config.epochs}", leave=False,
                disable=not config.progress or not dist.is_main())
+    micro = config.accumulate_steps > 1 and not run.frozen
     for idx in bar:
         y = run.train.labels[idx]
         xb = None
+        if micro:  # the whole network, one effective batch in accumulate_steps micro-batches
+            xb = next(inputs)
+            if run.augment is not None:
+                xb = run.augment(xb, aug_gen)
+            loss = _accumulated_step(run, idx, y, layout(xb, run.channels_last))
+            total += loss.detach() * idx.shape[0]
+            continue
         with run.autocast():
             if run.cached_train is not None:
                 feats = run.cached_train[idx].float()  # a float16 store: only the batch in float32
@@ -272,6 +303,59 @@ def train_one_epoch(run: Run, epoch: int) -> float:
     if run.ddp is not None:  # DDP sends rank 0's buffers at each forward; after the last step, once more
         dist.broadcast_buffers(model)
     return float(dist.all_reduce_sum(total)) / len(run.train)
+
+
+def _accumulated_step(run: Run, idx: torch.Tensor, y: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
+    """One optimiser step of the whole network on an effective batch split in ``accumulate_steps``
+    micro-batches, with the gradient of the method's loss of the *whole* batch (so a batch-level
+    method such as OT, whose weights couple the batch's examples, sees all of it):
+
+    1. every micro-batch's logits and features without a graph (train mode; batch-norm running
+       statistics and the random state restored afterwards, so step 3 repeats this forward);
+    2. the method's loss on the concatenated logits (a leaf), backward: its gradient with respect
+       to every logit (and the gradient of any term of its own, such as OT's meta-set loss);
+    3. each micro-batch forward again with a graph, backward of its logits with their gradient
+       from step 2; several processes synchronise the gradients once, on the last micro-batch.
+
+    Without batch norm this is the step of one batch of the whole size (to float rounding), at the
+    memory of one micro-batch and the cost of one extra forward pass without a graph."""
+    model, k = run.model, run.config.accumulate_steps
+    parts, xs = idx.tensor_split(k), xb.tensor_split(k)
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    states = []
+    logits, feats = [], []
+    with torch.no_grad(), run.autocast():
+        for x in xs:
+            states.append(_rng_state(run.device))
+            f = run.features_fn(x)
+            logits.append(model.classifier(f).float())
+            feats.append(f.float())
+    for b, saved in buffers:
+        b.copy_(saved)
+    whole = torch.cat(logits).requires_grad_(True)
+    with run.autocast():
+        loss = run.method.loss(Batch(idx, y, whole, torch.cat(feats), xb), run.meta)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grads = whole.grad.split([p.shape[0] for p in parts])
+    for i, (x, g) in enumerate(zip(xs, grads)):
+        _set_rng_state(run.device, states[i])
+        sync = run.ddp is None or i == k - 1
+        with (contextlib.nullcontext() if sync else run.ddp.no_sync()), run.autocast():
+            out = run.ddp(x)[1] if run.ddp is not None else model.classifier(run.features_fn(x))
+        out.float().backward(g)
+    run.optimizer.step()
+    return loss
+
+
+def _rng_state(device: torch.device):
+    return torch.get_rng_state(), (torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+
+
+def _set_rng_state(device: torch.device, state) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
 
 
 @torch.no_grad()

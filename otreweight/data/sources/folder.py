@@ -282,8 +282,10 @@ class ImageFileSplit:
 
     modality = "image"
 
-    def __init__(self, items: list, names: list, labels, classes, image_size=None) -> None:
+    def __init__(self, items: list, names: list, labels, classes, image_size=None, paths: list | None = None) -> None:
         self.items, self.names = items, names
+        #: each file's path relative to the source (a folder or list's image root), or its member name in an archive
+        self.paths = paths
         self.labels = np.asarray(labels, dtype=np.int64)
         self.classes, self.image_size = list(classes), image_size
         self._shape = None
@@ -345,15 +347,19 @@ def open_image_folder(root, image_size=None) -> LazyImageFolder:
         raise DataError(f"{root} is neither a folder nor a .tar.gz/.tgz/.tar archive: give an image folder or archive")
     where, listing = _list_archive(root, offsets=True) if archive else _list_folder(root)
     classes = _check_listing(where, listing)
+    # the folder holding train/ and test/, relative to root (an archive's member prefix): "" or one name
+    inner = where[len(str(root)) + 1:] if archive else Path(where).relative_to(root).as_posix()
+    inner = "" if inner == "." else inner
     splits = {}
     for split in ("train", "test"):
-        items, names, labels = [], [], []
+        items, names, labels, paths = [], [], [], []
         for k, c in enumerate(classes):
             for fname, src in listing[split][c]:
                 items.append(str(src) if isinstance(src, Path) else src)
                 names.append(f"{where}/{split}/{c}/{fname}")
+                paths.append("/".join(p for p in (inner, split, c, fname) if p))
                 labels.append(k)
-        splits[split] = ImageFileSplit(items, names, labels, classes, image_size)
+        splits[split] = ImageFileSplit(items, names, labels, classes, image_size, paths)
     return LazyImageFolder(splits, classes, f"folder:{root}")
 
 

@@ -209,7 +209,7 @@ def load_image_lists(root=None, download=True, cache_dir=None, train=None, val=N
                     raise DataError(f"{path} {where} names {p}, which is not under {base}; fix the list or data.root "
                                     "(or data.source_options.images)")
         splits[which] = ImageFileSplit(items, [f"{path.name}:{p}" for p, _, _ in rows], y, classes,
-                                       tuple(image_size) if image_size else None)
+                                       tuple(image_size) if image_size else None, [p for p, _, _ in rows])
     return ImageListDataset(splits, classes, f"image_list:{root}")
 
 

@@ -38,7 +38,9 @@ class TextDataset(ArraySplits):
 
     modality = "tokens"
 
-    def __init__(self, x_train, y_train, x_test, y_test, classes, name: str) -> None:
+    def __init__(self, x_train, y_train, x_test, y_test, classes, name: str, names: dict | None = None) -> None:
+        #: ``{"train" | "test": [where each document comes from]}``: ``train.tsv:<line>`` or ``train/<class>/<file>``
+        self.names = names or {}
         self.x_train = np.asarray(x_train, dtype=object)
         self.x_test = np.asarray(x_test, dtype=object)
         self.y_train = np.asarray(y_train, dtype=np.int64)
@@ -46,6 +48,11 @@ class TextDataset(ArraySplits):
         self.classes, self.name = [str(c) for c in classes], name
         if len(self.x_train) == 0:
             raise DataError(f"{name}: the training split holds no document")
+
+    def split(self, which: str):
+        part = super().split(which)
+        part.names = self.names.get(which)
+        return part
 
 
 def _lines(path: Path):
@@ -63,11 +70,11 @@ def _lines(path: Path):
     return text.splitlines()
 
 
-def _read_file(path: Path) -> tuple[list[str], list[str]]:
-    """(texts, label names) of one train / test file."""
+def _read_file(path: Path) -> tuple[list[str], list[str], list[str]]:
+    """(texts, label names, ``<file>:<line>`` of each document) of one train / test file."""
     lines = _lines(path)
     fmt = path.name.split(".")[1]
-    texts, labels = [], []
+    texts, labels, where = [], [], []
     if fmt == "jsonl":
         for n, line in enumerate(lines, 1):
             if not line.strip():
@@ -78,7 +85,7 @@ def _read_file(path: Path) -> tuple[list[str], list[str]]:
                 raise DataError(f"{path} line {n} is not a JSON object; give one {{\"text\": ..., \"label\": ...}} per line") from None
             if not isinstance(obj, dict) or "text" not in obj or "label" not in obj:
                 raise DataError(f"{path} line {n} lacks a \"text\" or \"label\" key")
-            texts.append(obj["text"]), labels.append(obj["label"])
+            texts.append(obj["text"]), labels.append(obj["label"]), where.append(n)
     else:
         delim = "\t" if fmt == "tsv" else ","
         first = next(csv.reader([lines[0]], delimiter=delim)) if lines else []
@@ -93,7 +100,7 @@ def _read_file(path: Path) -> tuple[list[str], list[str]]:
                     continue
                 if len(row) <= max(ti, li):
                     raise DataError(f"{path} line {n} has {len(row)} columns; the header names {len(first)}")
-                texts.append(row[ti]), labels.append(row[li])
+                texts.append(row[ti]), labels.append(row[li]), where.append(n)
         else:
             for n, line in enumerate(lines, 1):
                 if not line.strip():
@@ -101,17 +108,17 @@ def _read_file(path: Path) -> tuple[list[str], list[str]]:
                 label, tab, text = line.partition("\t")
                 if not tab:
                     raise DataError(f"{path} line {n} has no tab: expected label<TAB>text")
-                texts.append(text), labels.append(label)
+                texts.append(text), labels.append(label), where.append(n)
     for n, (t, lab) in enumerate(zip(texts, labels), 1):
         if str(lab).strip() == "":
             raise DataError(f"{path} document {n} has an empty label")
         if not str(t).strip():
             raise DataError(f"{path} document {n} (label {lab}) has an empty text; remove it or give it a text")
-    return [str(t) for t in texts], [str(lab).strip() for lab in labels]
+    return [str(t) for t in texts], [str(lab).strip() for lab in labels], [f"{path.name}:{n}" for n in where]
 
 
-def _read_class_folders(folder: Path) -> tuple[list[str], list[str]]:
-    texts, labels = [], []
+def _read_class_folders(folder: Path) -> tuple[list[str], list[str], list[str]]:
+    texts, labels, names = [], [], []
     classes = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
     for d in classes:
         files = sorted(f for f in d.iterdir() if f.is_file() and not f.name.startswith("."))
@@ -126,8 +133,8 @@ def _read_class_folders(folder: Path) -> tuple[list[str], list[str]]:
                 raise DataError(f"{f} line {line} is not UTF-8 text; save it as UTF-8 (or re-encode latin-1 files)") from None
             if not text.strip():
                 raise DataError(f"{f} is an empty document; remove it")
-            texts.append(text), labels.append(d.name)
-    return texts, labels
+            texts.append(text), labels.append(d.name), names.append(f"{folder.name}/{d.name}/{f.name}")
+    return texts, labels, names
 
 
 def find_text_files(root: Path):
@@ -161,15 +168,16 @@ def load_text(root) -> TextDataset:
     if not files["test"].exists():
         raise DataError(f"{root} has {files['train'].name} but no {files['test'].name}; give both splits")
     read = _read_class_folders if files["train"].is_dir() else _read_file
-    x_tr, l_tr = read(files["train"])
-    x_te, l_te = read(files["test"])
+    x_tr, l_tr, n_tr = read(files["train"])
+    x_te, l_te, n_te = read(files["test"])
     classes = sorted(set(l_tr))
     index = {c: i for i, c in enumerate(classes)}
     stray = sorted(set(l_te) - set(classes))
     if stray:
         raise DataError(f"{files['test']} has label {stray[0]!r}, which no training document has; "
                         "every test label must be a training class")
-    return TextDataset(x_tr, [index[c] for c in l_tr], x_te, [index[c] for c in l_te], classes, f"text:{root}")
+    return TextDataset(x_tr, [index[c] for c in l_tr], x_te, [index[c] for c in l_te], classes, f"text:{root}",
+                       {"train": n_tr, "test": n_te})
 
 
 @register_source("text")
