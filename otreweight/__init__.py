@@ -20,6 +20,7 @@ from .methods import METHODS, Method, create_method  # noqa: E402
 from .metrics import classification_metrics, shot_groups  # noqa: E402
 from .models import MODELS, FeatureClassifier, create_model  # noqa: E402
 from .model_file import read_model, save_model  # noqa: E402
+from .prior import estimate_prior  # noqa: E402
 from .reweighter import OTReweighter  # noqa: E402
 from .targets import MetaTargets, build_targets, class_means  # noqa: E402
 from .transport import OTResult, entropic_ot  # noqa: E402
@@ -49,6 +50,7 @@ __all__ = [
     "create_model",
     "effective_number_weights",
     "entropic_ot",
+    "estimate_prior",
     "evaluate",
     "feature_cost",
     "fit",

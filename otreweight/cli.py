@@ -101,6 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     ev.add_argument("--no-download", action="store_true", help="never download a missing CIFAR archive")
     ev.add_argument("--json", metavar="PATH", help="also write the metrics as JSON")
+    ev.add_argument("--prior", metavar="PRIOR",
+                    help="a deployment class prior to score under: uniform, train (the model's training frequencies), "
+                    "estimate (EM of Saerens et al. 2002 on the scored split, unlabelled) or a file of one number per "
+                    "class (YAML/JSON list, a class-name mapping, or numbers separated by spaces); adds "
+                    "prior_accuracy = sum over classes of prior x per-class accuracy")
+    ev.add_argument("--adjust-to-prior", action="store_true",
+                    help="correct the predictions toward --prior by logit adjustment: logits + log(prior) - "
+                    "log(model prior)")
+    ev.add_argument("--model-prior", default="train", choices=("train", "uniform"),
+                    help="the prior the model's scores were trained under (train: plain cross-entropy; uniform: a "
+                    "balanced method, e.g. cb, logit_adjust, ot), for --adjust-to-prior and --prior estimate")
 
     cmp_ = sub.add_parser(
         "compare",
@@ -136,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--which", default="best", choices=("best", "last"),
                       help="report the validation-selected epoch (best) or the last one")
     cmp_.add_argument("--print-plan", action="store_true", help="print how each method would be run, and exit")
+    cmp_.add_argument("--reference", metavar="METHOD", default=None,
+                      help="the method every other is compared with, seed by seed (default: cb when compared, else "
+                      "the first method): paired difference in test balanced accuracy, its mean, std and 95%% t "
+                      "interval over seeds, and a verdict - better / worse when the interval excludes 0, within "
+                      "noise when it contains 0")
 
     spl = sub.add_parser(
         "split", help="write the exact long-tailed split a run of a config uses, as a file",
@@ -193,14 +209,17 @@ def cmd_compare(args) -> int:
     if args.print_plan:
         plan = plan_comparison(cfg, args.methods, args.preset, args.mode, args.meta_in_train, args.method_sets)
         keys = ("method", "start", "trainable", "epochs", "batch_size", "lr", "options", "meta_in_train")
+        from .compare import _transductive, reference_method
+
+        reference_method(plan, args.reference)
         for v in plan:
             desc = "the stage-1 model (stage1 settings)" if "method" not in v else "  ".join(
                 f"{k}={v[k]}" for k in keys if k in v)
-            print(f"{v['name']:<22} {desc}")
+            print(f"{v['name']:<22} {desc}" + ("  (transductive)" if _transductive(v) else ""))
         return 0
     result = run_comparison(
         cfg, args.methods, args.seeds, args.preset, args.mode, args.meta_in_train, args.method_sets,
-        args.output, args.resume, args.which, log=print,
+        args.output, args.resume, args.which, log=print, reference=args.reference,
     )  # under torchrun: every rank runs every method, rank 0 writes the tables and prints them
     if distributed.is_main():
         print(result["files"]["md"].read_text(), end="")
@@ -214,10 +233,16 @@ def cmd_evaluate(args) -> int:
     from .summary import METRICS
 
     _check_json_target(args.json)
-    m = evaluate_checkpoint(args.checkpoint, args.data, args.root, args.split, args.device, not args.no_download)
-    for key in METRICS:
+    m = evaluate_checkpoint(args.checkpoint, args.data, args.root, args.split, args.device, not args.no_download,
+                            prior=args.prior, adjust=args.adjust_to_prior, model_prior=args.model_prior)
+    for key in (*METRICS, "prior_accuracy"):
+        if key == "prior_accuracy" and key not in m:
+            continue
         v = m.get(key)
         print(f"{key:>18}: {'-' if v is None else f'{100 * v:.2f}'}")
+    if "prior" in m:
+        how = "predictions adjusted toward it" if m["adjusted"] else "predictions as the model gives them"
+        print(f"{'prior':>18}: {' '.join(f'{v:.4f}' for v in m['prior'])} ({m['prior_source']}; {how})")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(m, fh, indent=2)

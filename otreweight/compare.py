@@ -49,8 +49,23 @@ Output folder::
 
     <output>/compare.json         the plan (settings of every method) and arguments
     <output>/seed_<s>/            a run folder per seed (config.yaml, split.json, stage1/, stage2_<m>/)
-    <output>/compare.md, .csv     the table: mean +- std over seeds
-    <output>/compare.png          balanced accuracy per method, mean +- std
+    <output>/compare.md, .csv     the table: mean +- std over seeds, and the paired differences
+    <output>/compare_results.json the same rows and paired differences, per seed too
+    <output>/compare.png          balanced accuracy per method, mean +- std; paired differences
+
+**Paired differences** (``reference``, ``--reference``; default ``cb`` when it is compared, else
+the first method): the methods of one seed share its split and its stage-1 model, so the
+question "is method A better than the reference?" is answered by the per-seed differences
+d_s = bal.acc_s(A) - bal.acc_s(reference) (test balanced accuracy, points), not by comparing two
+mean +- std cells whose spreads share the seed-to-seed variation. For each method: the mean of d
+over the n seeds both ran, its sample standard deviation s (ddof 1) and the 95 % t interval
+mean +- t(0.975, n-1) * s / sqrt(n). **Reading rule**: *better* when the whole interval is above 0,
+*worse* when it is below 0, *within noise* when it contains 0 (the seeds do not show a difference:
+there may be a small one, more seeds narrow the interval); with one seed there is no interval
+(*one seed*). With 3 seeds t(0.975, 2) = 4.30, so a difference counts only when it is about 2.5
+times its own seed-to-seed std. The interval speaks for this data set and budget (split and
+stage 1 drawn by the seed), not for other data sets. A method marked *transductive*
+(``ot-posthoc``) predicts from the whole test split at once.
 
 An interrupted comparison resumes with ``resume=True`` (``--resume``): finished stages are
 skipped, unfinished ones continue from their checkpoints. Seeds (or methods) added to a finished
@@ -244,7 +259,7 @@ def seed_config(cfg: dict, plan: list[dict], seed: int, output: Path, meta_in_tr
 # ----------------------------------------------------------------------------- run
 def run_comparison(cfg: dict, methods=None, seeds=(0, 1, 2), preset: str = "baselines", mode: str = "paper",
                    meta_in_train: bool = False, method_sets=(), output=None, resume: bool = False,
-                   which: str = "best", log=print, dataset=None) -> dict:
+                   which: str = "best", log=print, dataset=None, reference: str | None = None) -> dict:
     """Run every method over every seed (see the module docstring); write and return the tables.
 
     Returns ``{"rows": [...], "plan": [...], "output": Path, "files": {...}}``; each row has
@@ -255,11 +270,12 @@ def run_comparison(cfg: dict, methods=None, seeds=(0, 1, 2), preset: str = "base
     suffix = "_ablation" if preset == "ablation" else "_compare"
     out = Path(output) if output else Path(str(cfg["output_dir"]).rstrip("/") + suffix)
     return run_plan(cfg, plan, seeds, out, preset=preset, mode=mode, meta_in_train=meta_in_train, resume=resume,
-                    which=which, log=log, dataset=dataset)
+                    which=which, log=log, dataset=dataset, reference=reference)
 
 
 def run_plan(cfg: dict, plan: list[dict], seeds, output, preset: str = "custom", mode: str = "custom",
-             meta_in_train: bool = False, resume: bool = False, which: str = "best", log=print, dataset=None) -> dict:
+             meta_in_train: bool = False, resume: bool = False, which: str = "best", log=print, dataset=None,
+             reference: str | None = None) -> dict:
     """Run a comparison plan (a list of stage-2 variants, e.g. from :func:`plan_comparison` and
     :func:`make_variant`) over seeds into ``output``; the tables as :func:`run_comparison`.
 
@@ -280,6 +296,7 @@ def run_plan(cfg: dict, plan: list[dict], seeds, output, preset: str = "custom",
     names = [v["name"] for v in plan]
     if len(set(names)) != len(names):
         raise OTReweightError(f"the plan names a method twice: {','.join(names)}")
+    reference = reference_method(plan, reference)
     out = Path(output)
     seed_cfgs = {s: seed_config(cfg, plan, s, out, meta_in_train) for s in seeds}  # validate all before running
     # under torchrun every rank runs every method in turn (each stage on all ranks); rank 0 alone
@@ -308,11 +325,12 @@ def run_plan(cfg: dict, plan: list[dict], seeds, output, preset: str = "custom",
         log(f"== seed {s} ({i + 1}/{len(seeds)}): {', '.join(v['name'] for v in plan)}")
         results[s] = run_experiment(seed_cfgs[s], resume=resume, log=lambda msg, s=s: log(f"[seed {s}] {msg}"),
                                     dataset=dataset)
-        files = (write_tables(out, plan, dict(sorted(results.items())), which, cfg) if main
+        files = (write_tables(out, plan, dict(sorted(results.items())), which, cfg, reference=reference) if main
                  else table_paths(out))
     dist.barrier()  # the tables exist before any rank returns
     log(f"comparison written to {files['md']}")
-    return {"rows": summarize_comparison(plan, results, which), "plan": plan, "output": out, "files": files}
+    return {"rows": summarize_comparison(plan, results, which), "plan": plan, "output": out, "files": files,
+            "paired": paired_differences(plan, results, reference, which)}
 
 
 def _quiet(*args, **kwargs) -> None:
@@ -396,6 +414,65 @@ def summarize_comparison(plan: list[dict], results: dict, which: str = "best") -
     return rows
 
 
+def reference_method(plan: list[dict], reference: str | None = None) -> str:
+    """The reference of the paired differences: ``reference`` (one line if it is not compared),
+    else ``cb`` when it is in the plan, else the plan's first method."""
+    names = [v["name"] for v in plan]
+    if reference is None:
+        return "cb" if "cb" in names else names[0]
+    if reference not in names:
+        raise OTReweightError(f"--reference {reference} is not among the compared methods ({', '.join(names)}); "
+                              "name one of them")
+    return reference
+
+
+def paired_stats(diffs, level: float = 0.95) -> dict:
+    """Mean, sample std (ddof 1), ``level`` t interval and verdict of per-seed paired differences."""
+    from scipy import stats
+
+    d = np.asarray([float(x) for x in diffs], dtype=np.float64)
+    out = {"paired_seeds": int(d.size), "diff_mean": None, "diff_std": None, "ci_low": None, "ci_high": None,
+           "verdict": "no seed"}
+    if d.size == 0:
+        return out
+    out["diff_mean"] = float(d.mean())
+    if d.size == 1:
+        out["verdict"] = "one seed"
+        return out
+    sd = float(d.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + level / 2, d.size - 1)) * sd / np.sqrt(d.size)
+    lo, hi = out["diff_mean"] - half, out["diff_mean"] + half
+    out.update(diff_std=sd, ci_low=lo, ci_high=hi,
+               verdict="better" if lo > 0 else ("worse" if hi < 0 else "within noise"))
+    return out
+
+
+def paired_differences(plan: list[dict], results: dict, reference: str, which: str = "best",
+                       metric: str = "balanced_accuracy") -> list[dict]:
+    """Per method, its test ``metric`` (points) minus the reference's on each seed both ran, and
+    :func:`paired_stats` of those differences (see the module docstring for the reading rule)."""
+    ref_stage = _stage_of(next(v for v in plan if v["name"] == reference))
+    rows = []
+    for v in plan:
+        stage = _stage_of(v)
+        per_seed = {}
+        for seed, r in sorted(results.items()):
+            if stage in r and ref_stage in r:
+                a, b = r[stage][which].get(metric), r[ref_stage][which].get(metric)
+                if a is not None and b is not None:
+                    per_seed[int(seed)] = 100.0 * (a - b)
+        row = {"method": v["name"], "reference": reference, "metric": metric, "diff_per_seed": per_seed}
+        row.update(paired_stats(list(per_seed.values())) if v["name"] != reference else
+                   {"paired_seeds": len(per_seed), "diff_mean": 0.0, "diff_std": 0.0, "ci_low": 0.0, "ci_high": 0.0,
+                    "verdict": "reference"})
+        rows.append(row)
+    return rows
+
+
+def _transductive(v: dict) -> bool:
+    return "method" in v and v["method"] in METHODS and bool(getattr(METHODS.get(v["method"]), "transductive", False))
+
+
 def _describe(v: dict, cfg: dict) -> list[str]:
     extra = " +meta" if v.get("meta_in_train") else ""
     if v.get("stage") == "stage1":
@@ -406,6 +483,8 @@ def _describe(v: dict, cfg: dict) -> list[str]:
     opts = ", ".join(f"{k}={val}" for k, val in (v["options"] or {}).items())
     trains = "nothing" if not _trains(v) else ("whole network" if v["trainable"] == "all" else "classifier")
     if trains == "nothing":
+        if _transductive(v):
+            trains += " (transductive: predicts from the whole test split)"
         return [v["method"] + extra, v["start"], trains, "-", "-", "-", opts]
     return [v["method"] + extra, v["start"], trains, str(v["epochs"]), str(v["batch_size"]), f"{v['lr']:g}", opts]
 
@@ -424,9 +503,13 @@ def _imbalance_text(out: Path, d: dict, seeds: list) -> str:
     return f"the given class counts (profile given; training imbalance ratio {max(counts) / min(counts):,.0f})"
 
 
-def write_tables(out: Path, plan: list[dict], results: dict, which: str, cfg: dict) -> dict:
-    """Write ``compare.md``, ``compare.csv`` and ``compare.png`` into ``out``; return their paths."""
+def write_tables(out: Path, plan: list[dict], results: dict, which: str, cfg: dict, reference: str | None = None) -> dict:
+    """Write ``compare.md``, ``compare.csv``, ``compare_results.json`` and ``compare.png`` into
+    ``out`` (the paired differences to ``reference``, see :func:`reference_method`); return their paths."""
     rows = summarize_comparison(plan, results, which)
+    reference = reference_method(plan, reference)
+    paired = paired_differences(plan, results, reference, which)
+    transductive = {v["name"] for v in plan if _transductive(v)}
     seeds = sorted(results)
     sel = "validation-selected epoch" if which == "best" else "last epoch"
     d = cfg["data"]
@@ -443,7 +526,9 @@ def write_tables(out: Path, plan: list[dict], results: dict, which: str, cfg: di
     ]
     for r in rows:
         cells = [cell(r, k) for k in METRICS] + [cell(r, "seconds_per_epoch", None), cell(r, "total_seconds", None)]
-        lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
+        mark = " (transductive)" if r["method"] in transductive else ""
+        lines.append(f"| {r['method']}{mark} | " + " | ".join(cells) + " |")
+    lines += _paired_lines(paired, reference)
     passes = [r for r in rows if "forward_per_step" in r]
     if passes:
         lines += ["", "Passes through the trained model per step (forward / backward; plain CE: 1 / 1): " + "; ".join(
@@ -457,26 +542,56 @@ def write_tables(out: Path, plan: list[dict], results: dict, which: str, cfg: di
     md, csv_path, png = files["md"], files["csv"], files["png"]
     atomic_save("\n".join(lines) + "\n", md)
     keys = ["method", "seeds"] + [f"{k}_{s}" for k in (*METRICS, "seconds_per_epoch", "total_seconds") for s in ("mean", "std")]
-    atomic_save(to_csv(rows, keys), csv_path)
-    _plot(rows, png, sel)
+    pkeys = ["reference", "paired_seeds", "diff_mean", "diff_std", "ci_low", "ci_high", "verdict"]
+    by_name = {p["method"]: p for p in paired}
+    pcols = [k if k.startswith("paired_") else f"paired_{k}" for k in pkeys]
+    csv_rows = [{**r, "transductive": r["method"] in transductive,
+                 **{c: by_name[r["method"]][k] for c, k in zip(pcols, pkeys)}} for r in rows]
+    atomic_save(to_csv(csv_rows, keys + ["transductive"] + pcols), csv_path)
+    atomic_save(json.dumps({"which": which, "seeds": seeds, "metric": "balanced_accuracy", "reference": reference,
+                            "transductive": sorted(transductive), "rows": rows, "paired": paired}, indent=2,
+                           default=str), files["json"])
+    _plot(rows, png, sel, paired, reference)
     return files
+
+
+def _fmt(x, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:+.{digits}f}"
+
+
+def _paired_lines(paired: list[dict], reference: str) -> list[str]:
+    lines = ["", f"## Paired differences to `{reference}`", "",
+             f"Test balanced accuracy minus `{reference}`'s on the same seed (points; the methods of a seed share its "
+             "split and stage-1 model): mean ± sample std over seeds, 95 % t interval, verdict (better / worse: the "
+             "interval excludes 0; within noise: it contains 0; one seed: no interval).", "",
+             "| method | seeds | Δ bal.acc | 95 % interval | verdict |", "|---|---|---|---|---|"]
+    for p in paired:
+        if p["verdict"] == "reference":
+            lines.append(f"| {p['method']} | {p['paired_seeds']} | (reference) | - | - |")
+            continue
+        diff = "-" if p["diff_mean"] is None else (
+            _fmt(p["diff_mean"]) + ("" if p["diff_std"] is None else f" ± {p['diff_std']:.2f}"))
+        ci = "-" if p["ci_low"] is None else f"[{_fmt(p['ci_low'])}, {_fmt(p['ci_high'])}]"
+        lines.append(f"| {p['method']} | {p['paired_seeds']} | {diff} | {ci} | {p['verdict']} |")
+    return lines
 
 
 def table_paths(out: Path) -> dict:
     """Where :func:`write_tables` writes the tables of a comparison in ``out``."""
-    return {"md": out / "compare.md", "csv": out / "compare.csv", "png": out / "compare.png"}
+    return {"md": out / "compare.md", "csv": out / "compare.csv", "png": out / "compare.png",
+            "json": out / "compare_results.json"}
 
 
-def _plot(rows: list[dict], path: Path, sel: str) -> None:
+def _plot(rows: list[dict], path: Path, sel: str, paired: list[dict] | None = None, reference: str | None = None) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     names = [r["method"] for r in rows]
     mean = np.array([np.nan if r["balanced_accuracy_mean"] is None else r["balanced_accuracy_mean"] for r in rows])
     std = np.array([0.0 if r["balanced_accuracy_std"] is None else r["balanced_accuracy_std"] for r in rows])
-    fig = Figure(figsize=(7.0, 0.45 * len(rows) + 1.2), layout="constrained")
+    fig = Figure(figsize=(13.0 if paired else 7.0, 0.45 * len(rows) + 1.2), layout="constrained")
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    ax = fig.add_subplot(1, 2 if paired else 1, 1)
     y = np.arange(len(rows))[::-1]
     colors = ["#d62728" if n == "ot" else ("#7f7f7f" if n == "ce" else "#1f77b4") for n in names]
     ax.barh(y, np.nan_to_num(mean), xerr=std, color=colors, capsize=3)
@@ -488,8 +603,28 @@ def _plot(rows: list[dict], path: Path, sel: str) -> None:
         if np.isfinite(m):
             ax.text(lo + 0.3, yi, f"{m:.1f} ± {s:.1f}", va="center", fontsize=8, color="white")
     ax.set_xlabel(f"test balanced accuracy (%), {sel}; mean ± std over seeds")
+    if paired:
+        _plot_paired(fig.add_subplot(1, 2, 2), paired, reference, y)
     fig.savefig(path, dpi=110, format="png")
 
 
-__all__ = ["DEFAULT_METHODS", "ablation_variants", "plan_comparison", "run_comparison", "summarize_comparison",
-           "table_paths", "write_tables"]
+def _plot_paired(ax, paired: list[dict], reference: str, y) -> None:
+    """The second panel: paired difference to the reference per method, with its 95 % interval."""
+    color = {"better": "#2ca02c", "worse": "#d62728", "within noise": "#7f7f7f", "one seed": "#7f7f7f"}
+    ax.axvline(0.0, color="black", lw=0.8)
+    for yi, p in zip(y, paired):
+        if p["diff_mean"] is None or p["verdict"] == "reference":
+            continue
+        lo = p["ci_low"] if p["ci_low"] is not None else p["diff_mean"]
+        hi = p["ci_high"] if p["ci_high"] is not None else p["diff_mean"]
+        c = color.get(p["verdict"], "#7f7f7f")
+        ax.errorbar([p["diff_mean"]], [yi], xerr=[[p["diff_mean"] - lo], [hi - p["diff_mean"]]], fmt="o", color=c,
+                    capsize=3)
+        ax.annotate(p["verdict"], (hi, yi), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8, color=c)
+    ax.set_yticks(y, [p["method"] if p["verdict"] != "reference" else f"{p['method']} (reference)" for p in paired])
+    ax.margins(x=0.25)
+    ax.set_xlabel(f"minus {reference}, same seed (points): mean, 95 % t interval")
+
+
+__all__ = ["DEFAULT_METHODS", "ablation_variants", "paired_differences", "paired_stats", "plan_comparison",
+           "reference_method", "run_comparison", "summarize_comparison", "table_paths", "write_tables"]

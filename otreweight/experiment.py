@@ -392,14 +392,14 @@ def run_stage(name, model, method, fit_cfg, prep: Prepared, cfg, out: Path, devi
         # a post-hoc method, whose adjusted head is its state).
         feats = (FeatureCache() if feature_cache is None else feature_cache).features(model, prep.test, eval_bs, cl).float()
         with torch.no_grad():
-            pred_last = model.classifier(feats).argmax(1).cpu().numpy()
+            pred_last = method.transform_logits(model.classifier(feats)).argmax(1).cpu().numpy()
             model.load_state_dict(res.best_state)
-            pred_best = model.classifier(feats).argmax(1).cpu().numpy()
+            pred_best = method.transform_logits(model.classifier(feats)).argmax(1).cpu().numpy()
     else:
         # several processes: each rank predicts its share of the test set, every rank receives all logits
-        pred_last = predict_logits(model, prep.test, eval_bs, cl, shard=True).argmax(1).cpu().numpy()
+        pred_last = method.transform_logits(predict_logits(model, prep.test, eval_bs, cl, shard=True)).argmax(1).cpu().numpy()
         model.load_state_dict(res.best_state)
-        pred_best = predict_logits(model, prep.test, eval_bs, cl, shard=True).argmax(1).cpu().numpy()
+        pred_best = method.transform_logits(predict_logits(model, prep.test, eval_bs, cl, shard=True)).argmax(1).cpu().numpy()
     y_test = prep.test.labels.cpu().numpy()
     k = len(prep.classes)
     final = {
@@ -724,11 +724,34 @@ def load_model(path, device="cpu"):
 
 
 def evaluate_checkpoint(path, source: str, root=None, split: str = "test", device="auto", download=True,
-                        cache_dir=None) -> dict:
-    """Score a stage's saved model (see :func:`load_model`) on a data source's ``test`` (or ``train``) split; returns the metrics."""
+                        cache_dir=None, prior=None, adjust: bool = False, model_prior: str = "train") -> dict:
+    """Score a stage's saved model (see :func:`load_model`) on a data source's ``test`` (or ``train``) split; returns the metrics.
+
+    ``prior`` (a deployment prior, :mod:`otreweight.prior`): ``"uniform"``, ``"train"`` (the
+    model's training class frequencies), ``"estimate"`` (EM of Saerens et al. on the scored
+    split's probabilities, ``model_prior`` as the source prior), a file of K numbers, or a vector.
+    Adds ``prior_accuracy`` (per-class accuracies weighted by the prior) and ``prior``; with
+    ``adjust`` the predictions are first logit-adjusted from ``model_prior`` (``"train"``: a
+    cross-entropy model; ``"uniform"``: a model trained to be balanced) toward the prior.
+    """
+    from . import prior as priors
+
     check_choice("split", split, ("test", "train"))
+    check_choice("model prior", model_prior, ("train", "uniform"))
+    if adjust and prior is None:
+        raise OTReweightError("--adjust-to-prior needs a target prior (--prior uniform|train|estimate|FILE)")
     dev = pick_device(device)
     model, bundle = load_model(path, dev)
+    k_model = bundle["num_classes"]
+    counts = np.maximum(np.asarray(bundle["train_counts"], dtype=np.float64), 1.0)
+    source_prior = counts / counts.sum() if model_prior == "train" else np.full(k_model, 1.0 / k_model)
+    target = None
+    if isinstance(prior, str) and prior in ("uniform", "train"):
+        target = np.full(k_model, 1.0 / k_model) if prior == "uniform" else counts / counts.sum()
+    elif isinstance(prior, (str, Path)) and prior != "estimate":
+        target = priors.read_prior(prior, bundle.get("classes"))
+    elif prior is not None and prior != "estimate":
+        target = priors.check_prior(prior, k_model)
     inp = bundle["input"]
     kwargs = _input_kwargs(inp)
     # the source's options of the training run (e.g. n_points) when scoring on a source of the same name
@@ -758,11 +781,21 @@ def evaluate_checkpoint(path, source: str, root=None, split: str = "test", devic
     if cl:
         model.to(memory_format=torch.channels_last)
     try:
-        pred = predict_logits(model, loader, 256, cl).argmax(1).cpu().numpy()
+        logits = predict_logits(model, loader, 256, cl).double().cpu()
     finally:
         loader.close()
+    if prior == "estimate":
+        target = priors.estimate_prior(torch.softmax(logits, 1).numpy(), source_prior, "em")
+    if adjust:
+        logits = priors.adjust_logits(logits, source_prior, target)
+    pred = logits.argmax(1).numpy()
     th = bundle["thresholds"]
-    return classification_metrics(y, pred, bundle["train_counts"], bundle["num_classes"], th["many"], th["few"])
+    out = classification_metrics(y, pred, bundle["train_counts"], bundle["num_classes"], th["many"], th["few"])
+    if target is not None:
+        out.update(prior_accuracy=priors.prior_accuracy(y, pred, target), prior=[float(v) for v in target],
+                   prior_source=str(prior) if isinstance(prior, (str, Path)) else "given", adjusted=bool(adjust),
+                   model_prior=model_prior)
+    return out
 
 
 __all__ = ["RunConfig", "evaluate_checkpoint", "load_model", "load_config", "run_experiment", "resolve_config_path"]

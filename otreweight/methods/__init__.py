@@ -15,7 +15,7 @@ def create_method(name: str, **kwargs) -> Method:
 
 from . import ce, class_balanced, ot_reweight  # noqa: E402,F401  (register their methods)
 from . import (  # noqa: E402,F401  (the baselines)
-    balanced_softmax, crt, focal, l2rw, ldam_drw, logit_adjust, mwnet, resample,
+    balanced_softmax, crt, focal, l2rw, ldam_drw, logit_adjust, mwnet, ot_posthoc, resample,
 )
 
 __all__ = ["METHODS", "Batch", "MetaView", "Method", "TrainInfo", "create_method"]

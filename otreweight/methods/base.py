@@ -17,7 +17,9 @@ model selection. A method only turns a batch into a loss:
 Class attributes tell the loop how to feed the method: ``sampling`` is ``"instance"`` (shuffle
 every example once per epoch) or ``"class_balanced"`` (draw classes uniformly, then an example of
 the class, with replacement); ``trains = False`` marks a method that only transforms the model in
-``prepare_model`` / ``bind`` (no epochs are run).
+``prepare_model`` / ``bind`` (no epochs are run); ``transductive = True`` marks a method whose
+predictions on a split depend on the whole split: the loop passes the logits of every evaluated
+split through its ``transform_logits`` before the arg max (e.g. ``ot-posthoc``).
 
 What a comparison protocol needs to know about a method is declared here too (read by
 :mod:`otreweight.compare`): ``end_to_end = True`` marks a loss its paper trains from scratch on the
@@ -99,6 +101,7 @@ class Method:
     #: Whether the method trains on several processes (torchrun): its loss of a rank's part of the
     #: global batch, gradients averaged over the ranks, gives the one-process run.
     multi_process: bool = True
+    transductive: bool = False
     #: Whether the method trains the whole network with gradient accumulation (``accumulate_steps``):
     #: its loss is a function of the batch's logits (and detached features), so the loop can take
     #: its gradient with respect to the logits of the whole effective batch.
@@ -115,6 +118,10 @@ class Method:
 
     def loss(self, batch: Batch, meta: MetaView | None) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def transform_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Scores of a whole evaluated split from its logits (a transductive method rebalances them)."""
+        return logits
 
     def end_epoch(self) -> dict:
         """Called once after each training epoch: the place to read back what the method counted

@@ -368,7 +368,7 @@ def evaluate_split(run: Run) -> dict:
 
         # several processes: each rank predicts its share of the split, every rank receives all logits
         logits = predict_logits(run.model, run.val, run.config.eval_batch_size, run.channels_last, shard=True)
-    pred = logits.argmax(1).cpu().numpy()
+    pred = run.method.transform_logits(logits).argmax(1).cpu().numpy()
     return classification_metrics(run.val.labels.cpu().numpy(), pred, run.train_counts, run.num_classes,
                                   run.config.many_threshold, run.config.few_threshold)
 
