@@ -31,7 +31,9 @@ def count_passes(monkeypatch):
 
 
 def stage_files(out, name):
-    best = torch.load(out / "seed_0" / f"stage2_{name}" / "best.pt", weights_only=False)["state_dict"]
+    from otreweight import read_model
+
+    best = read_model(out / "seed_0" / f"stage2_{name}")["state_dict"]
     w = out / "seed_0" / f"stage2_{name}" / "weights.npz"
     return best, (dict(np.load(w)) if w.exists() else {})
 
@@ -42,7 +44,7 @@ def test_classifier_only_methods_share_one_augmented_pass_per_epoch(tiny_npz, tm
     if store == "auto":  # a frozen stage-1 checkpoint: the per-epoch views go to the feature store on disk
         run_comparison(tiny_config(tiny_npz, tmp_path / "s1"), ["ce"], seeds=(0,), output=tmp_path / "s1",
                        log=lambda *a: None)
-        extra.append(f"stage1.checkpoint={tmp_path / 's1' / 'seed_0' / 'stage1' / 'best.pt'}")
+        extra.append(f"stage1.checkpoint={tmp_path / 's1' / 'seed_0' / 'stage1' / 'model.json'}")
         count_passes.clear()
     cfg = tiny_config(tiny_npz, tmp_path / "run", *extra)
     fast = ["*.epochs=3", "*.batch_size=16"]
