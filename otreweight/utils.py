@@ -56,6 +56,17 @@ def parse_assignment(item: str, flag: str, form: str = "KEY=VALUE", dotted: bool
         raise OTReweightError(f"{flag} {key}: the value is not valid YAML: {str(err).splitlines()[0]}") from None
 
 
+def file_digest(path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes (``hashlib``'s ``algorithm``), read in 1 MiB blocks."""
+    import hashlib
+
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def atomic_write(path, write) -> None:
     """Call ``write(fh)`` on a temporary file beside ``path``, then rename it over ``path``.
 

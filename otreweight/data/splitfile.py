@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .._errors import OTReweightError
+from ..utils import file_digest
 from .longtail import LongTailSplit
 
 __all__ = ["SplitTable", "build_table", "check_against", "example_digests", "read_split_file", "verify",
@@ -212,11 +213,7 @@ def _plain(o):
 
 def file_sha256(path) -> str:
     """sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_digest(path)
 
 
 def read_split_file(path) -> SplitTable:

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from .. import distributed as dist
+from ..utils import file_digest
 
 
 def layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -268,7 +269,7 @@ class FeatureStore:
 
     def _open(self, path: Path, n: int):
         try:
-            if path.with_suffix(".sha256").read_text().strip() != _file_digest(path):
+            if path.with_suffix(".sha256").read_text().strip() != file_digest(path):
                 return None  # damaged bytes (or no checksum): computed again
             arr = np.load(path, mmap_mode="c")  # copy-on-write: a writable view
         except (OSError, ValueError, UnicodeDecodeError):
@@ -368,21 +369,12 @@ class FeatureStore:
         return np.load(path, mmap_mode="c")
 
 
-def _file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _write_digest(path: Path) -> None:
     """``<entry>.sha256`` beside a finished store entry (written after it: an entry without one is
     computed again)."""
     from ..utils import atomic_save
 
-    atomic_save(_file_digest(path) + "\n", path.with_suffix(".sha256"))
+    atomic_save(file_digest(path) + "\n", path.with_suffix(".sha256"))
 
 
 __all__ = ["FEATURE_DTYPES", "FeatureCache", "FeatureStore", "backbone_digest", "inputs_digest", "compute_features", "layout", "predict_logits", "probe"]

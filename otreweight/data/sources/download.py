@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tarfile
@@ -11,15 +10,12 @@ import urllib.request
 import zlib
 from pathlib import Path
 
+from ...utils import file_digest
 from .dataset import DataError
 
 
 def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_digest(path, "md5")
 
 
 def _urlretrieve(url: str, dest: str) -> None:
