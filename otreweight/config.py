@@ -291,7 +291,7 @@ class FitConfig(Section):
     trainable: str = field(default="all", metadata=RESUME)
     """all: the whole network trains; classifier: the backbone is frozen, only the linear classifier trains."""
     select_metric: str = field(default="balanced_accuracy", metadata=RESUME)
-    """Validation metric that selects the best epoch (best.pt)."""
+    """Validation metric that selects the best epoch (the saved model)."""
     eval_batch_size: int = 256  # ResNet-32 on 2 CPU cores: 433 images/s at 256, 268 at 1024
     """Examples per forward pass when evaluating or computing features."""
     channels_last: bool | None = None  # None: on when the modality asks for it (images)
