@@ -41,7 +41,8 @@ def save_model(bundle: dict, folder) -> Path:
     folder = Path(folder)
     # one contiguous CPU copy per entry: tied weights (shared storage) are stored once each
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in bundle["state_dict"].items()}
-    data = save(tensors, metadata={"format": FORMAT})
+    # safetensors reads entries back in no fixed order: the card's order restores the model's
+    data = save(tensors, metadata={"format": FORMAT, "order": json.dumps(list(tensors))})
     atomic_write(folder / WEIGHTS, lambda fh: fh.write(data))
     card = {"format": FORMAT, "format_version": 1, "weights": WEIGHTS}
     card.update({k: v for k, v in bundle.items() if k != "state_dict"})
@@ -136,8 +137,21 @@ def _read_card(card: Path, weights: Path | None) -> dict:
     except (OSError, SafetensorError, ValueError, RuntimeError) as err:
         raise OTReweightError(f"{weights} is not a readable safetensors file ({type(err).__name__}: "
                               f"{str(err).splitlines()[0][:120] if str(err) else 'damaged'}); copy it again") from None
-    meta["state_dict"] = state
+    meta["state_dict"] = _in_saved_order(state, weights)
     return meta
+
+
+def _in_saved_order(state: dict, weights: Path) -> dict:
+    """``state`` in the order its entries were saved (the header's ``order``), else sorted by name."""
+    try:
+        with open(weights, "rb") as fh:
+            header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+        order = json.loads(header.get("__metadata__", {}).get("order", "[]"))
+    except (OSError, ValueError, AttributeError, TypeError):
+        order = []
+    if not isinstance(order, list) or sorted(map(str, order)) != sorted(state):
+        order = sorted(state)
+    return {k: state[k] for k in order}
 
 
 def _read_pickled(p: Path) -> dict:
