@@ -19,7 +19,8 @@ import time
 import torch
 
 from otreweight import FitConfig, create_method, distributed as dist
-from otreweight.experiment import Prepared, build_model, load_config
+from otreweight.config import load_config
+from otreweight.run import Prepared, build_model
 from otreweight.data.sources import load_dataset
 
 
@@ -39,7 +40,7 @@ def main() -> None:
     cfg = load_config("configs/cifar10_lt_if100.yaml", [f"data.source={args.data}", f"data.n_max={args.n_max}",
                                                          "device=cpu", "progress=false"])
     t0 = time.perf_counter()
-    prep = Prepared(cfg, load_dataset(cfg.data.source, lazy=False), torch.device("cpu"))
+    prep = Prepared(cfg.data, cfg.seed, cfg.model.name, load_dataset(cfg.data.source, lazy=False), torch.device("cpu"))
     load_s = time.perf_counter() - t0
     torch.manual_seed(0)
     model = build_model(cfg.model.name, cfg.model.options, len(prep.classes), prep.model_kwargs())

@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import otreweight.experiment as experiment  # noqa: E402
+import otreweight.run.prepare as experiment  # noqa: E402
 from _lt_sources import DATASETS, STAGE2, base_config  # noqa: E402
 from otreweight.compare import make_variant, paired_differences, plan_comparison, run_plan  # noqa: E402
 from otreweight.config import as_run_config  # noqa: E402

@@ -182,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args) -> int:
-    from .experiment import load_config, resolve_config_path, run_experiment
+    from .config import load_config, resolve_config_path
+    from .run import run_experiment
 
     cfg = load_config(resolve_config_path(args.config), args.overrides)
     if args.print_config:
@@ -203,7 +204,7 @@ def cmd_train(args) -> int:
 def cmd_compare(args) -> int:
     from . import distributed
     from .compare import plan_comparison, run_comparison
-    from .experiment import load_config, resolve_config_path
+    from .config import load_config, resolve_config_path
 
     cfg = load_config(resolve_config_path(args.config), args.overrides)
     if args.print_plan:
@@ -229,7 +230,7 @@ def cmd_compare(args) -> int:
 def cmd_evaluate(args) -> int:
     import json
 
-    from .experiment import evaluate_checkpoint
+    from .run import evaluate_checkpoint
     from .summary import METRICS
 
     _check_json_target(args.json)
@@ -298,7 +299,8 @@ def cmd_demo(args) -> int:
 
 
 def cmd_split(args) -> int:
-    from .experiment import export_split, load_config, resolve_config_path
+    from .config import load_config, resolve_config_path
+    from .run import export_split
 
     cfg = load_config(resolve_config_path(args.config), args.overrides)
     res = export_split(cfg, args.output)
@@ -309,7 +311,8 @@ def cmd_split(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from .experiment import load_config, resolve_config_path, verify_data
+    from .config import load_config, resolve_config_path
+    from .run import verify_data
 
     if args.data_command != "verify":
         raise OTReweightError("usage: otreweight data verify --config <config> [--split-file <file>]")

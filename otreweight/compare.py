@@ -281,7 +281,7 @@ def run_plan(cfg: dict, plan: list[dict], seeds, output, preset: str = "custom",
 
     ``meta_in_train`` sets stage 1's flag; each variant carries its own ``meta_in_train``.
     """
-    from .experiment import run_experiment
+    from .run import run_experiment
 
     check_choice("selection", which, ("best", "last"))
     seeds = [int(s) for s in seeds]

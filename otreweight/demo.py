@@ -35,7 +35,7 @@ from .config import RunConfig, as_run_config
 from .data.longtail import make_long_tailed
 from ._errors import OTReweightError
 from .data.sources import ArrayDataset
-from .experiment import run_experiment
+from .run import run_experiment
 from .methods import create_method
 from .methods.ot_reweight import OT_VARIANTS, RETIRED_VARIANTS
 from .summary import format_table, summarize

@@ -11,7 +11,8 @@ Only rank 0 logs under torchrun (the caller creates loggers on the main process 
 * ``val/<metric>`` for every scalar validation metric (accuracy, balanced accuracy, many / medium /
   few, geometric mean);
 * for OT stages, ``weights/class_<k>`` = the mean learned weight of class ``k`` and ``weights/mean`` /
-  ``weights/std`` over the training set (from :meth:`~otreweight.reweighter.OTReweighter.class_summary`).
+  ``weights/std`` over the training set (the method's
+  :meth:`~otreweight.methods.base.Method.epoch_scalars`).
 
 Watch a run while it trains: ``tensorboard --logdir runs/<name>/tensorboard``.
 """
@@ -38,14 +39,8 @@ class TensorBoardLogger:
             self._scalar(tag, record.get(key), step)
         for key, value in (record.get("val") or {}).items():
             self._scalar(f"val/{key}", value, step)
-        reweighter = getattr(method, "reweighter", None)
-        if reweighter is not None:  # an OT stage: the weights as they stand after this epoch
-            summary = reweighter.class_summary()
-            w = reweighter.weights().numpy()
-            self._scalar("weights/mean", float(w.mean()) if w.size else None, step)
-            self._scalar("weights/std", float(w.std()) if w.size else None, step)
-            for k, mean in enumerate(summary["mean"]):
-                self._scalar(f"weights/class_{k}", mean, step)
+        for tag, value in (method.epoch_scalars() if method is not None else {}).items():
+            self._scalar(tag, value, step)  # e.g. an OT stage's weights as they stand after this epoch
         self.writer.flush()
 
     def _scalar(self, tag: str, value, step: int) -> None:

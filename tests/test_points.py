@@ -355,7 +355,7 @@ def test_dgcnn_and_whole_network_stage_two_and_evaluate(tmp_path, monkeypatch):
              "batch_size: 8, lr: 0.01}, {name: crt, method: crt, trainable: classifier, epochs: 1, batch_size: 8}]"]
     res = run_experiment(_run_cfg(tmp_path, root, tmp_path / "dg", "dgcnn", extra), log=lambda *a: None)
     assert set(res) == {"stage1", "stage2_ot_full", "stage2_crt"}
-    import otreweight.experiment as ex
+    import otreweight.run.evaluate as ex
 
     seen, real = [], ex.load_dataset
     monkeypatch.setattr(ex, "load_dataset", lambda *a, **k: seen.append(k) or real(*a, **k))
@@ -373,7 +373,7 @@ def test_class_order_count_ranks_classes_by_pool_and_finds_n_max():
     from types import SimpleNamespace
 
     from otreweight.data.longtail import make_long_tailed
-    from otreweight.experiment import class_order
+    from otreweight.run.prepare import class_order
 
     labels = np.repeat([0, 1, 2, 3], [40, 200, 90, 25])
     d = SimpleNamespace(class_order="count", profile="exp", n_max=None, imbalance_factor=10, n_meta_per_class=2,

@@ -121,13 +121,14 @@ def test_a_folder_round_trip_writes_paths_and_the_run_reads_them(folder, tmp_pat
     rc, out, _ = verify_lines(capsys, folder, tmp_path / "split.tsv")
     assert rc == 0 and len(out) == 1 and out[0].startswith("ok: ")
     # the in-memory (decoded) and the streamed loaders take the same ids
-    from otreweight.experiment import Prepared, open_source
+    from otreweight.run.prepare import Prepared, open_source
     import torch
 
     for loader in ("memory", "stream"):
         cfg = load_config(CONFIG, sets(folder, None, f"data.split_file={tmp_path / 'split.tsv'}", f"data.loader={loader}",
                                        "data.num_workers=0"))
-        prep = Prepared(cfg, open_source(cfg, lazy=loader == "stream"), torch.device("cpu"))
+        prep = Prepared(cfg.data, cfg.seed, cfg.model.name, open_source(cfg.data, lazy=loader == "stream"),
+                        torch.device("cpu"))
         assert prep.split.train.tolist() == table.long_tail_split().train.tolist()
         prep.close()
 

@@ -114,3 +114,7 @@ class LookAheadReweighter(Method):
 
     def stats(self) -> dict:
         return self.counter.summary()
+
+    def summary(self) -> dict:
+        """The forward and backward passes counted over the stage (``method_stats``)."""
+        return {"method_stats": self.stats()}

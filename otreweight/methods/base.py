@@ -129,6 +129,22 @@ class Method:
         raise if something went wrong. The returned numbers go into the epoch's history record."""
         return {}
 
+    def preflight(self, n_train: int, n_meta: int, num_classes: int, batch_size: int) -> None:
+        """Raise :class:`~otreweight.OTReweightError` when the method cannot run on a split of these
+        sizes (the global ``batch_size``); called for every stage before any stage trains."""
+
+    def summary(self) -> dict:
+        """Entries the method adds to its stage's ``final.json`` once the stage has trained."""
+        return {}
+
+    def artifacts(self, train_counts: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+        """Files the method adds to its stage's folder: ``{file name: arrays}``, each saved with ``np.savez``."""
+        return {}
+
+    def epoch_scalars(self) -> dict[str, float]:
+        """Scalars a logger (``log: tensorboard``) records after each epoch, by tag."""
+        return {}
+
     def state_dict(self) -> dict:
         return {}
 

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from .._errors import OTReweightError, check_choice
 from ..registry import check_options
+from ..class_weights import effective_number_weights
 from ..reweighter import OTReweighter
 from ..transport import OTConvergenceWarning
 from ..targets import TARGET_KINDS, MetaTargets, build_targets, class_means
@@ -177,6 +178,33 @@ class OTReweight(Method):
                 f"on {stats['missed']} of {stats['steps']} OT steps this epoch; those used iteration "
                 f"{self.reweighter.stop_window} (the reference loop allows 200): raise stop_window"), stacklevel=2)
         return {"ot_" + k: v for k, v in stats.items()} if stats["steps"] else {}
+
+    def summary(self) -> dict:
+        """``score_change``: the mean relative change of the learned scores from their start."""
+        rw = self.reweighter
+        if rw is None:
+            return {}
+        start = rw.initial_scores().to(rw.scores.device)
+        return {"score_change": float(((rw.scores - start).abs() / start.abs().clamp_min(1e-12)).mean())}
+
+    def artifacts(self, train_counts) -> dict:
+        """``weights.npz``: labels, learned and initial scores, and the class-balanced weights of ``train_counts``."""
+        rw = self.reweighter
+        if rw is None:
+            return {}
+        return {"weights.npz": dict(
+            labels=rw.labels.cpu().numpy(), scores=rw.weights().numpy(), initial=rw.initial_scores().numpy(),
+            class_balanced=effective_number_weights(train_counts, getattr(rw, "beta", 0.9999)).numpy())}
+
+    def epoch_scalars(self) -> dict:
+        """``weights/mean``, ``weights/std`` over the training set and ``weights/class_<k>`` (class means)."""
+        rw = self.reweighter
+        if rw is None:
+            return {}
+        w = rw.weights().numpy()
+        out = {"weights/mean": float(w.mean()) if w.size else None, "weights/std": float(w.std()) if w.size else None}
+        out.update({f"weights/class_{k}": mean for k, mean in enumerate(rw.class_summary()["mean"])})
+        return out
 
     def state_dict(self):
         return {"reweighter": self.reweighter.state_dict()} if self.reweighter is not None else {}
