@@ -31,8 +31,9 @@ path sources (:func:`path_sources`: ``npz``, ``text``, ``folder``) are chosen by
 
 Layout
 ------
-``dataset``
-    :class:`ArrayDataset`, :class:`DataError` and the array checks.
+``arrays``
+    :class:`ArrayDataset`, :class:`ArraySplits`, :class:`DataError` and the array checks (the
+    split protocol itself is :mod:`otreweight.data.dataset`).
 ``cache``
     The cache of decoded arrays (:func:`default_cache_dir`).
 ``download``
@@ -45,9 +46,9 @@ Layout
 
 from __future__ import annotations
 
-from . import cache, dataset, download, registry
+from . import arrays, cache, download, registry
 from .cache import default_cache_dir  # noqa: F401
-from .dataset import ArrayDataset, ArraySplits, DataError  # noqa: F401
+from .arrays import ArrayDataset, ArraySplits, DataError  # noqa: F401
 from .download import _md5, _safe_extract, _urlretrieve  # noqa: F401
 from .registry import SOURCES, load_dataset, path_sources, register_source  # noqa: F401
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .cache import _cache_path, _fingerprint, _read_cache, _resolve_cache_dir, _write_cache
-from .dataset import ArrayDataset, DataError
+from .arrays import ArrayDataset, DataError
 from .registry import register_source
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFileSplit", "LazyImageFolder", "load_image_folder", "open_image_folder"]

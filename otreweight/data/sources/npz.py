@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import _ARRAY_KEYS, ArrayDataset, DataError
+from .arrays import _ARRAY_KEYS, ArrayDataset, DataError
 from .registry import register_source
 
 __all__ = ["load_npz"]

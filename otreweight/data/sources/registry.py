@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from ...registry import Registry
-from .dataset import ArrayDataset, DataError
+from .arrays import ArrayDataset, DataError
 
 __all__ = ["SOURCES", "load_dataset", "path_sources", "register_source"]
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import ArraySplits, DataError
+from .arrays import ArraySplits, DataError
 from .registry import register_source
 
 __all__ = ["TextDataset", "find_text_files", "load_text"]
