@@ -131,8 +131,13 @@ def augment_names() -> list[str]:
 
 
 def input_kinds() -> dict[str, str]:
-    """``{model_input: modality name}`` of the registered modalities (``in_features``: ``vector``, ...)."""
-    return {f.model_input: name for name, f in MODALITIES.items() if getattr(f, "model_input", None)}
+    """``{model_input: modality name}`` of the registered modalities (``in_features``: ``vector``, ...);
+    the first registered of those sharing a ``model_input`` names it."""
+    kinds: dict[str, str] = {}
+    for name, f in MODALITIES.items():
+        if getattr(f, "model_input", None):
+            kinds.setdefault(f.model_input, name)
+    return kinds
 
 
 __all__ = ["MODALITIES", "Modality", "augment_names", "get_modality", "infer_modality", "input_kinds"]
