@@ -16,7 +16,7 @@ A modality of your own registers with ``@MODALITIES.register("name")`` from any 
 name it as their ``modality`` (see ``docs/extending.md``).
 """
 from .base import MODALITIES, Modality, augment_names, get_modality, infer_modality, input_kinds
-from . import vector, image, tokens, points  # noqa: E402,F401,I001  (each registers its modality; this order)
+from . import vector, image, tokens, points  # noqa: F401,I001  (each registers its modality, in this order)
 from .image import ImageModality
 from .points import PointAugment, PointsModality, normalize_clouds
 from .tokens import TokensModality, cached_token_ids

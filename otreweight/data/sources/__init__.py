@@ -46,7 +46,7 @@ Layout
 
 from __future__ import annotations
 
-from . import arrays, cache, download, registry
+from . import arrays, cache, download, registry  # noqa: F401
 from .cache import default_cache_dir  # noqa: F401
 from .arrays import ArrayDataset, ArraySplits, DataError  # noqa: F401
 from .download import _md5, _safe_extract, _urlretrieve  # noqa: F401
