@@ -83,7 +83,7 @@ class BareDataset(torch.utils.data.Dataset):
 def _stream_rows(args, out):
     from otreweight import FitConfig, create_method, create_model
     from otreweight.data.loaders import build_loader
-    from otreweight.data.modality import get_modality
+    from otreweight.data.modalities import get_modality
     from otreweight.data.sources import load_dataset
     from otreweight.data.transforms import IMAGENET_MEAN, IMAGENET_STD, WorkerTransforms
     from otreweight.train.loop import setup, train_one_epoch
@@ -155,7 +155,7 @@ def _stream_rows(args, out):
 _RSS_CHILD = r"""
 import json, sys, torch
 from otreweight.data.loaders import build_loader
-from otreweight.data.modality import get_modality
+from otreweight.data.modalities import get_modality
 from otreweight.data.sources import load_dataset
 from otreweight.data.transforms import IMAGENET_MEAN, IMAGENET_STD, WorkerTransforms
 root, name = sys.argv[1], sys.argv[2]
@@ -216,7 +216,7 @@ def _extract_rows(args, out):
     # the extraction alone: the training list's images through the evaluation crop into a float16 memory map
     from otreweight import create_model
     from otreweight.data.loaders import build_loader
-    from otreweight.data.modality import get_modality
+    from otreweight.data.modalities import get_modality
     from otreweight.data.sources import load_dataset
     from otreweight.data.transforms import IMAGENET_MEAN, IMAGENET_STD, WorkerTransforms
 

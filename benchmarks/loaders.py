@@ -27,7 +27,7 @@ from otreweight.config import DataConfig
 from otreweight.data import load_dataset
 from otreweight.data.dataset import subset
 from otreweight.data.loaders import build_loader
-from otreweight.data.modality import get_modality
+from otreweight.data.modalities import get_modality
 
 BEFORE = r"""
 import json, sys, time

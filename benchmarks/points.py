@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout
 from otreweight import FitConfig, create_method, create_model, fit  # noqa: E402
 from otreweight.config import DataConfig  # noqa: E402
 from otreweight.data import load_dataset, make_long_tailed  # noqa: E402
-from otreweight.data.modality import get_modality  # noqa: E402
+from otreweight.data.modalities import get_modality  # noqa: E402
 from otreweight.engine import compute_features  # noqa: E402
 
 

@@ -35,7 +35,7 @@ from otreweight import FitConfig, create_method, create_model, fit
 from otreweight.data import load_dataset
 from otreweight.data.dataset import ArraySplit
 from otreweight.data.loaders import build_loader
-from otreweight.data.modality import get_modality
+from otreweight.data.modalities import get_modality
 from otreweight.data.samplers import EpochSampler
 from otreweight.train.features import compute_features
 from otreweight.train.optim import build_optimizer, build_scheduler

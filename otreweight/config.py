@@ -51,7 +51,6 @@ SCHEDULES = ("step", "cosine", "linear")
 SELECT_METRICS = ("accuracy", "balanced_accuracy", "gmean")
 AMP_MODES = ("auto", "bf16", "none")
 LR_SCALINGS = ("none", "linear", "sqrt")
-AUGMENTS = ("none", "pad_crop_flip", "point_cloud", "random_resized_crop")
 PROFILES = ("exp", "step", "given")
 STARTS = ("stage1", "scratch")
 LOGGERS = ("tensorboard",)
@@ -503,7 +502,7 @@ class DataConfig(Section):
 
     def validate(self) -> "DataConfig":
         _check_fields(self, "data.")
-        check_choice("augmentation", self.augment, AUGMENTS)
+        check_choice("augmentation", self.augment, _augment_names())
         check_choice("data loader", self.loader, ("auto", "memory", "stream"))
         if isinstance(self.normalize, str) and self.normalize not in ("imagenet", "train"):
             raise OTReweightError(f"data.normalize must be true, false or imagenet, got {self.normalize!r}")
@@ -540,6 +539,14 @@ class DataConfig(Section):
         if self.n_max is not None and self.n_max < 1:
             raise OTReweightError(f"data.n_max must be an integer >= 1 or null, got {self.n_max}")
         return self
+
+
+def _augment_names() -> list[str]:
+    """``none`` and the ``data.augment`` values of the modalities registered when a config is checked
+    (a plug-in's included; the config module itself imports nothing of the data package)."""
+    from .data.modalities import augment_names
+
+    return augment_names()
 
 
 @dataclass(eq=False)

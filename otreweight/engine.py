@@ -11,7 +11,7 @@ from torch import nn
 
 from ._errors import OTReweightError, check_same_length
 from .config import TRAINABLE, FitConfig  # noqa: F401  (re-exported)
-from .data.modality import get_modality, infer_modality
+from .data.modalities import get_modality, infer_modality
 from .data.samplers import SAMPLINGS  # noqa: F401
 from .metrics import classification_metrics
 from .train.features import FeatureCache, compute_features, predict_logits, probe

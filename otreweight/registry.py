@@ -27,6 +27,11 @@ class Registry(Generic[T]):
 
         return deco
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (e.g. a plug-in a test registered); an unknown name is an error."""
+        check_choice(self.kind, name, self._factories)
+        del self._factories[name]
+
     def register_prefix(self, prefix: str, factory: Callable[..., T], argument: str) -> None:
         """A family of names: ``get(prefix + rest)`` is ``factory`` with ``argument=rest`` (e.g.
         ``hf/bert-base-uncased`` -> ``hf_model(name_or_path="bert-base-uncased", ...)``)."""

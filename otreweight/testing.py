@@ -21,7 +21,7 @@ import torch
 
 from .config import DataConfig, FitConfig, recipe_keys
 from .data.dataset import example_shape
-from .data.modality import MODALITIES, get_modality
+from .data.modalities import MODALITIES, get_modality
 from .data.samplers import SAMPLINGS
 from .methods import METHODS, create_method
 from .models import MODELS, create_model
@@ -158,7 +158,7 @@ def check_modality(name: str) -> None:
     assert t.dtype == torch.int64 or torch.isfinite(t).all(), f"{name}: to_tensor gives non-finite values"
     items = [(raw[i], i % 3) for i in range(6)]
     assert torch.equal(mod.collate(items, stats)[0], t), f"{name}: collate differs from to_tensor"
-    aug = mod.augment(DataConfig(augment=getattr(mod, "augment_kind", "pad_crop_flip")), stats)
+    aug = mod.augment(DataConfig(augment=mod.augments[0] if getattr(mod, "augments", ()) else "none"), stats)
     if aug is not None:
         a1 = aug(t.clone(), torch.Generator().manual_seed(0))
         a2 = aug(t.clone(), torch.Generator().manual_seed(0))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from otreweight.data import SOURCES
-from otreweight.data.modality import MODALITIES
+from otreweight.data.modalities import MODALITIES
 from otreweight.data.sources import load_dataset
 from otreweight.methods import METHODS
 from otreweight.models import MODELS

@@ -14,7 +14,7 @@ from PIL import Image
 from otreweight import OTReweightError
 from otreweight.model_file import read_model
 from otreweight.data.loaders import MemoryLoader, StreamLoader, TransformedSplit
-from otreweight.data.modality import get_modality
+from otreweight.data.modalities import get_modality
 from otreweight.data.transforms import IMAGENET_MEAN, WorkerTransforms
 from otreweight.experiment import load_config, run_experiment
 from otreweight.models import create_model

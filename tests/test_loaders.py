@@ -7,7 +7,7 @@ import torch
 
 from otreweight.data.dataset import ArraySplit, Subset, subset
 from otreweight.data.loaders import MemoryLoader, StreamLoader, build_loader, resolve_mode
-from otreweight.data.modality import get_modality
+from otreweight.data.modalities import get_modality
 from otreweight.data.samplers import EpochSampler
 from otreweight.experiment import load_config, run_experiment
 

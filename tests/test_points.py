@@ -13,7 +13,7 @@ h5py = pytest.importorskip("h5py")
 
 from otreweight._errors import OTReweightError  # noqa: E402
 from otreweight.config import DataConfig, load_config  # noqa: E402
-from otreweight.data.points import PointAugment, PointsModality, normalize_clouds  # noqa: E402
+from otreweight.data.modalities.points import PointAugment, PointsModality, normalize_clouds  # noqa: E402
 from otreweight.data.sources import DataError, load_dataset  # noqa: E402
 from otreweight.data.sources import points as P  # noqa: E402
 from otreweight.experiment import run_experiment  # noqa: E402

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from otreweight.data import sources
+from otreweight.data.sources import cifar, folder
 from otreweight.data.sources import (
     SOURCES,
     ArrayDataset,
@@ -128,7 +129,7 @@ def _check_cifar(ds, expected, name):
 
 def test_cifar10_archive_loads_with_hwc_layout(cifar10_archive, tmp_path, monkeypatch):
     archive, expected = cifar10_archive
-    monkeypatch.setattr(sources, "CIFAR10_MD5", _md5(archive))
+    monkeypatch.setattr(cifar, "CIFAR10_MD5", _md5(archive))
     ds = load_cifar("cifar10", archive.parent, download=False, cache_dir=tmp_path / "cache")
     _check_cifar(ds, expected, "cifar10")
     assert ds.x_train[0, 0, 1].tolist() == [255, 0, 0]  # the pure red pixel
@@ -148,7 +149,7 @@ def test_cifar100_archive_and_folder_load(tmp_path, monkeypatch):
     root = tmp_path / "root"
     root.mkdir()
     archive = _tar_gz(src, "cifar-100-python", root / "cifar-100-python.tar.gz")
-    monkeypatch.setattr(sources, "CIFAR100_MD5", _md5(archive))
+    monkeypatch.setattr(cifar, "CIFAR100_MD5", _md5(archive))
     ds = load_cifar("cifar100", root, download=False, cache_dir=tmp_path / "c1")
     _check_cifar(ds, expected, "cifar100")
     assert ds.num_classes == 100
@@ -162,13 +163,13 @@ def test_cifar_archive_with_wrong_md5_is_an_error(cifar10_archive, tmp_path):
         load_cifar("cifar10", archive.parent, download=True, cache_dir=tmp_path / "cache")
     msg = str(e.value)
     assert "\n" not in msg and str(archive) in msg
-    assert _md5(archive) in msg and sources.CIFAR10_MD5 in msg
+    assert _md5(archive) in msg and cifar.CIFAR10_MD5 in msg
 
 
 def test_cifar_download_from_url_verifies_and_extracts(cifar10_archive, tmp_path, monkeypatch):
     archive, expected = cifar10_archive
-    monkeypatch.setattr(sources, "CIFAR10_URL", archive.as_uri())
-    monkeypatch.setattr(sources, "CIFAR10_MD5", _md5(archive))
+    monkeypatch.setattr(cifar, "CIFAR10_URL", archive.as_uri())
+    monkeypatch.setattr(cifar, "CIFAR10_MD5", _md5(archive))
     root = tmp_path / "fresh" / "root"
     ds = load_cifar("cifar10", root, download=True, cache_dir=tmp_path / "cache")
     _check_cifar(ds, expected, "cifar10")
@@ -179,8 +180,8 @@ def test_cifar_download_from_url_verifies_and_extracts(cifar10_archive, tmp_path
 
 def test_cifar_download_with_wrong_md5_removes_file(cifar10_archive, tmp_path, monkeypatch):
     archive, _ = cifar10_archive
-    monkeypatch.setattr(sources, "CIFAR10_URL", archive.as_uri())
-    monkeypatch.setattr(sources, "CIFAR10_MD5", "0" * 32)
+    monkeypatch.setattr(cifar, "CIFAR10_URL", archive.as_uri())
+    monkeypatch.setattr(cifar, "CIFAR10_MD5", "0" * 32)
     root = tmp_path / "root"
     with pytest.raises(DataError) as e:
         load_cifar("cifar10", root, cache_dir=tmp_path / "cache")
@@ -189,7 +190,7 @@ def test_cifar_download_with_wrong_md5_removes_file(cifar10_archive, tmp_path, m
 
 
 def _expected_missing_message(root):
-    return (f"CIFAR-10 not found: put cifar-10-python.tar.gz (from {sources.CIFAR10_URL}) "
+    return (f"CIFAR-10 not found: put cifar-10-python.tar.gz (from {cifar.CIFAR10_URL}) "
             f"into {root}, or its extracted folder cifar-10-batches-py/ there")
 
 
@@ -197,7 +198,7 @@ def test_cifar_offline_gives_clear_error(tmp_path, monkeypatch):
     def offline(url, dest):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(sources, "_urlretrieve", offline)
+    monkeypatch.setattr(cifar, "_urlretrieve", offline)
     root = tmp_path / "root"
     with pytest.raises(DataError) as e:
         load_cifar("cifar10", root, cache_dir=tmp_path / "cache")
@@ -211,7 +212,7 @@ def test_cifar_download_false_gives_clear_error(tmp_path, monkeypatch):
     def fail(url, dest):
         raise AssertionError("must not download")
 
-    monkeypatch.setattr(sources, "_urlretrieve", fail)
+    monkeypatch.setattr(cifar, "_urlretrieve", fail)
     with pytest.raises(DataError) as e:
         load_cifar("cifar10", tmp_path, download=False)
     assert str(e.value) == _expected_missing_message(tmp_path)
@@ -246,7 +247,7 @@ def test_cifar_cache_hit_and_corrupt_cache(tmp_path, monkeypatch):
         raise AssertionError("decoded again despite the cache")
 
     with monkeypatch.context() as m:
-        m.setattr(sources, "_decode_cifar", no_decode)
+        m.setattr(cifar, "_decode_cifar", no_decode)
         second = load_cifar("cifar10", tmp_path / "data", download=False, cache_dir=cache)
     _check_cifar(second, expected, "cifar10")
     np.testing.assert_array_equal(first.x_train, second.x_train)
@@ -392,8 +393,8 @@ def test_image_folder_cache_hit_and_key(tmp_path, monkeypatch):
     first = load_image_folder(root, cache_dir=cache)
 
     calls = []
-    real = sources._decode_image
-    monkeypatch.setattr(sources, "_decode_image", lambda *a: calls.append(a) or real(*a))
+    real = folder._decode_image
+    monkeypatch.setattr(folder, "_decode_image", lambda *a: calls.append(a) or real(*a))
     second = load_image_folder(root, cache_dir=cache)
     assert calls == []  # served from the cache
     _check_folder(second)
@@ -528,18 +529,18 @@ def test_load_dataset_dispatch(tmp_path, monkeypatch):
 
 
 def test_register_source(monkeypatch):
-    monkeypatch.setattr(sources, "SOURCES", dict(SOURCES))
-
-    @register_source("Toy")
     def toy(root=None, download=True, cache_dir=None, n=2):
         x = np.zeros((n, 1))
         return ArrayDataset(x, np.zeros(n, int), x, np.zeros(n, int), ["only"], "toy")
 
-    assert sources.SOURCES["toy"] is toy
-    assert len(load_dataset("toy", n=5).x_train) == 5
-    with pytest.raises(ValueError, match="already registered"):
-        register_source("toy")(toy)
-    assert "toy" not in SOURCES  # the module's registry is untouched after the test
+    with monkeypatch.context() as m:
+        m.setattr(SOURCES, "_factories", dict(SOURCES._factories))  # registrations undone after the block
+        register_source("Toy")(toy)
+        assert sources.SOURCES["toy"] is toy
+        assert len(load_dataset("toy", n=5).x_train) == 5
+        with pytest.raises(ValueError, match="already registered"):
+            register_source("toy")(toy)
+    assert "toy" not in SOURCES
 
 
 @pytest.mark.parametrize("with_filter", [True, False])

@@ -9,7 +9,7 @@ import torch
 
 from otreweight import OTReweightError
 from otreweight.cli import main
-from otreweight.data.modality import get_modality
+from otreweight.data.modalities import get_modality
 from otreweight.data.sources import DataError, load_dataset
 from otreweight.experiment import load_config, run_experiment
 

@@ -15,7 +15,7 @@ from otreweight import OTReweightError  # noqa: E402
 from otreweight.model_file import read_model  # noqa: E402
 from otreweight.data.loaders import MemoryLoader, build_loader  # noqa: E402
 from otreweight.data.dataset import ArraySplit  # noqa: E402
-from otreweight.data.modality import get_modality  # noqa: E402
+from otreweight.data.modalities import get_modality  # noqa: E402
 from otreweight.data.samplers import EpochSampler  # noqa: E402
 from otreweight.experiment import load_config, run_experiment  # noqa: E402
 from otreweight.models import MODELS, create_model  # noqa: E402
@@ -131,7 +131,7 @@ def test_frozen_features_are_stored_on_disk_for_the_next_run(tiny_bert, tmp_path
 
 
 def test_token_ids_are_cached_across_runs_as_a_memory_map(tmp_path):
-    from otreweight.data.text import cached_token_ids
+    from otreweight.data.modalities import cached_token_ids
 
     mod = get_modality("tokens", max_length=6, min_frequency=1)
     texts = np.array([t for _, t in corpus()], dtype=object)

@@ -276,7 +276,7 @@ def _actions_table(parser) -> list[str]:
 
 # ----------------------------------------------------------------------------- registries
 def _registries():
-    from otreweight.data.modality import MODALITIES
+    from otreweight.data.modalities import MODALITIES
     from otreweight.data.sources import SOURCES
     from otreweight.methods import METHODS
     from otreweight.models import MODELS

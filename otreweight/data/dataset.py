@@ -5,7 +5,7 @@ A split is anything with
 * ``labels`` - int64 array ``(N,)`` of class indices ``0..K-1`` (read without touching inputs, so a
   long-tailed split of millions of files is drawn from labels alone);
 * ``classes`` - the ``K`` class names;
-* ``modality`` - the name of its :mod:`~otreweight.data.modality` (``image``, ``vector``, ...);
+* ``modality`` - the name of its :mod:`~otreweight.data.modalities` (``image``, ``vector``, ...);
 * ``__len__`` and ``__getitem__(i) -> (raw inputs, label)`` - one example, as stored (e.g. uint8
   ``(H, W, C)``); decoding happens here, so in a loader worker on the stream path.
 

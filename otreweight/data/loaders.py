@@ -31,7 +31,7 @@ import torch
 
 from .._errors import OTReweightError, check_choice
 from .dataset import example_shape, has_arrays
-from .modality import Modality
+from .modalities import Modality
 
 LOADER_MODES = ("auto", "memory", "stream")
 

@@ -18,41 +18,39 @@ Sources
     Point clouds (``data.root`` = their folder): ModelNet ``.off`` trees sampled with trimesh,
     the HDF5 release, point sets in class folders, MNIST digits as 2-D point sets
     (:mod:`~otreweight.data.sources.points`).
+``<folder>`` of ``train.tsv`` / ``test.tsv`` (``.csv``, ``.jsonl``) or ``train/<class>/*.txt``
+    Text documents (:func:`load_text`).
+``"image_list"``
+    Images named in train / val / test list files (:mod:`~otreweight.data.sources.image_lists`).
 
-More sources can be added by name with :func:`register_source`.
+More sources, named or path ones, are added with :func:`register_source`, from any module.
 
-All of them sit in one :class:`~otreweight.registry.Registry`, ``SOURCES``
-(``SOURCES.names()``: ``cifar10``, ``cifar100``, ``folder``, ``npz``); the
-path kinds in ``PATH_SOURCES`` are chosen by ``"npz:<path>"`` /
-``"folder:<path>"`` or by the path, not by their bare name.
+All of them sit in one :class:`~otreweight.registry.Registry`, ``SOURCES``; the
+path sources (:func:`path_sources`: ``npz``, ``text``, ``folder``) are chosen by
+``"<kind>:<path>"`` or by their sniffers asking about the path, not by their bare name.
 
 Layout
 ------
-``dataset``
-    :class:`ArrayDataset`, :class:`DataError` and the array checks.
+``arrays``
+    :class:`ArrayDataset`, :class:`ArraySplits`, :class:`DataError` and the array checks (the
+    split protocol itself is :mod:`otreweight.data.dataset`).
 ``cache``
     The cache of decoded arrays (:func:`default_cache_dir`).
 ``download``
     Downloads, MD5 checks and safe tar extraction.
-``cifar``, ``folder``, ``npz``
+``cifar``, ``folder``, ``image_lists``, ``npz``, ``points``, ``text``
     One module per source; each registers itself in ``SOURCES``.
 ``registry``
-    ``SOURCES``, :func:`register_source` and :func:`load_dataset`.
-
-Setting a name on this package (``monkeypatch.setattr(sources, "CIFAR10_MD5", ...)``)
-also sets it in the submodules that use it, as when this was one module.
+    ``SOURCES``, :func:`register_source` and :func:`load_dataset` (it imports no source).
 """
 
 from __future__ import annotations
 
-import sys
-import types
-
-from . import cache, dataset, download, registry
+from . import arrays, cache, download, registry  # noqa: F401
 from .cache import default_cache_dir  # noqa: F401
-from .dataset import ArrayDataset, DataError  # noqa: F401
+from .arrays import ArrayDataset, ArraySplits, DataError  # noqa: F401
 from .download import _md5, _safe_extract, _urlretrieve  # noqa: F401
-from .registry import PATH_SOURCES, SOURCES, load_dataset, register_source  # noqa: F401
+from .registry import SOURCES, load_dataset, path_sources, register_source  # noqa: F401
 
 from . import cifar, folder, image_lists, npz, points, text  # noqa: F401  (each registers its sources)
 from .cifar import CIFAR10_MD5, CIFAR10_URL, CIFAR100_MD5, CIFAR100_URL, _decode_cifar, load_cifar  # noqa: F401
@@ -63,6 +61,7 @@ from .points import PointDataset, load_mnist_points, load_modelnet, load_modelne
 
 __all__ = [
     "ArrayDataset",
+    "ArraySplits",
     "DataError",
     "SOURCES",
     "default_cache_dir",
@@ -70,23 +69,6 @@ __all__ = [
     "load_dataset",
     "load_image_folder",
     "load_npz",
+    "path_sources",
     "register_source",
 ]
-
-_SUBMODULES = (dataset, cache, download, registry, cifar, folder, npz)
-_MISSING = object()
-
-
-class _Package(types.ModuleType):
-    """This package, with attribute writes passed on to the submodules that hold the same object."""
-
-    def __setattr__(self, name: str, value) -> None:
-        old = self.__dict__.get(name, _MISSING)
-        if old is not _MISSING and not name.startswith("__"):
-            for mod in _SUBMODULES:
-                if mod.__dict__.get(name, _MISSING) is old:
-                    setattr(mod, name, value)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

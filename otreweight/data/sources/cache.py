@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ...utils import atomic_write
-from .dataset import _ARRAY_KEYS, ArrayDataset
+from .arrays import _ARRAY_KEYS, ArrayDataset
 
 __all__ = ["default_cache_dir"]
 

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from .cache import _cache_path, _fingerprint, _read_cache, _resolve_cache_dir, _write_cache
-from .dataset import ArrayDataset, DataError
+from .arrays import ArrayDataset, DataError
 from .download import _md5, _safe_extract, _urlretrieve
 from .registry import register_source
 

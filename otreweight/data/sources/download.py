@@ -11,7 +11,7 @@ import zlib
 from pathlib import Path
 
 from ...utils import file_digest
-from .dataset import DataError
+from .arrays import DataError
 
 
 def _md5(path: Path) -> str:

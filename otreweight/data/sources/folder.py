@@ -1,7 +1,7 @@
 """Class-per-folder images, ``train/<class>/*`` and ``test/<class>/*``, plain or in a tar archive.
 
-Registered as ``"folder"``: ``load_dataset("folder:<path>")``, or a plain path
-that exists and does not end in ``.npz``.
+Registered as the path source ``"folder"``: ``load_dataset("folder:<path>")``, or
+any existing path no other path source claims (its sniffer is asked last).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .cache import _cache_path, _fingerprint, _read_cache, _resolve_cache_dir, _write_cache
-from .dataset import ArrayDataset, DataError
+from .arrays import ArrayDataset, DataError
 from .registry import register_source
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFileSplit", "LazyImageFolder", "load_image_folder", "open_image_folder"]
@@ -366,7 +366,12 @@ def open_image_folder(root, image_size=None) -> LazyImageFolder:
     return LazyImageFolder(splits, classes, f"folder:{root}")
 
 
-@register_source("folder")
+def _is_path(path: Path) -> bool:
+    """Any existing path: the image folder / archive is the fallback of the path sources."""
+    return path.exists()
+
+
+@register_source("folder", sniff=_is_path, order=100, what="an image folder / .tar.gz archive")
 def _folder(root, download=True, cache_dir=None, lazy=False, **kw):
     """Class folders ``root/train/<class>/*``, ``root/test/<class>/*`` (or a ``.tar.gz`` / ``.tar`` of them).
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import DataError
+from .arrays import DataError
 from .folder import ImageFileSplit, LazyImageFolder
 from .registry import register_source
 

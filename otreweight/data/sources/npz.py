@@ -1,6 +1,6 @@
-"""Arrays saved with :func:`numpy.savez`, registered as ``"npz"``.
+"""Arrays saved with :func:`numpy.savez`, registered as the path source ``"npz"``.
 
-``load_dataset("npz:<path>")``, or a plain path ending in ``.npz``.
+``load_dataset("npz:<path>")``, or a plain path ending in ``.npz`` (asked first).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import _ARRAY_KEYS, ArrayDataset, DataError
+from .arrays import _ARRAY_KEYS, ArrayDataset, DataError
 from .registry import register_source
 
 __all__ = ["load_npz"]
@@ -72,7 +72,12 @@ def load_npz(path) -> ArrayDataset:
         raise DataError(f"{path}: {e}") from None
 
 
-@register_source("npz")
+def _is_npz(path: Path) -> bool:
+    """A path ending in ``.npz`` (existing or not: a missing file is the loader's error)."""
+    return str(path).lower().endswith(".npz")
+
+
+@register_source("npz", sniff=_is_npz, order=10, what="a .npz file")
 def _npz(root, download=True, cache_dir=None):
     """An ``.npz`` file with ``x_train``, ``y_train``, ``x_test``, ``y_test`` (images ``(N, H, W, C)`` uint8 or features ``(N, D)``)."""
     return load_npz(root)

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from .cache import _cache_path, _fingerprint, _read_cache, _resolve_cache_dir, _write_cache
-from .dataset import ArraySplits, DataError
+from .arrays import ArraySplits, DataError
 from .registry import register_source
 
 __all__ = ["PointDataset", "fit_points", "load_mnist_points", "load_modelnet", "load_modelnet_h5",

@@ -1,35 +1,56 @@
 """One registry of data sources, ``SOURCES``, and :func:`load_dataset`, which picks a source from a spec.
 
 Every entry is called as ``fn(root=..., download=..., cache_dir=..., **kw)``
-and returns an :class:`ArrayDataset`.  Named datasets (``"cifar10"``,
-``"cifar100"``, and whatever :func:`register_source` adds) are chosen by their
-bare name, case-insensitively.  The kinds in :data:`PATH_SOURCES` (``"npz"``,
-``"folder"``) take a path as ``root`` and are chosen by a ``"<kind>:<path>"``
-prefix or by the path itself, never by the bare name: ``load_dataset("npz")``
-still means a path called ``npz``.
+and returns a dataset.  Named sources (``"cifar10"``, ``"modelnet"``, ...) are
+chosen by their bare name, case-insensitively.  *Path* sources, registered with
+a ``sniff`` function, take a path as ``root`` and are chosen by a
+``"<kind>:<path>"`` prefix or by asking their sniffers about the path, in
+``order``; never by the bare name (``load_dataset("npz")`` means a path called
+``npz``).  This module imports no source: each registers itself.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from ...registry import Registry
-from .dataset import ArrayDataset, DataError
+from .arrays import ArrayDataset, DataError
 
-__all__ = ["PATH_SOURCES", "SOURCES", "load_dataset", "register_source"]
+__all__ = ["SOURCES", "load_dataset", "path_sources", "register_source"]
 
 SOURCES: Registry[ArrayDataset] = Registry("data source")
 
-#: The entries of ``SOURCES`` that load a path given as ``root``, selected by
-#: ``"<kind>:<path>"`` or by the path (``*.npz`` for ``"npz"``, else ``"folder"``).
-PATH_SOURCES = ("npz", "text", "folder")
+
+@dataclass(frozen=True)
+class _PathKind:
+    sniff: Callable[[Path], bool]
+    order: float
+    what: str | None
+    seq: int
 
 
-def register_source(name: str):
+_PATH_KINDS: dict[str, _PathKind] = {}
+
+
+def register_source(name: str, sniff: Callable[[Path], bool] | None = None, order: float = 50,
+                    what: str | None = None):
     """Decorator registering a loader under ``name`` for :func:`load_dataset`.
 
-    The loader is called as ``fn(root=..., download=..., cache_dir=..., **kw)``
-    and returns an :class:`ArrayDataset`.
+    Parameters
+    ----------
+    name : str
+        The source's name (case-insensitive).
+    sniff : callable, optional
+        ``sniff(path) -> bool`` makes this a path source: ``load_dataset(path)`` asks it whether
+        ``path`` (a :class:`~pathlib.Path`, ``~`` expanded, not necessarily existing) is its data,
+        and ``"<name>:<path>"`` selects it; without it the source is chosen by its bare name.
+    order : float
+        Where the sniffer is asked among the others, lowest first (``npz`` 10, ``text`` 50, the
+        image ``folder`` fallback 100); ties in order of registration.
+    what : str, optional
+        How the path looks, for the unknown-dataset error (e.g. ``"a .npz file"``).
 
     Raises
     ------
@@ -41,13 +62,18 @@ def register_source(name: str):
     def deco(fn):
         if key in SOURCES:
             raise ValueError(f"a data source named {name!r} is already registered")
-        if isinstance(SOURCES, Registry):
-            SOURCES.register(key)(fn)
-        else:  # a plain dict put in its place (tests swap in a copy)
-            SOURCES[key] = fn
+        SOURCES.register(key)(fn)
+        if sniff is not None:
+            _PATH_KINDS[key] = _PathKind(sniff, order, what, len(_PATH_KINDS))
         return fn
 
     return deco
+
+
+def path_sources() -> list[str]:
+    """The registered path sources, in the order their sniffers are asked."""
+    kinds = [(k, v) for k, v in _PATH_KINDS.items() if k in SOURCES]
+    return [k for k, _ in sorted(kinds, key=lambda kv: (kv[1].order, kv[1].seq))]
 
 
 def load_dataset(spec: str, root=None, download: bool = True, cache_dir=None, lazy: bool = False,
@@ -58,8 +84,9 @@ def load_dataset(spec: str, root=None, download: bool = True, cache_dir=None, la
     ----------
     spec : str
         A registered name (``"cifar10"``, ``"cifar100"``, see ``SOURCES``);
-        a path ending in ``.npz`` (or ``"npz:<path>"``); otherwise an image
-        folder or archive (or ``"folder:<path>"``).
+        ``"<kind>:<path>"`` for a path source (``npz``, ``text``, ``folder``, ...);
+        or a path, given to the first path source whose sniffer claims it
+        (a ``.npz`` file, a text data folder, else an image folder or archive).
     root : path, optional
         Data folder for named sources.
     download : bool
@@ -97,18 +124,17 @@ def load_dataset(spec: str, root=None, download: bool = True, cache_dir=None, la
 
     spec = str(spec)
     key = spec.lower()
-    if key in SOURCES and key not in PATH_SOURCES:
+    kinds = path_sources()
+    if key in SOURCES and key not in kinds:
         return call(key, root=root)
-    for kind in PATH_SOURCES:
+    for kind in kinds:
         if spec.startswith(kind + ":"):
             return call(kind, root=spec[len(kind) + 1:])
     path = Path(spec).expanduser()
-    if key.endswith(".npz"):
-        return call("npz", root=path)
-    if path.exists():
-        from .text import find_text_files
-
-        return call("text" if find_text_files(path) is not None else "folder", root=path)
-    named = sorted(n for n in SOURCES if n not in PATH_SOURCES)
-    raise DataError(f"unknown dataset {spec!r}: use one of {', '.join(named)}, "
-                    "a .npz file, or an image folder / .tar.gz archive")
+    for kind in kinds:
+        if _PATH_KINDS[kind].sniff(path):
+            return call(kind, root=path)
+    named = sorted(n for n in SOURCES if n not in kinds)
+    looks = [_PATH_KINDS[k].what for k in kinds if _PATH_KINDS[k].what]
+    paths = "".join(f", {'or ' if i == len(looks) - 1 else ''}{w}" for i, w in enumerate(looks))
+    raise DataError(f"unknown dataset {spec!r}: use one of {', '.join(named)}{paths}")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import ArraySplits, DataError
+from .arrays import ArraySplits, DataError
 from .registry import register_source
 
 __all__ = ["TextDataset", "find_text_files", "load_text"]
@@ -199,7 +199,11 @@ def load_text(root) -> TextDataset:
                        {"train": n_tr, "test": n_te})
 
 
-@register_source("text")
+def _is_text_folder(path: Path) -> bool:
+    return find_text_files(path) is not None
+
+
+@register_source("text", sniff=_is_text_folder, order=50)
 def _text(root, download=True, cache_dir=None):
     """A text folder: ``train.tsv`` / ``test.tsv`` (``label<TAB>text``, optionally ``.gz``), ``.csv``, ``.jsonl`` or ``train/<class>/*.txt``."""
     return load_text(root)

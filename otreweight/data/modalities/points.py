@@ -31,8 +31,8 @@ import math
 import numpy as np
 import torch
 
-from .._errors import OTReweightError
-from .modality import MODALITIES, Modality
+from ..._errors import OTReweightError
+from .base import MODALITIES, Modality
 
 AXES = ("x", "y", "z")
 
@@ -123,7 +123,9 @@ class PointsModality(Modality):
 
     name = "points"
     default_model = "pointnet"
-    augment_kind = "point_cloud"
+    model_input = "in_dims"
+    augments = ("point_cloud",)
+    noun = "point clouds"
 
     def __init__(self, **augment_options) -> None:
         known = {"rotate", "up_axis", "scale", "translate", "jitter", "jitter_clip", "drop"}
@@ -165,9 +167,9 @@ class PointsModality(Modality):
     def augment(self, data_cfg, stats: dict):
         if data_cfg.augment == "none":
             return None
-        if data_cfg.augment != self.augment_kind:
+        if data_cfg.augment not in self.augments:
             raise OTReweightError(f"data.augment {data_cfg.augment!r} is not an augmentation of point clouds; set "
-                                  f"data.augment: {self.augment_kind} (or none)")
+                                  f"data.augment: {self.augments[0]} (or none)")
         opts = dict(self.augment_options)
         if stats.get("dims", 3) < 3:
             opts.setdefault("rotate", False)

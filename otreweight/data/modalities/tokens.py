@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._errors import OTReweightError, check_choice
-from ..utils import atomic_write
-from .modality import MODALITIES, Modality
+from ..._errors import OTReweightError, check_choice
+from ...utils import atomic_write
+from .base import MODALITIES, Modality
 
 TOKENIZERS = ("wordlevel", "wordpiece", "bpe")
 _SPECIAL = ["[PAD]", "[UNK]"]
@@ -109,6 +109,8 @@ class TokensModality(Modality):
 
     name = "tokens"
     default_model = "text_bag"
+    model_input = "vocab_size"
+    noun = "texts"
 
     def __init__(self, max_length: int = 256, vocab_size: int = 30000, tokenizer: str = "auto",
                  min_frequency: int = 2, cache_tokens: bool = True) -> None:
@@ -204,7 +206,7 @@ PRETRAINED = "hf/"
 
 def pretrained_tokenizer(name_or_path: str):
     """``(tokenizers.Tokenizer, pad id)`` of a pretrained model's own (fast) tokenizer."""
-    from ..models.hf import load_pretrained
+    from ...models.hf import load_pretrained
 
     hf = load_pretrained("AutoTokenizer", name_or_path)
     backend = getattr(hf, "backend_tokenizer", None)
@@ -226,7 +228,7 @@ def _pad(ids: list, pad: int, width: int | None = None, dtype=np.int64) -> np.nd
 
 
 def token_cache_dir() -> Path:
-    from .sources.cache import default_cache_dir
+    from ..sources.cache import default_cache_dir
 
     return default_cache_dir() / "tokens"
 
