@@ -6,12 +6,10 @@ import inspect
 
 from .._errors import OTReweightError
 from ..model_file import read_model
+from ..data.modalities import input_kinds
 from ..models import MODELS, create_model
 from ..registry import check_options
 from ..utils import pick_device
-
-# What a model factory is told about its inputs, and the modality each argument belongs to.
-INPUT_KINDS = {"in_features": "vector", "in_channels": "image", "vocab_size": "tokens", "in_dims": "points"}
 
 
 def build_model(name: str, options: dict, num_classes: int, input_kwargs: dict):
@@ -19,7 +17,7 @@ def build_model(name: str, options: dict, num_classes: int, input_kwargs: dict):
     factory = MODELS.get(name)
     params = inspect.signature(factory).parameters
     kw = {k: v for k, v in input_kwargs.items() if k in params}
-    kinds = INPUT_KINDS
+    kinds = input_kinds()  # {factory argument: modality}, the registered modalities' model_input
     needed = [k for k in kinds if k in params and params[k].default is inspect.Parameter.empty
               and k not in kw and k not in (options or {})]
     if needed and input_kwargs:
@@ -54,7 +52,7 @@ def input_kwargs(inp: dict) -> dict:
     """The model factory's input arguments saved in a bundle's ``input``."""
     if "model_kwargs" in inp:
         return dict(inp["model_kwargs"])
-    return {k: inp[k] for k in INPUT_KINDS if k in inp}  # checkpoints written before model_kwargs was saved
+    return {k: inp[k] for k in input_kinds() if k in inp}  # checkpoints written before model_kwargs was saved
 
 
 def load_model(path, device="cpu"):

@@ -9,7 +9,7 @@ import torch
 from .._errors import OTReweightError, check_choice
 from ..data.dataset import example_shape
 from ..data.loaders import build_loader
-from ..data.modality import get_modality
+from ..data.modalities import get_modality
 from ..data.sources import load_dataset
 from ..metrics import classification_metrics
 from ..train import predict_logits

@@ -17,7 +17,7 @@ from ..config import DataConfig, RunConfig, as_run_config
 from ..data.dataset import example_shape, fingerprint, has_arrays, subset
 from ..data.longtail import long_tail_counts, make_long_tailed
 from ..data.loaders import build_loader, raw_chunks, stats_sample
-from ..data.modality import MODALITIES, get_modality
+from ..data.modalities import MODALITIES, get_modality
 from ..data.sources import ArrayDataset, load_dataset
 from ..models import MODELS
 from ..train.features import probe
@@ -88,8 +88,8 @@ class Prepared:
         train = subset(pool, self.split.train)
         if has_arrays(train) and self.transforms is None:
             self.stats = self.modality.stats(train.arrays()[0], d.normalize)
-        elif self.modality.name == "image" and (d.normalize == "imagenet" or not d.normalize):
-            self.stats = self.modality.stats_from_chunks(iter(()), d.normalize)  # fixed: no pass over the images
+        elif not self.modality.stats_need_data(d.normalize):
+            self.stats = self.modality.stats_from_chunks(iter(()), d.normalize)  # fixed: no pass over the data
         else:  # lazy or transformed: one pass over (at most STATS_SAMPLE of) the training images, in the workers
             self.stats = self.modality.stats_from_chunks(
                 raw_chunks(stats_sample(train), 512, d.num_workers, self.transforms), d.normalize)
@@ -201,15 +201,12 @@ def modality_options(d: DataConfig, model_name: str, modality: str) -> dict:
         for key, value in hint(model_name).items():
             if key in accepted and opts.get(key, "auto") == "auto":
                 opts[key] = value
-    if d.normalize == "imagenet" and modality != "image":
-        raise OTReweightError(f"data.normalize: imagenet is for images; these data are {modality} inputs: use true "
-                              "or false")
-    if d.crop_size is not None or d.augment == "random_resized_crop":
-        if modality != "image":
-            raise OTReweightError(f"data.crop_size / augment: random_resized_crop are for images; these data are "
-                                  f"{modality} inputs: remove them")
-        opts.setdefault("crop_size", d.crop_size)  # the evaluation resize + crop: saved with the modality
-        opts.setdefault("resize_size", d.resize_size)
+    if modality in MODALITIES:  # (an unknown name fails in get_modality, naming the registered ones)
+        kind = MODALITIES.get(modality)
+        kind.check_data_config(d)
+        if kind.takes_crop_size and (d.crop_size is not None or d.augment in kind.crop_augments):
+            opts.setdefault("crop_size", d.crop_size)  # the evaluation resize + crop: saved with the modality
+            opts.setdefault("resize_size", d.resize_size)
     return opts
 
 

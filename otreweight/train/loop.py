@@ -40,7 +40,7 @@ from .. import distributed as dist
 from .._errors import OTReweightError, check_finite, check_labels, check_same_length
 from ..config import FitConfig
 from ..data.loaders import MemoryLoader
-from ..data.modality import get_modality, infer_modality
+from ..data.modalities import get_modality, infer_modality
 from ..data.samplers import EpochSampler
 from ..methods.base import Batch, Method, TrainInfo
 from ..metrics import classification_metrics

@@ -59,6 +59,11 @@ class Modality:
     def to_tensor(self, x, stats: dict, device="cpu") -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def stats_need_data(self, normalize) -> bool:
+        """Whether :meth:`stats` under ``data.normalize`` reads the training data (else fixed statistics,
+        e.g. ImageNet's: no pass over a lazy split)."""
+        return True
+
     def stats_from_chunks(self, chunks, normalize: bool = True) -> dict:
         """:meth:`stats` of a split read in chunks of raw examples (lazy data; one pass)."""
         return self.stats(np.concatenate(list(chunks)), normalize)

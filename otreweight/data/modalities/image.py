@@ -58,6 +58,9 @@ class ImageModality(Modality):
         self.check(x)
         return to_tensor_images(x, stats["mean"], stats["std"], device)
 
+    def stats_need_data(self, normalize) -> bool:
+        return not (normalize == "imagenet" or not normalize)
+
     def stats_from_chunks(self, chunks, normalize: bool | str = True) -> dict:
         """Per-channel mean / std from running sums over uint8 chunks (no copy of the split)."""
         if normalize == "imagenet":

@@ -63,6 +63,7 @@ def register_source(name: str, sniff: Callable[[Path], bool] | None = None, orde
         if key in SOURCES:
             raise ValueError(f"a data source named {name!r} is already registered")
         SOURCES.register(key)(fn)
+        _PATH_KINDS.pop(key, None)  # a sniffer left by an earlier registration of this name (since removed)
         if sniff is not None:
             _PATH_KINDS[key] = _PathKind(sniff, order, what, len(_PATH_KINDS))
         return fn
