@@ -107,7 +107,7 @@ def _stream_rows(args, out):
         loader = build_loader(train, mod, stats, "cpu", "stream", workers, "train", transforms=tf)
         model = create_model("timm/resnet18", num_classes=10)
         model.load_state_dict(init)
-        run = setup(model, create_method("ce"), loader, val, None, cfg, "cpu", None, 10, "bench", None)
+        run = setup(model, create_method("ce"), loader, val, None, cfg, device="cpu", num_classes=10, tag="bench")
         t0, c0 = time.perf_counter(), time.process_time()
         train_one_epoch(run, 0)
         t, c = time.perf_counter() - t0, time.process_time() - c0

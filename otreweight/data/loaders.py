@@ -1,13 +1,17 @@
 """Loaders: how a split's inputs reach the training device, for data that fits and data that does not.
 
-Both kinds serve the loop through one narrow interface:
+Both kinds serve the loop through one narrow interface, the :class:`Loader` protocol:
 
 * ``labels`` - ``(N,)`` int64 on the device, indexed by example id;
-* ``batches(index_batches)`` - the normalised inputs of each given batch of ids, in order, on the
-  device (the loop draws the ids with :class:`~otreweight.data.samplers.EpochSampler`, so both
-  kinds see the same batches for the same seed);
+* ``batches(index_batches, gen=None)`` - the normalised inputs of each given batch of ids, in order,
+  on the device (the loop draws the ids with :class:`~otreweight.data.samplers.EpochSampler`, so
+  both kinds see the same batches for the same seed; ``gen`` seeds augmentation drawn in the
+  workers when ``worker_augment``);
 * ``chunks(batch_size, start=0)`` - the inputs in id order from ``start`` (evaluation, frozen
-  features, a resumed extraction).
+  features, a resumed extraction);
+* ``lengths`` / ``bucket`` - per-example sequence lengths, and whether the training sampler
+  batches by them; ``modality`` - the modality's name (``None``: inferred from the inputs);
+  ``close()`` - stop any worker processes.
 
 :class:`MemoryLoader` holds the whole split as one normalised tensor on the device (normalised
 once; a batch is an index into it: the fastest path, used whenever the split fits).
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -36,10 +40,31 @@ from .modalities import Modality
 LOADER_MODES = ("auto", "memory", "stream")
 
 
+@runtime_checkable
+class Loader(Protocol):
+    """What the training loop reads from a split (see the module's docstring)."""
+
+    labels: torch.Tensor
+    lengths: torch.Tensor | None
+    bucket: bool
+    worker_augment: bool
+    modality: str | None
+    name: str
+
+    def __len__(self) -> int: ...
+
+    def batches(self, index_batches: Iterable[torch.Tensor], gen: torch.Generator | None = None) -> Iterator[torch.Tensor]: ...
+
+    def chunks(self, batch_size: int, start: int = 0) -> Iterator[torch.Tensor]: ...
+
+    def close(self) -> None: ...
+
+
 class MemoryLoader:
     """A split as one tensor on the device; ``name`` keys its cached frozen features."""
 
     stream = False
+    worker_augment = False  # augmentation runs on the device batch
 
     def __init__(self, x: torch.Tensor, labels: torch.Tensor, name: str = "split", modality: str | None = None,
                  lengths: torch.Tensor | None = None) -> None:
@@ -60,7 +85,7 @@ class MemoryLoader:
     def shape(self) -> tuple:
         return tuple(self.x.shape)
 
-    def batches(self, index_batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+    def batches(self, index_batches: Iterable[torch.Tensor], gen: torch.Generator | None = None) -> Iterator[torch.Tensor]:
         for idx in index_batches:
             yield self._cut(self.x[idx], self.lengths[idx] if self.lengths is not None else None)
 

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from .. import distributed as dist
 from .._errors import OTReweightError, check_finite, check_labels, check_same_length
 from ..config import FitConfig
-from ..data.loaders import MemoryLoader
+from ..data.loaders import Loader, MemoryLoader
 from ..data.modalities import get_modality, infer_modality
 from ..data.samplers import EpochSampler
 from ..methods.base import Batch, Method, TrainInfo
@@ -86,9 +86,10 @@ def as_tensor(name: str, x, device, dtype=None) -> torch.Tensor:
     return t.to(device)
 
 
-def as_loader(name: str, data, device, what: str):
-    """A loader as given, or a :class:`MemoryLoader` of an ``(x, y)`` pair (checked, on ``device``)."""
-    if hasattr(data, "batches") and hasattr(data, "labels"):
+def as_loader(name: str, data, device, what: str) -> Loader:
+    """A :class:`~otreweight.data.loaders.Loader` as given, or a :class:`MemoryLoader` of an
+    ``(x, y)`` pair (checked, on ``device``)."""
+    if isinstance(data, Loader):
         return data
     x = as_tensor(f"{what} inputs", data[0], device)
     y = as_tensor(f"{what} labels", data[1], device, torch.long)
@@ -104,8 +105,8 @@ class Run:
     method: Method
     config: FitConfig
     device: torch.device
-    train: object
-    val: object
+    train: Loader
+    val: Loader
     meta: MetaSet | None
     optimizer: torch.optim.Optimizer
     scheduler: object
@@ -132,7 +133,8 @@ class Run:
         return self.cache.features(self.model, loader, self.config.eval_batch_size, self.channels_last)
 
 
-def setup(model, method, train, val, meta, config, device, augment, num_classes, tag, feature_cache) -> Run:
+def setup(model: nn.Module, method: Method, train, val, meta, config: FitConfig, *, device="auto", augment=None,
+          num_classes: int | None = None, tag: str = "train", feature_cache: FeatureCache | None = None) -> Run:
     """Check the data, seed, freeze or unfreeze, build the optimiser and schedule, bind the method."""
     device = pick_device(device)
     if num_classes is None:
@@ -144,10 +146,10 @@ def setup(model, method, train, val, meta, config, device, augment, num_classes,
     check_labels("training labels", y_tr, num_classes)
     check_labels("validation labels", val.labels, num_classes)
     world = dist.world_size()
-    if config.accumulate_steps > 1 and not getattr(method, "accumulates", True) and config.trainable != "classifier":
+    if config.accumulate_steps > 1 and not method.accumulates and config.trainable != "classifier":
         raise OTReweightError(f"method {method.name!r} cannot accumulate gradients over micro-batches (its look-ahead "
                               f"step needs the whole batch at once); use accumulate_steps: 1 with it")
-    if world > 1 and not getattr(method, "multi_process", True):
+    if world > 1 and not method.multi_process:
         raise OTReweightError(f"method {method.name!r} does not run on several processes yet (its look-ahead step is "
                               f"per process); run it in one process, without torchrun")
     if method.uses_meta and meta is None:
@@ -158,7 +160,7 @@ def setup(model, method, train, val, meta, config, device, augment, num_classes,
         dist.check_sync_batchnorm(device)
     channels_last = config.channels_last
     if channels_last is None:
-        channels_last = get_modality(getattr(train, "modality", None) or infer_modality(train.x)).channels_last
+        channels_last = get_modality(train.modality or infer_modality(train.x)).channels_last
     gen = seed_everything(config.seed)
     model.to(device)
     if channels_last:
@@ -184,7 +186,7 @@ def setup(model, method, train, val, meta, config, device, augment, num_classes,
     sampler = EpochSampler(y_tr, num_classes, config.batch_size * config.accumulate_steps, method.sampling,
                            drop_single=not frozen,
                            rank=dist.rank(), world_size=world,
-                           lengths=train.lengths if getattr(train, "bucket", False) else None)
+                           lengths=train.lengths if train.bucket else None)
     method.prepare_model(model)
     # several processes, sync_batchnorm: batch norm over the global batch (undone at the end of fit)
     bn_swaps = dist.convert_sync_batchnorm(model) if sync_bn else []
@@ -199,9 +201,12 @@ def setup(model, method, train, val, meta, config, device, augment, num_classes,
         params = list(model.parameters())
     optimizer = build_optimizer(params, config)
     use_amp = config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda")
-    run = Run(model, method, config, device, train, val, meta_view, optimizer, build_scheduler(optimizer, config),
-              gen, sampler, cache, augment, num_classes, train_counts, frozen, channels_last, use_amp,
-              torch.compile(model.features) if config.compile else model.features, tag, bn_swaps=bn_swaps)
+    run = Run(model=model, method=method, config=config, device=device, train=train, val=val, meta=meta_view,
+              optimizer=optimizer, scheduler=build_scheduler(optimizer, config), gen=gen, sampler=sampler, cache=cache,
+              augment=augment, num_classes=num_classes, train_counts=train_counts, frozen=frozen,
+              channels_last=channels_last, use_amp=use_amp,
+              features_fn=torch.compile(model.features) if config.compile else model.features, tag=tag,
+              bn_swaps=bn_swaps)
 
     def train_features() -> torch.Tensor:
         if not frozen:
@@ -242,58 +247,28 @@ def _augmented_features(run: Run, epoch: int) -> torch.Tensor:
 
 
 def train_one_epoch(run: Run, epoch: int) -> float:
-    """One pass over the sampler's batches; returns the mean training loss."""
+    """One pass over the sampler's batches; returns the mean training loss (read once, at the end)."""
     model, method, config = run.model, run.method, run.config
     if not run.frozen:
         model.train()
     if run.meta is not None:
         run.meta.invalidate()
     method.start_epoch(epoch, run.meta)
-    if run.frozen and run.augment is not None:
-        run.cached_train = _augmented_features(run, epoch)
     batches = run.sampler.batches(run.gen, run.device)
-    aug_gen = run.gen
-    augments = run.augment is not None or getattr(run.train, "worker_augment", False)
-    if augments and run.cached_train is None and dist.world_size() > 1:
-        # several ranks: each augments its own examples with its own draws (not rank 0's draws at the
-        # same batch position), seeded by (seed, epoch, rank), so a resumed run draws them again
-        aug_gen = torch.Generator().manual_seed((config.seed * 100_003 + epoch) * 1_009 + dist.rank())
-    if run.cached_train is not None:
-        inputs = iter(())
-    elif getattr(run.train, "worker_augment", False):  # random crops drawn per example in the loader workers
-        inputs = run.train.batches(batches, aug_gen)
-    else:
-        inputs = run.train.batches(batches)
+    feed = _frozen_feed(run, epoch) if run.frozen else _input_feed(run, epoch, batches)
     total = torch.zeros((), device=run.device)
     bar = tqdm(batches, desc=f"{run.tag} {epoch + 1}/{config.epochs}", leave=False,
                disable=not show_progress(config.progress) or not dist.is_main())
-    micro = config.accumulate_steps > 1 and not run.frozen
     for idx in bar:
         y = run.train.labels[idx]
-        xb = None
-        if micro:  # the whole network, one effective batch in accumulate_steps micro-batches
-            xb = next(inputs)
-            if run.augment is not None:
-                xb = run.augment(xb, aug_gen)
-            loss = _accumulated_step(run, idx, y, layout(xb, run.channels_last))
+        if config.accumulate_steps > 1 and not run.frozen:  # one effective batch in accumulate_steps micro-batches
+            loss = _accumulated_step(run, idx, y, layout(feed(idx, False), run.channels_last))
             total += loss.detach() * idx.shape[0]
             continue
         with run.autocast():
-            if run.cached_train is not None:
-                feats = run.cached_train[idx].float()  # a float16 store: only the batch in float32
-                logits = model.classifier(feats)
-            else:
-                xb = next(inputs)
-                if run.augment is not None:
-                    xb = run.augment(xb, aug_gen)
-                xb = layout(xb, run.channels_last)
-                if run.ddp is not None:  # several ranks: DDP averages the gradients in backward
-                    f, logits = run.ddp(xb)
-                else:  # the whole network trains (a frozen backbone is served from the cache)
-                    f = run.features_fn(xb)
-                    logits = model.classifier(f)
-                feats = f.detach()
-            loss = method.loss(Batch(idx, y, logits.float(), feats.float(), xb), run.meta)
+            x = feed(idx, True)
+            logits, feats = _forward(run, x)
+            loss = method.loss(Batch(idx, y, logits.float(), feats.float(), None if run.frozen else x), run.meta)
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if run.frozen:  # the classifier alone: its gradients averaged over the ranks (nothing with one)
@@ -303,6 +278,46 @@ def train_one_epoch(run: Run, epoch: int) -> float:
     if run.ddp is not None:  # DDP sends rank 0's buffers at each forward; after the last step, once more
         dist.broadcast_buffers(model)
     return float(dist.all_reduce_sum(total)) / len(run.train)
+
+
+def _frozen_feed(run: Run, epoch: int) -> Callable:
+    """A frozen backbone: ``feed(idx, _)`` is the batch's cached features (each epoch's augmented
+    view of every example when there is augmentation, else the run's one un-augmented pass)."""
+    if run.augment is not None:
+        run.cached_train = _augmented_features(run, epoch)
+    return lambda idx, _: run.cached_train[idx].float()  # a float16 store: only the batch in float32
+
+
+def _input_feed(run: Run, epoch: int, batches: list) -> Callable:
+    """The whole network: ``feed(idx, laid_out)`` is the next batch's inputs, augmented (on the device,
+    or drawn per example in the loader workers), laid out for the model when ``laid_out``."""
+    gen = run.gen
+    augments = run.augment is not None or run.train.worker_augment
+    if augments and dist.world_size() > 1:
+        # several ranks: each augments its own examples with its own draws (not rank 0's draws at the
+        # same batch position), seeded by (seed, epoch, rank), so a resumed run draws them again
+        gen = torch.Generator().manual_seed((run.config.seed * 100_003 + epoch) * 1_009 + dist.rank())
+    inputs = run.train.batches(batches, gen if run.train.worker_augment else None)
+
+    def feed(idx, laid_out: bool) -> torch.Tensor:
+        xb = next(inputs)
+        if run.augment is not None:
+            xb = run.augment(xb, gen)
+        return layout(xb, run.channels_last) if laid_out else xb
+
+    return feed
+
+
+def _forward(run: Run, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits, detached features)`` of a batch: the classifier over frozen features, or the whole network."""
+    if run.frozen:
+        return run.model.classifier(x), x
+    if run.ddp is not None:  # several ranks: DDP averages the gradients in backward
+        f, logits = run.ddp(x)
+    else:
+        f = run.features_fn(x)
+        logits = run.model.classifier(f)
+    return logits, f.detach()
 
 
 def _accumulated_step(run: Run, idx: torch.Tensor, y: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
@@ -386,7 +401,8 @@ def fit(model: nn.Module, method: Method, train, val, meta=None, config: FitConf
     with an identical backbone. ``on_epoch_end(epoch, record)`` is called after each evaluation.
     """
     config = (config or FitConfig()).validate()
-    run = setup(model, method, train, val, meta, config, device, augment, num_classes, tag, feature_cache)
+    run = setup(model, method, train, val, meta, config, device=device, augment=augment, num_classes=num_classes,
+                tag=tag, feature_cache=feature_cache)
     result, first_epoch = FitResult(), 0
     if resume and ckpt.exists(checkpoint):
         first_epoch = ckpt.load_checkpoint(checkpoint, config, model, run.optimizer, run.scheduler, method,
