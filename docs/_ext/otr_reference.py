@@ -193,7 +193,7 @@ def config_page() -> str:
     from otreweight import config as C
 
     out = ["# Config keys", "",
-           "Generated from the typed config (`otreweight/config.py`) when the documentation is built: every key "
+           "Generated from the typed config (`otreweight/config/`) when the documentation is built: every key "
            "of a run's YAML file, its type, its default and what it does. Set any of them on the command line "
            "with `--set KEY=VALUE` (values read as YAML; `stage2.*.epochs=5` sets every stage-2 variant, "
            "`stage2.0.options.eps=0.05` one). A shipped config changes some defaults (`otreweight train --config "
