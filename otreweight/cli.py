@@ -29,7 +29,6 @@ def _name_list(text: str) -> tuple:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .demo import DemoConfig
 
     parser = argparse.ArgumentParser(
         prog="otreweight",
@@ -38,6 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"otreweight {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="command")
+
+    for add in (_add_demo, _add_train, _add_evaluate, _add_compare, _add_split, _add_data, _add_report):
+        add(sub)
+    return parser
+
+
+def _add_demo(sub) -> None:
+    from .demo import DemoConfig
 
     demo = sub.add_parser(
         "demo",
@@ -72,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     demo.add_argument("--output", metavar="DIR", help="keep each seed's run folder (config, metrics, checkpoints) "
                       "under DIR/seed_<s> (default: a temporary folder, removed afterwards)")
+
+
+def _add_train(sub) -> None:
     train = sub.add_parser(
         "train",
         help="run a YAML-configured experiment: long-tailed split, stage 1, stage-2 variants, report",
@@ -87,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     train.add_argument("--no-report", action="store_true", help="do not write report.md and figures")
 
+
+def _add_evaluate(sub) -> None:
     ev = sub.add_parser(
         "evaluate",
         help="score a saved model (a stage's model.json) on a data source",
@@ -113,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the prior the model's scores were trained under (train: plain cross-entropy; uniform: a "
                     "balanced method, e.g. cb, logit_adjust, ot), for --adjust-to-prior and --prior estimate")
 
+
+def _add_compare(sub) -> None:
     cmp_ = sub.add_parser(
         "compare",
         help="OT re-weighting vs the baselines on identical splits over seeds: Markdown/CSV table and a plot",
@@ -153,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "interval over seeds, and a verdict - better / worse when the interval excludes 0, within "
                       "noise when it contains 0")
 
+
+def _add_split(sub) -> None:
     spl = sub.add_parser(
         "split", help="write the exact long-tailed split a run of a config uses, as a file",
         description="Write every example of the config's data source with its role (train, meta, val, test, "
@@ -162,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     spl.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                      help="override a config value, repeatable (as in `otreweight train`)")
     spl.add_argument("--output", required=True, help="the split file to write (e.g. split.tsv)")
+
+
+def _add_data(sub) -> None:
     data = sub.add_parser("data", help="check a data source against a split file (`otreweight data verify`)")
     data_sub = data.add_subparsers(dest="data_command", metavar="subcommand",
                                    help="verify: check a data folder, list or archive against a split file")
@@ -175,10 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a config value, repeatable (as in `otreweight train`)")
     ver.add_argument("--split-file", help="the split file (default: the config's data.split_file)")
 
+
+def _add_report(sub) -> None:
     rep = sub.add_parser("report", help="(re)write report.md and figures for a run folder",
                          description="Write report.md with PNG figures for a run folder of `otreweight train`.")
     rep.add_argument("run_dir", help="a run folder written by `otreweight train` (its output_dir)")
-    return parser
 
 
 def cmd_train(args) -> int:

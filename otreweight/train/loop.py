@@ -140,20 +140,9 @@ def setup(model: nn.Module, method: Method, train, val, meta, config: FitConfig,
     if num_classes is None:
         num_classes = model.classifier.out_features
     train, val = as_loader("train", train, device, "training"), as_loader("val", val, device, "validation")
-    if len(train) == 0 or len(val) == 0:
-        raise OTReweightError("the training set and the validation split must each hold at least one example")
+    _check_setup(method, train, val, meta, config, num_classes)
     y_tr = train.labels
-    check_labels("training labels", y_tr, num_classes)
-    check_labels("validation labels", val.labels, num_classes)
     world = dist.world_size()
-    if config.accumulate_steps > 1 and not method.accumulates and config.trainable != "classifier":
-        raise OTReweightError(f"method {method.name!r} cannot accumulate gradients over micro-batches (its look-ahead "
-                              f"step needs the whole batch at once); use accumulate_steps: 1 with it")
-    if world > 1 and not method.multi_process:
-        raise OTReweightError(f"method {method.name!r} does not run on several processes yet (its look-ahead step is "
-                              f"per process); run it in one process, without torchrun")
-    if method.uses_meta and meta is None:
-        raise OTReweightError(f"method {method.name!r} needs a meta set (meta=(x, y)); build one with make_long_tailed")
     frozen = config.trainable == "classifier"
     sync_bn = config.sync_batchnorm and world > 1 and not frozen
     if sync_bn:
@@ -221,6 +210,22 @@ def setup(model: nn.Module, method: Method, train, val, meta, config: FitConfig,
         if augment is None:
             run.cached_train = run.frozen_features(train)
     return run
+
+
+def _check_setup(method: Method, train: Loader, val: Loader, meta, config: FitConfig, num_classes: int) -> None:
+    """One line for data, a method or settings that cannot train together, before anything is built."""
+    if len(train) == 0 or len(val) == 0:
+        raise OTReweightError("the training set and the validation split must each hold at least one example")
+    check_labels("training labels", train.labels, num_classes)
+    check_labels("validation labels", val.labels, num_classes)
+    if config.accumulate_steps > 1 and not method.accumulates and config.trainable != "classifier":
+        raise OTReweightError(f"method {method.name!r} cannot accumulate gradients over micro-batches (its look-ahead "
+                              f"step needs the whole batch at once); use accumulate_steps: 1 with it")
+    if dist.world_size() > 1 and not method.multi_process:
+        raise OTReweightError(f"method {method.name!r} does not run on several processes yet (its look-ahead step is "
+                              f"per process); run it in one process, without torchrun")
+    if method.uses_meta and meta is None:
+        raise OTReweightError(f"method {method.name!r} needs a meta set (meta=(x, y)); build one with make_long_tailed")
 
 
 def augmentation_seed(seed: int, epoch: int) -> int:
