@@ -168,15 +168,20 @@ def _add_compare(sub) -> None:
                       "noise when it contains 0")
 
 
+def _config_arguments(parser) -> None:
+    """``--config`` and ``--set`` of the commands that read a config without training it."""
+    parser.add_argument("--config", required=True, help="a YAML file, or the name of a shipped config")
+    parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                        help="override a config value, repeatable (as in `otreweight train`)")
+
+
 def _add_split(sub) -> None:
     spl = sub.add_parser(
         "split", help="write the exact long-tailed split a run of a config uses, as a file",
         description="Write every example of the config's data source with its role (train, meta, val, test, "
         "unused), id, label, class, path and sha256, and a header with the data checksum and the config's data "
         "section. data.split_file: <file> makes a run use it instead of drawing.")
-    spl.add_argument("--config", required=True, help="a YAML file, or the name of a shipped config")
-    spl.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
-                     help="override a config value, repeatable (as in `otreweight train`)")
+    _config_arguments(spl)
     spl.add_argument("--output", required=True, help="the split file to write (e.g. split.tsv)")
 
 
@@ -189,9 +194,7 @@ def _add_data(sub) -> None:
         description="Compare the config's data source with a split file: missing and extra files, files under "
         "another class, changed bytes, per-class counts. One line per problem and exit status 2 if any; "
         "a one-line summary and 0 otherwise.")
-    ver.add_argument("--config", required=True, help="a YAML file, or the name of a shipped config")
-    ver.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
-                     help="override a config value, repeatable (as in `otreweight train`)")
+    _config_arguments(ver)
     ver.add_argument("--split-file", help="the split file (default: the config's data.split_file)")
 
 

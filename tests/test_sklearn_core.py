@@ -1,32 +1,19 @@
 """The scikit-learn weighter and the training re-weighter solve one class-conditional objective (one
 code path, transport.class_conditional_blocks); meta_X columns are matched to X's by name."""
 import math
-import warnings
 
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 from otreweight import OTReweighter, OTReweightError, build_targets
 from otreweight.sklearn import OTReweightedClassifier, OTSampleWeighter
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
+from test_sklearn_objectives import blobs as gaussian_blobs
+from test_sklearn_objectives import one_thread  # noqa: F401  (autouse: one thread in this module too)
 
 
 def blobs(counts, d=6, seed=0, spread=1.0):
-    rng = np.random.RandomState(seed)
-    centres = rng.normal(scale=2.0, size=(len(counts), d))
-    X = np.concatenate([centres[c] + spread * rng.normal(size=(n, d)) for c, n in enumerate(counts)])
-    y = np.concatenate([np.full(n, c) for c, n in enumerate(counts)])
-    return X, y
+    return gaussian_blobs(counts, d, seed, spread, scale=2.0)
 
 
 @pytest.mark.parametrize("targets", ["prototype", "whole"])

@@ -27,9 +27,9 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def blobs(counts, d=5, seed=0, spread=1.0):
+def blobs(counts, d=5, seed=0, spread=1.0, scale=3.0):
     rng = np.random.RandomState(seed)
-    centres = rng.normal(scale=3.0, size=(len(counts), d))
+    centres = rng.normal(scale=scale, size=(len(counts), d))
     X = np.concatenate([centres[c] + spread * rng.normal(size=(n, d)) for c, n in enumerate(counts)])
     y = np.concatenate([np.full(n, c) for c, n in enumerate(counts)])
     return X, y

@@ -280,6 +280,17 @@ class FeatureStore:
         t = torch.from_numpy(arr)
         return t.to(device) if device.type != "cpu" else t
 
+    def _lookup(self, model: nn.Module, loader, view: str) -> tuple:
+        """``(path, device, stored)``: the entry's path, the loader's device and its features when
+        every rank can read the entry (a collective), else ``None``; counted as a hit or a miss."""
+        path, device = self.path(model, loader, view), loader.labels.device
+        arr = self._open(path, len(loader)) if path.exists() else None
+        if dist.all_true(arr is not None, device):
+            self.hits += 1
+            return path, device, self._serve(arr, device)
+        self.misses += 1
+        return path, device, None
+
     def features(self, model: nn.Module, loader, view: str, batch_size: int = 256,
                  channels_last: bool = False) -> torch.Tensor:
         """The stored features of ``loader`` (extracted first, or resumed, when not on disk).
@@ -288,13 +299,9 @@ class FeatureStore:
         (a collective): if any rank cannot read it, all compute their shares (gathered), rank 0 alone
         writes the entry atomically and the others wait for it at a barrier, so no rank reads a
         half-written file and no two write one."""
-        path = self.path(model, loader, view)
-        n, device = len(loader), loader.labels.device
-        arr = self._open(path, n) if path.exists() else None
-        if dist.all_true(arr is not None, device):
-            self.hits += 1
-            return self._serve(arr, device)
-        self.misses += 1
+        path, device, stored = self._lookup(model, loader, view)
+        if stored is not None:
+            return stored
         if dist.world_size() > 1:
             feats = compute_features(model, loader, batch_size, channels_last, shard=True).float()
             rounded = feats.cpu().numpy().astype(self.dtype)
@@ -313,13 +320,9 @@ class FeatureStore:
     def computed(self, model: nn.Module, loader, view: str, compute) -> torch.Tensor:
         """Features of ``loader`` under ``view`` that ``compute()`` gives (e.g. an augmented view),
         rounded to the store's dtype and kept on disk: computed once, read back by every later call."""
-        path = self.path(model, loader, view)
-        n, device = len(loader), loader.labels.device
-        arr = self._open(path, n) if path.exists() else None
-        if dist.all_true(arr is not None, device):
-            self.hits += 1
-            return self._serve(arr, device)
-        self.misses += 1
+        path, device, stored = self._lookup(model, loader, view)
+        if stored is not None:
+            return stored
         rounded = compute().float().cpu().numpy().astype(self.dtype)
         if dist.is_main():
             self._write(path, rounded)
