@@ -17,4 +17,4 @@ mkdir -p "$OUT"
 exec $PY -m otreweight compare --config cifar10_lt_if100 \
   --methods ce,cb,crt,balanced_softmax,logit_adjust_posthoc,ot,ot-cc-cb --seeds "${SEEDS:-0}" --mode decoupled \
   --output "$OUT/compare" --resume \
-  --set data.source="$DATA" --set threads="${THREADS:-1}" --set progress=false
+  --set data.source="$DATA" --set threads="${THREADS:-1}" --set progress=false --set watch_test=true

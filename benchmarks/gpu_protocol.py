@@ -34,7 +34,7 @@ METHODS = "ce,cb,crt,balanced_softmax,logit_adjust_posthoc,ot,ot-cc-cb"
 
 def overrides(args) -> list[str]:
     """The ``--set`` values of the comparison: device, precision, layout, compile, and the data."""
-    sets = [f"device={args.device}", "progress=false", f"data.source={args.data}"]
+    sets = [f"device={args.device}", "progress=false", f"data.source={args.data}", "watch_test=true"]
     sets += [f"stage1.amp={args.amp}", "stage1.channels_last=true"]
     sets.append(f"stage1.compile={str(args.compile).lower()}")
     if args.smoke:  # the same path at a tiny size: 2 epochs of stage 1, 1 of every stage 2, small batches

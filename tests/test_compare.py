@@ -214,3 +214,31 @@ def test_named_ot_variants_are_methods_of_a_comparison():
     assert plan["ot-cc"]["method"] == "ot" and plan["ot-cc"]["options"] == {
         **ref, "objective": "class_conditional", "scope": "dataset", "lam": 0.1}
     assert plan["ot-no-meta-ce"]["options"]["meta_ce"] == 0.0 and plan["ot-cc"]["lr"] == plan["ot"]["lr"]
+
+
+def test_watch_test_reports_the_best_test_epoch_and_changes_nothing_else(tiny_npz, tmp_path):
+    """watch_test scores the test split after every epoch into metrics.jsonl and final.json's
+    test_selected (the best epoch on test), for whole-network and classifier-only stages; training,
+    the validation-selected epoch and its test metrics are those of a run without it."""
+    quiet = dict(seeds=(0,), method_sets=FAST, mode="decoupled", log=lambda *a: None)
+    plain = run_comparison(tiny_config(tiny_npz, tmp_path / "a"), ["ce", "cb"], output=tmp_path / "plain", **quiet)
+    cfg = load_config("configs/cifar10_lt_if100.yaml", tiny_sets(tiny_npz, tmp_path / "b") + ["watch_test=true"])
+    watched = run_comparison(cfg, ["ce", "cb"], output=tmp_path / "watched", **quiet)
+    for stage in ("stage1", "stage2_cb"):
+        a = json.loads((tmp_path / "plain" / "seed_0" / stage / "final.json").read_text())
+        b = json.loads((tmp_path / "watched" / "seed_0" / stage / "final.json").read_text())
+        assert "test_selected" not in a
+        sel = b.pop("test_selected")
+        for d in (a, b):
+            d.pop("seconds"), d.pop("seconds_per_epoch")
+        assert a == b, stage
+        history = [json.loads(line) for line in
+                   (tmp_path / "watched" / "seed_0" / stage / "metrics.jsonl").read_text().splitlines()]
+        assert all("test" in r for r in history) and len(history) == 2
+        top = max(r["test"]["balanced_accuracy"] for r in history)
+        assert sel["balanced_accuracy"] == top
+        assert sel["epoch"] == next(r["epoch"] for r in history if r["test"]["balanced_accuracy"] == top)
+    assert [r["balanced_accuracy_mean"] for r in plain["rows"]] == [r["balanced_accuracy_mean"] for r in watched["rows"]]
+    assert all("test_selected_mean" in r for r in watched["rows"]) and not any("test_selected_mean" in r for r in plain["rows"])
+    md = (tmp_path / "watched" / "compare.md").read_text()
+    assert "Best test balanced accuracy over the epochs" in md and "never used for any selection" in md

@@ -357,6 +357,8 @@ class RunConfig(Section):
     # under torchrun: whole-network stages normalise batch norm over the global batch
     # (torch.nn.SyncBatchNorm; CUDA devices only, refused on the CPU); one process: no effect
     sync_batchnorm: bool = False
+    watch_test: bool = False
+    """Score the test split after every epoch too, into metrics.jsonl (reported only: final.json's test_selected is the best epoch on test, what papers report; never used for selection)."""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     stage1: Stage1Config = field(default_factory=Stage1Config)

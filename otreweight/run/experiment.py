@@ -76,7 +76,7 @@ def run_experiment(cfg: RunConfig | dict, resume: bool = False, log=print, datas
             ctx = StageContext(out=out, device=device, resume=resume, log=log, card=model_card(cfg, prep),
                                loggers=cfg.log, checkpoint_every=cfg.checkpoint_every, augment=cfg.data.augment,
                                thresholds=dict(many_threshold=cfg.data.many_threshold,
-                                               few_threshold=cfg.data.few_threshold))
+                                               few_threshold=cfg.data.few_threshold), watch_test=cfg.watch_test)
             results = {name: r.to_dict() for name, r in run_stages(cfg, prep, ctx, started).items()}
         finally:
             prep.close()

@@ -40,6 +40,7 @@ class StageContext:
     checkpoint_every: int = 1
     augment: str = "none"  # data.augment, named when a frozen backbone cannot use it
     thresholds: dict = field(default_factory=dict)  # many_threshold, few_threshold
+    watch_test: bool = False  # score the test split after every epoch (reported only, see StageResult.test_selected)
 
 
 @dataclass
@@ -60,9 +61,14 @@ class StageResult:
     global_batch_size: int
     split_file: dict | None  # {"path", "sha256"} of data.split_file, or None: drawn with the seed
     extra: dict = field(default_factory=dict)  # the method's summary (e.g. score_change, method_stats)
+    # with watch_test: the epoch with the best test score and its test metrics - what papers that
+    # select on the test set report; never used for any selection here (absent otherwise)
+    test_selected: dict | None = None
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        if d["test_selected"] is None:
+            del d["test_selected"]
         d.update(self.extra)
         return d
 
@@ -105,6 +111,7 @@ def run_stage(name: str, model, method, fit_cfg: FitConfig, prep, ctx: StageCont
         num_classes=len(prep.classes), tag=name, on_epoch_end=on_epoch_end,
         checkpoint=ckpt if ctx.checkpoint_every else None, checkpoint_every=ctx.checkpoint_every, resume=ctx.resume,
         feature_cache=feature_cache if fit_cfg.trainable == "classifier" else None,
+        watch={"test": prep.test} if ctx.watch_test else None,
     )
     for logger in loggers:  # each epoch's scalars were flushed as they came
         logger.close()
@@ -122,7 +129,7 @@ def run_stage(name: str, model, method, fit_cfg: FitConfig, prep, ctx: StageCont
         seconds_per_epoch=float(np.mean([r["seconds"] for r in res.history])) if res.history else 0.0,
         meta_in_train=bool(meta_in_train and not method.uses_meta), processes=dist.world_size(),
         batch_size_per_process=fit_cfg.batch_size, global_batch_size=fit_cfg.batch_size * dist.world_size(),
-        split_file=prep.split_file, extra=method.summary(),
+        split_file=prep.split_file, extra=method.summary(), test_selected=_test_selected(res.history, fit_cfg),
     )
     if main:
         card = {**ctx.card, "state_dict": res.best_state,
@@ -132,6 +139,16 @@ def run_stage(name: str, model, method, fit_cfg: FitConfig, prep, ctx: StageCont
     ctx.log(f"{name}: best epoch {res.best_epoch} (validation) -> test acc {100 * result.best['accuracy']:.2f}  "
             f"bal.acc {100 * result.best['balanced_accuracy']:.2f}")
     return result
+
+
+def _test_selected(history: list, fit_cfg: FitConfig) -> dict | None:
+    """``{"epoch", **test metrics}`` of the first epoch with the best test ``select_metric``, or None
+    when the test split was not scored every epoch."""
+    scored = [r for r in history if "test" in r]
+    if not scored:
+        return None
+    top = max(scored, key=lambda r: r["test"][fit_cfg.select_metric])
+    return {"epoch": top["epoch"], **top["test"]}
 
 
 def _finished(sdir: Path, name: str, model, ctx: StageContext) -> StageResult | None:
@@ -161,8 +178,9 @@ def _epoch_writer(name, sdir: Path, epochs: int, history: list, loggers, method,
         for logger in loggers:
             logger.log_epoch(record, method)
         v = record["val"]
+        t = f"  test bal.acc {100 * record['test']['balanced_accuracy']:.2f}" if "test" in record else ""
         log(f"{name} epoch {record['epoch']}/{epochs}: loss {record['train_loss']:.4f}  "
-            f"val acc {100 * v['accuracy']:.2f}  bal.acc {100 * v['balanced_accuracy']:.2f}  ({record['seconds']:.1f} s)")
+            f"val acc {100 * v['accuracy']:.2f}  bal.acc {100 * v['balanced_accuracy']:.2f}{t}  ({record['seconds']:.1f} s)")
 
     return on_epoch_end
 

@@ -379,24 +379,26 @@ def _set_rng_state(device: torch.device, state) -> None:
 
 
 @torch.no_grad()
-def evaluate_split(run: Run) -> dict:
-    """Validation metrics of the model in its current state."""
-    if run.cached_val is not None:
-        logits = run.model.classifier(run.cached_val.float())
+def evaluate_split(run: Run, split: Loader | None = None) -> dict:
+    """Metrics of the model in its current state on the validation split (or on ``split``)."""
+    loader = run.val if split is None else split
+    if run.frozen:  # the backbone does not change: its features of a split are computed once
+        feats = run.cached_val if split is None else run.frozen_features(split)
+        logits = run.model.classifier(feats.float())
     else:
         from .features import predict_logits
 
         # several processes: each rank predicts its share of the split, every rank receives all logits
-        logits = predict_logits(run.model, run.val, run.config.eval_batch_size, run.channels_last, shard=True)
+        logits = predict_logits(run.model, loader, run.config.eval_batch_size, run.channels_last, shard=True)
     pred = run.method.transform_logits(logits).argmax(1).cpu().numpy()
-    return classification_metrics(run.val.labels.cpu().numpy(), pred, run.train_counts, run.num_classes,
+    return classification_metrics(loader.labels.cpu().numpy(), pred, run.train_counts, run.num_classes,
                                   run.config.many_threshold, run.config.few_threshold)
 
 
 def fit(model: nn.Module, method: Method, train, val, meta=None, config: FitConfig | None = None,
         device="auto", augment=None, num_classes: int | None = None, tag: str = "train",
         on_epoch_end: Callable[[int, dict], None] | None = None, checkpoint=None, resume: bool = False,
-        feature_cache: FeatureCache | None = None, checkpoint_every: int = 1) -> FitResult:
+        feature_cache: FeatureCache | None = None, checkpoint_every: int = 1, watch: dict | None = None) -> FitResult:
     """Train ``model`` with ``method`` on ``train``, select on ``val`` (see the module docstring).
 
     ``train`` / ``val`` / ``meta``: ``(x, y)`` pairs or loaders; a training example's id is its row
@@ -404,10 +406,13 @@ def fit(model: nn.Module, method: Method, train, val, meta=None, config: FitConf
     ``checkpoint``: written atomically after every ``checkpoint_every`` epochs and the last one;
     ``resume=True`` continues from it and ends exactly as an uninterrupted run. ``feature_cache``: frozen features shared by runs
     with an identical backbone. ``on_epoch_end(epoch, record)`` is called after each evaluation.
+    ``watch``: ``{name: split}`` scored after every epoch into ``record[name]`` (reported only,
+    never used for selection; e.g. the test split for the best-over-epochs figure papers report).
     """
     config = (config or FitConfig()).validate()
     run = setup(model, method, train, val, meta, config, device=device, augment=augment, num_classes=num_classes,
                 tag=tag, feature_cache=feature_cache)
+    watched = {name: as_loader(name, split, run.device, name) for name, split in (watch or {}).items()}
     result, first_epoch = FitResult(), 0
     if resume and ckpt.exists(checkpoint):
         first_epoch = ckpt.load_checkpoint(checkpoint, config, model, run.optimizer, run.scheduler, method,
@@ -427,6 +432,7 @@ def fit(model: nn.Module, method: Method, train, val, meta=None, config: FitConf
                   "val": val_metrics}
         if method_stats:
             record["method"] = method_stats
+        record.update({name: evaluate_split(run, split) for name, split in watched.items()})
         result.history.append(record)
         if val_metrics[config.select_metric] > result.best_score:
             result.best_score, result.best_epoch = val_metrics[config.select_metric], epoch + 1
@@ -441,7 +447,8 @@ def fit(model: nn.Module, method: Method, train, val, meta=None, config: FitConf
     result.last_state = copy.deepcopy(model.state_dict())
     if result.best_state is None:  # no epoch ran (zero epochs, or a method that does not train)
         val_metrics = evaluate_split(run)
-        result.history.append({"epoch": 0, "lr": 0.0, "train_loss": float("nan"), "seconds": 0.0, "val": val_metrics})
+        result.history.append({"epoch": 0, "lr": 0.0, "train_loss": float("nan"), "seconds": 0.0, "val": val_metrics,
+                               **{name: evaluate_split(run, split) for name, split in watched.items()}})
         result.best_epoch, result.best_score = 0, val_metrics[config.select_metric]
         result.best_state = result.last_state
     result.seconds = time.perf_counter() - start
