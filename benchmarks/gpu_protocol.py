@@ -95,8 +95,9 @@ def stage_times(compare_dir: Path) -> list[dict]:
     for seed_dir in sorted(compare_dir.glob("seed_*")):
         for final in sorted(seed_dir.glob("*/final.json")):
             data = json.loads(final.read_text())
-            rows.append({"seed": seed_dir.name.removeprefix("seed_"), "stage": final.parent.name,
-                         "epochs": len(data.get("history", [])) or data.get("epochs"),
+            metrics = final.parent / "metrics.jsonl"
+            epochs = sum(1 for line in metrics.read_text().splitlines() if line.strip()) if metrics.exists() else None
+            rows.append({"seed": seed_dir.name.removeprefix("seed_"), "stage": final.parent.name, "epochs": epochs,
                          "seconds": round(float(data.get("seconds", 0.0)), 1),
                          "seconds_per_epoch": round(float(data.get("seconds_per_epoch", 0.0)), 2)})
     return rows
@@ -107,7 +108,13 @@ def device_name(device: str) -> str:
 
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            name = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"CPU ({name}, {os.cpu_count()} cores)"
 
 
 def write_report(args, status: int, seconds: float) -> dict:

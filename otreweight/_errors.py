@@ -7,6 +7,7 @@ line catches it and prints that line alone.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Iterable
 
 import numpy as np
@@ -30,6 +31,13 @@ def check_torch_version(version: str) -> None:
             f"torch {version} is too old: otreweight needs torch >= {MIN_TORCH[0]}.{MIN_TORCH[1]}; "
             "upgrade it with `pip install -U 'torch>=2.1'`"
         )
+
+
+def is_number(value, low: float | None = None, above: float | None = None) -> bool:
+    """Whether ``value`` is a finite real number (not a bool), ``>= low`` and ``> above`` where given."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        return False
+    return (low is None or value >= low) and (above is None or value > above)
 
 
 def check_positive(name: str, value: float, hint: str = "") -> float:

@@ -192,18 +192,7 @@ class OTReweighter(nn.Module):
         check_option_types("OTReweighter", OTReweighter.__init__, dict(
             beta=beta, eps=eps, alpha=alpha, steps=steps, lr=lr, tol=tol, max_iter=max_iter, lam=lam,
             score_decay=score_decay, stop_threshold=stop_threshold, stop_window=stop_window))
-        self.gradient = check_choice("OT gradient", gradient, GRADIENTS)
-        self.stop = check_choice("Sinkhorn stopping rule", stop, STOPS)
-        if self.gradient == "envelope" and self.stop == "authors":
-            raise OTReweightError("gradient='envelope' is the gradient of the converged entropic value; it needs "
-                                  "stop='tol' (the variant ot-envelope sets both)")
-        self.stop_threshold = check_positive("stop_threshold (the authors' Sinkhorn threshold)", stop_threshold)
-        if int(stop_window) != stop_window or stop_window < 1:
-            raise OTReweightError(f"stop_window (Sinkhorn iterations per OT step) must be an integer >= 1, got {stop_window!r}")
-        self.stop_window = int(stop_window)
-        if not float(score_decay) >= 0:
-            raise OTReweightError(f"score_decay (weight decay on the scores) must be >= 0, got {score_decay!r}")
-        self.score_decay = float(score_decay)
+        self._set_step_rule(gradient, stop, stop_threshold, stop_window, score_decay)
         labels = torch.as_tensor(np.asarray(train_labels)).long()
         if labels.numel() == 0:
             raise OTReweightError("train_labels is empty; the re-weighter needs at least one training example")
@@ -224,6 +213,34 @@ class OTReweighter(nn.Module):
         self.tol = float(tol)
         self.max_iter = int(max_iter)
         self.solver = check_choice("Sinkhorn solver", solver, SOLVERS)
+        self._set_objective(objective, scope, lam)
+        if self.scope == "dataset":  # at least one target per class: refuse an impossible solve now
+            self.check_size(labels.shape[0], self.num_classes)
+        self.register_buffer("labels", labels)
+        self.register_buffer("scores", self.initial_scores())
+        # The starting scores, kept for the solved objectives (their prior and scale); not saved.
+        self.register_buffer("start", self.scores.clone(), persistent=False)
+        # per-epoch statistics of the steps, kept on the device (read once per epoch: epoch_stats)
+        self.register_buffer("_stats", torch.zeros(5, dtype=torch.float64), persistent=False)
+        self.last_ot_value: torch.Tensor | None = None
+
+    def _set_step_rule(self, gradient, stop, stop_threshold, stop_window, score_decay) -> None:
+        """Check and keep how a reference step is solved and differentiated."""
+        self.gradient = check_choice("OT gradient", gradient, GRADIENTS)
+        self.stop = check_choice("Sinkhorn stopping rule", stop, STOPS)
+        if self.gradient == "envelope" and self.stop == "authors":
+            raise OTReweightError("gradient='envelope' is the gradient of the converged entropic value; it needs "
+                                  "stop='tol' (the variant ot-envelope sets both)")
+        self.stop_threshold = check_positive("stop_threshold (the authors' Sinkhorn threshold)", stop_threshold)
+        if int(stop_window) != stop_window or stop_window < 1:
+            raise OTReweightError(f"stop_window (Sinkhorn iterations per OT step) must be an integer >= 1, got {stop_window!r}")
+        self.stop_window = int(stop_window)
+        if not float(score_decay) >= 0:
+            raise OTReweightError(f"score_decay (weight decay on the scores) must be >= 0, got {score_decay!r}")
+        self.score_decay = float(score_decay)
+
+    def _set_objective(self, objective, scope, lam) -> None:
+        """Check and keep the objective, its scope and the KL weight of the solved objectives."""
         self.objective = check_choice("OT objective", objective, OBJECTIVES)
         self.scope = check_choice("OT scope", scope, SCOPES)
         if self.scope == "dataset" and self.objective == "reference":
@@ -237,15 +254,6 @@ class OTReweighter(nn.Module):
             raise OTReweightError(f"lam (weight of the KL term) must be a number > 0 or inf, got {lam!r}") from None
         if not self.lam > 0:
             raise OTReweightError(f"lam (weight of the KL term) must be > 0 or inf, got {lam!r}")
-        if self.scope == "dataset":  # at least one target per class: refuse an impossible solve now
-            self.check_size(labels.shape[0], self.num_classes)
-        self.register_buffer("labels", labels)
-        self.register_buffer("scores", self.initial_scores())
-        # The starting scores, kept for the solved objectives (their prior and scale); not saved.
-        self.register_buffer("start", self.scores.clone(), persistent=False)
-        # per-epoch statistics of the steps, kept on the device (read once per epoch: epoch_stats)
-        self.register_buffer("_stats", torch.zeros(5, dtype=torch.float64), persistent=False)
-        self.last_ot_value: torch.Tensor | None = None
 
     @property
     def solved(self) -> bool:

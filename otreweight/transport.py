@@ -680,27 +680,11 @@ def class_conditional_blocks(
         cols = col_order[col_start[y]]  # the one target of each row's class
         c = pair_cost(rows, cols).detach().to(torch.float64).cpu()
         prior = 1.0 / (k_present * counts[y].to(torch.float64))
-        if math.isinf(lam):
-            w = prior
-        else:  # softmax of -c / (lam + eps) within each class, total mass 1 / K'
-            s = -c / (lam + eps)
-            top = torch.full((num_classes,), -math.inf, dtype=torch.float64).scatter_reduce(0, y, s, "amax")
-            e = torch.exp(s - top[y])
-            w = e / torch.zeros(num_classes, dtype=torch.float64).index_add_(0, y, e)[y] / k_present
+        w = _one_target_weights(c, y, prior, num_classes, k_present, eps, lam)
         weights[rows] = w
         value = value + semi_relaxed_objective(c[:, None], w[:, None], prior, eps, lam)
 
-    multi = present[tcounts[present] > 1].tolist()
-    groups, cur, r, m = [], [], 0, 0
-    for cl in multi:  # consecutive classes while the block stays within max_entries
-        nc, mc = int(counts[cl]), int(tcounts[cl])
-        if cur and (r + nc) * (m + mc) > max_entries:
-            groups.append(cur)
-            cur, r, m = [], 0, 0
-        cur.append(cl)
-        r, m = r + nc, m + mc
-    if cur:
-        groups.append(cur)
+    groups = _class_groups(present[tcounts[present] > 1].tolist(), counts, tcounts, max_entries)
     converged, n_iter = True, 0
     for g in groups:
         rows = torch.cat([row_order[row_start[cl]:row_start[cl + 1]] for cl in g])
@@ -721,3 +705,30 @@ def class_conditional_blocks(
             f"a class-conditional block solve stopped at max_iter={max_iter} before reaching tol={tol:g} "
             f"(eps={eps:g}, lam={lam:g}); raise max_iter"), stacklevel=2)
     return BlockResult(weights, value, converged, n_iter, len(groups))
+
+
+def _one_target_weights(c, y, prior, num_classes: int, k_present: int, eps: float, lam: float) -> torch.Tensor:
+    """The explicit minimiser for classes with one target: the softmax of ``-c / (lam + eps)``
+    within each class, total mass ``1 / k_present`` per class (``prior`` for ``lam = inf``)."""
+    if math.isinf(lam):
+        return prior
+    s = -c / (lam + eps)
+    top = torch.full((num_classes,), -math.inf, dtype=torch.float64).scatter_reduce(0, y, s, "amax")
+    e = torch.exp(s - top[y])
+    return e / torch.zeros(num_classes, dtype=torch.float64).index_add_(0, y, e)[y] / k_present
+
+
+def _class_groups(classes: list, counts, tcounts, max_entries: int) -> list[list]:
+    """Consecutive ``classes`` grouped while a group's block (its examples x its targets) stays
+    within ``max_entries`` (a class larger than that alone)."""
+    groups, cur, r, m = [], [], 0, 0
+    for cl in classes:
+        nc, mc = int(counts[cl]), int(tcounts[cl])
+        if cur and (r + nc) * (m + mc) > max_entries:
+            groups.append(cur)
+            cur, r, m = [], 0, 0
+        cur.append(cl)
+        r, m = r + nc, m + mc
+    if cur:
+        groups.append(cur)
+    return groups

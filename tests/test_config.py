@@ -123,7 +123,7 @@ def test_recipe_and_resume_keys_come_from_the_field_definitions():
                              "lr_scaling", "reference_batch")
     assert set(resume_keys()) == set(recipe_keys()) | {"trainable", "select_metric", "seed", "sync_batchnorm"}
     assert {f.name for f in fields(RunConfig)} == {"name", "output_dir", "seed", "device", "threads", "progress", "log",
-                                                   "checkpoint_every", "feature_store", "feature_dtype", "sync_batchnorm",
+                                                   "checkpoint_every", "feature_store", "feature_dtype", "sync_batchnorm", "watch_test",
                                                    "data", "model", "stage1", "stage2"}
 
 

@@ -24,6 +24,9 @@ def test_smoke_stops_at_its_budget_then_resumes_to_the_table(tiny_npz, tmp_path,
     report = json.loads((tmp_path / "gpu_protocol.json").read_text())
     assert report["finished"] and report["device"].startswith("CPU")
     assert {r["stage"] for r in report["stages"]} == {"stage1", "stage2_cb", "stage2_ot"}
+    assert {r["stage"]: r["epochs"] for r in report["stages"]} == {"stage1": 2, "stage2_cb": 1, "stage2_ot": 1}
+    # the test split scored every epoch: the best-over-epochs figure beside the validation-selected table
+    assert "Best test balanced accuracy over the epochs" in (tmp_path / "compare" / "compare.md").read_text()
     md = (tmp_path / "gpu_protocol.md").read_text()
     assert "| ot |" in md and "| cb |" in md and "Finished." in md
     # the settings that make it the GPU path: bf16 autocast and channels_last in every stage

@@ -3,13 +3,12 @@ errors), the :class:`Section` base and the field metadata (recipe / resume / run
 from __future__ import annotations
 
 import copy
-import math
 import types
 import typing
 from dataclasses import fields, is_dataclass
 from typing import Any, Union
 
-from .._errors import OTReweightError, check_choice
+from .._errors import OTReweightError, check_choice, is_number
 
 # Field metadata: RECIPE = copied between comparison variants; RESUME = a checkpoint must agree;
 # RUN = set by the run for every stage (seed, thresholds), not a key of a stage's YAML.
@@ -86,7 +85,7 @@ def coerce(value, hint, key: str):
             return int(value)
         raise _fail(key, value, hint)
     if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        if is_number(value):
             return value  # ints stay ints (as written), both are numbers
         raise _fail(key, value, hint)
     if hint is str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields, replace
 
-from .._errors import OTReweightError, check_choice
+from .._errors import OTReweightError, check_choice, is_number
 from .fields import (AMP_MODES, LR_SCALINGS, OPTIMIZERS, PROFILES, RECIPE, RESUME, RUN, RUN_RESUME, SCHEDULES,
                      SELECT_METRICS, STARTS, TRAINABLE, Section, _check_fields, _plain, check_loggers, check_progress)
 
@@ -87,7 +87,7 @@ class FitConfig(Section):
             raise OTReweightError(f"warmup_epochs must be an integer >= 0, got {self.warmup_epochs}")
         for name in ("lr", "momentum", "weight_decay"):
             value = getattr(self, name)
-            if not math.isfinite(value) or value < 0:
+            if not is_number(value, low=0):
                 raise OTReweightError(f"{name} must be a finite number >= 0, got {value!r}")
         if self.lr <= 0:
             raise OTReweightError(f"lr must be > 0, got {self.lr}")

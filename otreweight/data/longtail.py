@@ -120,6 +120,58 @@ class LongTailSplit:
         }
 
 
+def _check_sizes(**sizes) -> None:
+    """One line for a per-class size that is not an integer >= 0."""
+    for name, v in sizes.items():
+        try:
+            ok = not isinstance(v, (bool, str)) and int(v) == v and v >= 0
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        if not ok:
+            raise OTReweightError(f"{name} must be an integer >= 0, got {v!r}")
+
+
+def _check_pools(available: np.ndarray, n_meta: int, n_val: int) -> None:
+    """One line for the first class without an example left for training after meta and validation."""
+    short = [c for c in range(len(available)) if available[c] <= n_meta + n_val]
+    if not short:
+        return
+    c = short[0]
+    if available[c] == 0:
+        raise OTReweightError(
+            f"class {c} has no examples in the training pool: if the labels skip values, map them to 0..K-1 "
+            "without gaps (e.g. sklearn.preprocessing.LabelEncoder); otherwise add examples of that class"
+        )
+    raise OTReweightError(
+        f"class {c} has {available[c]} examples, too few for {n_meta} meta + "
+        f"{n_val} validation examples and at least one training example; "
+        "lower n_meta_per_class / n_val_per_class"
+    )
+
+
+def _refuse_a_cut(available: np.ndarray, pools: np.ndarray, n_max: int, imbalance_factor, profile: str,
+                  order: list) -> None:
+    """One line when the pool is more imbalanced than ``imbalance_factor`` (the profile would cut it)."""
+    ratio = available.max() / available.min()
+    try:
+        imf = float(imbalance_factor)
+    except (TypeError, ValueError):
+        return  # long_tail_counts names the bad value
+    if not (imf >= 1 and ratio > imf):
+        return
+    try:
+        counts = long_tail_counts(n_max, len(available), imbalance_factor, profile)
+        kept = f"keep {sum(min(int(counts[r]), int(pools[c])) for r, c in enumerate(order))} of"
+    except OTReweightError:
+        kept = "leave a class without training examples, out of"
+    raise OTReweightError(
+        f"the training pool is more imbalanced than the profile asked for (classes of {available.min()} to "
+        f"{available.max()} examples, {ratio:.3g}x apart, IF={imf:g}): profile={profile!r} "
+        f"would cut its head classes and {kept} its {int(pools.sum())} training examples; keep it as it is with "
+        "profile='given' (data.profile=given), or cut it on purpose with allow_cut=True (data.allow_cut=true)"
+    )
+
+
 def make_long_tailed(
     labels,
     imbalance_factor: float,
@@ -171,13 +223,7 @@ def make_long_tailed(
         raise OTReweightError(f"seed must be an integer, got {seed!r}")
     k = check_labels("labels", y, num_classes)
     y = y.astype(np.int64)
-    for name, v in (("n_meta_per_class", n_meta_per_class), ("n_val_per_class", n_val_per_class)):
-        try:
-            ok = not isinstance(v, (bool, str)) and int(v) == v and v >= 0
-        except (TypeError, ValueError, OverflowError):
-            ok = False
-        if not ok:
-            raise OTReweightError(f"{name} must be an integer >= 0, got {v!r}")
+    _check_sizes(n_meta_per_class=n_meta_per_class, n_val_per_class=n_val_per_class)
     order = list(range(k)) if class_order is None else [int(c) for c in class_order]
     if sorted(order) != list(range(k)):
         raise OTReweightError(f"class_order must be a permutation of 0..{k - 1}")
@@ -185,39 +231,12 @@ def make_long_tailed(
     if profile == "given":
         return _given_split(y, k, available, order, n_meta_per_class, n_val_per_class, seed)
     reserved = n_meta_per_class + n_val_per_class
-    short = [c for c in range(k) if available[c] <= reserved]
-    if short:
-        c = short[0]
-        if available[c] == 0:
-            raise OTReweightError(
-                f"class {c} has no examples in the training pool: if the labels skip values, map them to 0..K-1 "
-                "without gaps (e.g. sklearn.preprocessing.LabelEncoder); otherwise add examples of that class"
-            )
-        raise OTReweightError(
-            f"class {c} has {available[c]} examples, too few for {n_meta_per_class} meta + "
-            f"{n_val_per_class} validation examples and at least one training example; "
-            "lower n_meta_per_class / n_val_per_class"
-        )
+    _check_pools(available, n_meta_per_class, n_val_per_class)
     pools = available - reserved
     if n_max is None:
         n_max = int(pools.min())
-    ratio = available.max() / available.min()
-    try:
-        imf = float(imbalance_factor)
-    except (TypeError, ValueError):
-        imf = float("nan")  # long_tail_counts names the bad value below
-    if not allow_cut and imf >= 1 and ratio > imf:
-        try:
-            counts = long_tail_counts(int(n_max), k, imbalance_factor, profile)
-            kept = f"keep {sum(min(int(counts[r]), int(pools[c])) for r, c in enumerate(order))} of"
-        except OTReweightError:
-            kept = "leave a class without training examples, out of"
-        raise OTReweightError(
-            f"the training pool is more imbalanced than the profile asked for (classes of {available.min()} to "
-            f"{available.max()} examples, {ratio:.3g}x apart, IF={imf:g}): profile={profile!r} "
-            f"would cut its head classes and {kept} its {int(pools.sum())} training examples; keep it as it is with "
-            "profile='given' (data.profile=given), or cut it on purpose with allow_cut=True (data.allow_cut=true)"
-        )
+    if not allow_cut:
+        _refuse_a_cut(available, pools, int(n_max), imbalance_factor, profile, order)
     counts_by_rank = long_tail_counts(int(n_max), k, imbalance_factor, profile)
     rng = np.random.default_rng(seed)
     train, meta, val = [], [], []

@@ -216,11 +216,10 @@ def file_sha256(path) -> str:
     return file_digest(path)
 
 
-def read_split_file(path) -> SplitTable:
-    """Read and check a split file; any problem is one line naming the file and the line."""
-    path = Path(path).expanduser()
+def _read_text(path: Path) -> str:
+    """The split file's text, or one line saying why it cannot be read."""
     try:
-        text = path.read_bytes().decode("utf-8")
+        return path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise OTReweightError(f"split file {path} does not exist; write one with `otreweight split --config ... "
                               "--output <file>`") from None
@@ -230,6 +229,12 @@ def read_split_file(path) -> SplitTable:
         raise OTReweightError(f"cannot read split file {path} ({e.strerror or e})") from None
     except UnicodeDecodeError:
         raise OTReweightError(f"split file {path} is not UTF-8 text; give a file written by `otreweight split`") from None
+
+
+def read_split_file(path) -> SplitTable:
+    """Read and check a split file; any problem is one line naming the file and the line."""
+    path = Path(path).expanduser()
+    text = _read_text(path)
 
     def bad(n, what):
         return OTReweightError(f"split file {path} line {n}: {what}; write it again with `otreweight split`")

@@ -12,12 +12,11 @@ true class, not :math:`\exp(-w_{y_i}\ell_{CE})`, so the class weight only multip
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
 
-from .._errors import OTReweightError
+from .._errors import OTReweightError, is_number
 from ..class_weights import effective_number_weights
 from . import METHODS
 from .base import Method
@@ -33,7 +32,7 @@ def focal_loss(logits: torch.Tensor, y: torch.Tensor, gamma: float, class_weight
 
 
 def _check_gamma(gamma) -> float:
-    if not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma >= 0):
+    if not is_number(gamma, low=0):
         raise OTReweightError(f"focal gamma must be a finite number >= 0, got {gamma!r}")
     return float(gamma)
 

@@ -20,14 +20,13 @@ the plain linear logits (then :math:`s` multiplies unbounded logits; lower it).
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._errors import OTReweightError, check_choice
+from .._errors import OTReweightError, check_choice, is_number
 from ..class_weights import effective_number_weights
 from . import METHODS
 from .base import Method
@@ -85,7 +84,7 @@ class LDAMDRW(Method):
     def __init__(self, max_margin: float = 0.5, s: float = 30.0, beta: float = 0.9999, drw_epoch: int | None = None,
                  drw_fraction: float = 0.8, head: str = "cosine") -> None:
         for what, v in (("max_margin", max_margin), ("s (logit scale)", s)):
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+            if not is_number(v, above=0):
                 raise OTReweightError(f"ldam_drw {what} must be a finite number > 0, got {v!r}")
         if drw_epoch is not None and (int(drw_epoch) != drw_epoch or drw_epoch < 0):
             raise OTReweightError(f"ldam_drw drw_epoch must be an integer >= 0 (or null), got {drw_epoch!r}")

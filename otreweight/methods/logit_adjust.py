@@ -17,13 +17,12 @@ so no logit is shifted by an infinity.
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._errors import OTReweightError
+from .._errors import OTReweightError, is_number
 from . import METHODS
 from .base import Method
 
@@ -35,7 +34,7 @@ def log_prior(counts) -> torch.Tensor:
 
 
 def _check_tau(tau) -> float:
-    if not (isinstance(tau, (int, float)) and math.isfinite(tau)):
+    if not is_number(tau):
         raise OTReweightError(f"tau (logit-adjustment strength) must be a finite number, got {tau!r}")
     return float(tau)
 

@@ -18,12 +18,11 @@ forward-backward passes per step (``stats()``); the loop's forward is re-used fo
 """
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import nn
 
-from .._errors import OTReweightError
+from .._errors import OTReweightError, is_number
 from . import METHODS
 from ._lookahead import LookAhead
 from ._meta_common import LookAheadReweighter, MetaBatches, PassCounter, lookahead_meta_loss, normalise
@@ -65,7 +64,7 @@ class MetaWeightNet(LookAheadReweighter):
         if int(hidden) != hidden or hidden < 1:
             raise OTReweightError(f"mwnet hidden (width of the weighting MLP) must be an integer >= 1, got {hidden!r}")
         for what, v in (("meta_lr", meta_lr), ("meta_momentum", meta_momentum), ("meta_weight_decay", meta_weight_decay)):
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            if not is_number(v, low=0):
                 raise OTReweightError(f"mwnet {what} must be a finite number >= 0, got {v!r}")
         if meta_lr <= 0:
             raise OTReweightError(f"mwnet meta_lr must be > 0, got {meta_lr!r}")

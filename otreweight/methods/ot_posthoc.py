@@ -24,13 +24,12 @@ evaluated split, with the training frequencies as the source prior) or a list of
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import ot
 import torch
 
-from .._errors import OTReweightError
+from .._errors import OTReweightError, is_number
 from . import METHODS
 from .base import Method
 
@@ -80,7 +79,7 @@ class OTPostHoc(Method):
             from ..prior import check_prior
 
             marginal = [float(v) for v in check_prior(marginal, None, "ot-posthoc marginal")]
-        if not (isinstance(reg, (int, float)) and math.isfinite(reg) and reg > 0):
+        if not is_number(reg, above=0):
             raise OTReweightError(f"ot-posthoc reg (entropic regularisation) must be a number > 0, got {reg!r}")
         if not (isinstance(batch_size, int) and batch_size >= 1):
             raise OTReweightError(f"ot-posthoc batch_size must be an integer >= 1, got {batch_size!r}")

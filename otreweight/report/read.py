@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._errors import OTReweightError
+from .._errors import OTReweightError, is_number
 
 FIG_DPI = 120
 MAX_NAMED_CLASSES = 20  # above this, axes show class ranks instead of class names
@@ -117,7 +117,7 @@ def _find_stages(run_dir: Path, notes: list[str]) -> list[_Stage]:
 # small helpers
 # --------------------------------------------------------------------------------------------
 def _is_num(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+    return is_number(v)
 
 
 def _pct(v) -> str:

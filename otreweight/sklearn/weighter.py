@@ -15,7 +15,7 @@ from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _get_feature_names, check_array, check_is_fitted, validate_data
 
-from .._errors import OTReweightError, check_choice, check_positive
+from .._errors import OTReweightError, check_choice, check_positive, is_number
 from ..cost import COSTS, LABEL_SCALES
 from ..transport import balanced_target_mass, check_cost_size
 from .objectives import (
@@ -271,7 +271,7 @@ class OTSampleWeighter(BaseEstimator):
         check_positive("sinkhorn_tol", self.sinkhorn_tol)
         if isinstance(self.lam, bool) or not isinstance(self.lam, numbers.Real) or not self.lam > 0:
             raise OTReweightError(f"lam must be a number > 0 or inf, got {self.lam!r}")
-        if not isinstance(self.tol, numbers.Real) or not math.isfinite(self.tol) or self.tol < 0:
+        if not is_number(self.tol, low=0):
             raise OTReweightError(f"tol must be a finite number >= 0, got {self.tol!r}")
         if not isinstance(self.alpha, numbers.Real) or not 0.0 <= self.alpha <= 1.0:
             raise OTReweightError(f"alpha must be a number in [0, 1], got {self.alpha!r}")

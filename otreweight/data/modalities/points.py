@@ -31,14 +31,14 @@ import math
 import numpy as np
 import torch
 
-from ..._errors import OTReweightError
+from ..._errors import OTReweightError, is_number
 from .base import MODALITIES, Modality
 
 AXES = ("x", "y", "z")
 
 
 def _number(name: str, value, lo: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < lo:
+    if not is_number(value, low=lo):
         raise OTReweightError(f"points option {name} must be a number >= {lo:g}, got {value!r}")
     return float(value)
 
