@@ -76,13 +76,16 @@ from __future__ import annotations
 import copy
 import inspect
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Union
 
 import numpy as np
 
 from . import distributed as dist
 from ._errors import OTReweightError, check_choice
 from .config import Stage2Config, as_run_config, recipe_keys, set_dotted
+from .config.fields import Section, build
 from .methods import METHODS
 from .methods.ot_reweight import OT_VARIANTS, RETIRED_VARIANTS
 from .outputs import check_output_dir, has_progress
@@ -101,12 +104,39 @@ ABLATION_AXES = {"cost": ("feature", "label", "combined"), "targets": ("prototyp
 
 
 # ----------------------------------------------------------------------------- plan
+@dataclass(eq=False)
+class Stage1Entry(Section):
+    """The plan entry of the stage-1 model itself (the ``ce`` row of a comparison): its settings are
+    the config's ``stage1``."""
+
+    name: str = "ce"
+    stage: str = "stage1"
+    meta_in_train: bool = False
+
+
+#: One entry of a comparison plan: a stage-2 variant, or the stage-1 model itself.
+PlanEntry = Union[Stage2Config, Stage1Entry]
+
+
+def as_plan_entry(v) -> PlanEntry:
+    """A plan entry as given, or built (every value type-checked) from its mapping (``compare.json``)."""
+    if isinstance(v, (Stage2Config, Stage1Entry)):
+        return v
+    if isinstance(v, dict) and v.get("stage") == "stage1":
+        return build(Stage1Entry, v, "plan entry")
+    return build(Stage2Config, v, f"plan entry {v.get('name', '?')}" if isinstance(v, dict) else "plan entry")
+
+
+def _is_variant(v: PlanEntry) -> bool:
+    return isinstance(v, Stage2Config)
+
+
 def make_variant(name: str, method: str, options: dict, start: str = "stage1", trainable: str = "classifier",
                  recipe: dict | None = None, meta_in_train: bool = False) -> dict:
     """One stage-2 variant of a comparison plan: ``method`` with ``options``, the recipe keys
     (epochs, batch_size, lr, ...) taken from ``recipe`` (default: the stage-2 defaults)."""
     v = _variant(name, method, options, start, trainable, {**_stage2_defaults(), **(recipe or {})})
-    v["meta_in_train"] = bool(meta_in_train)
+    v.meta_in_train = bool(meta_in_train)
     return v
 
 
@@ -119,11 +149,11 @@ def end_to_end_methods() -> tuple[str, ...]:
     return tuple(n for n in METHODS.names() if getattr(METHODS.get(n), "end_to_end", False))
 
 
-def _variant(name: str, method: str, options: dict, start: str, trainable: str, recipe: dict) -> dict:
+def _variant(name: str, method: str, options: dict, start: str, trainable: str, recipe: dict) -> Stage2Config:
     v = _stage2_defaults()
     v.update(copy.deepcopy({k: recipe[k] for k in RECIPE_KEYS if k in recipe}))
     v.update(name=name, method=method, options=copy.deepcopy(options), start=start, trainable=trainable)
-    return v
+    return build(Stage2Config, v, name)
 
 
 def ot_reference(cfg: dict) -> dict:
@@ -145,11 +175,12 @@ def _ot_defaults() -> dict:
 
 
 def plan_comparison(cfg: dict, methods=None, preset: str = "baselines", mode: str = "paper",
-                    meta_in_train: bool = False, method_sets=()) -> list[dict]:
+                    meta_in_train: bool = False, method_sets=()) -> list[PlanEntry]:
     """The stage-2 variants of a comparison, one per method, in table order.
 
-    The ``ce`` entry is ``{"name": "ce", "stage": "stage1"}`` (the stage-1 model itself) unless the
-    config loads stage 1 from a checkpoint; then it is a zero-epoch variant that only scores it.
+    Each entry is a :class:`~otreweight.config.Stage2Config`, except the ``ce`` entry: a
+    :class:`Stage1Entry` (the stage-1 model itself) unless the config loads stage 1 from a
+    checkpoint; then it is a zero-epoch variant that only scores it.
     """
     check_choice("compare preset", preset, PRESETS)
     check_choice("compare mode", mode, MODES)
@@ -173,7 +204,7 @@ def plan_comparison(cfg: dict, methods=None, preset: str = "baselines", mode: st
             if cfg.stage1.checkpoint:
                 plan.append(_variant("ce", "ce", {}, "stage1", "classifier", {**ot_recipe, "epochs": 0}))
             else:
-                plan.append({"name": "ce", "stage": "stage1"})
+                plan.append(Stage1Entry())
         elif name in known:
             plan.append(known[name])
         elif name == "ot":
@@ -197,9 +228,8 @@ def plan_comparison(cfg: dict, methods=None, preset: str = "baselines", mode: st
         else:  # decoupled losses, and any other registered method: like OT's stage 2
             plan.append(_variant(name, name, {}, "stage1", "classifier", ot_recipe))
     for v in plan:
-        v["meta_in_train"] = bool(meta_in_train)
-    _apply_method_sets(plan, method_sets)
-    return plan
+        v.meta_in_train = bool(meta_in_train)
+    return _apply_method_sets(plan, method_sets)
 
 
 def ablation_variants(cfg: dict) -> dict:
@@ -222,28 +252,29 @@ def ablation_variants(cfg: dict) -> dict:
     return out
 
 
-def _apply_method_sets(plan: list[dict], method_sets) -> None:
-    by_name = {v["name"]: v for v in plan}
+def _apply_method_sets(plan: list[PlanEntry], method_sets) -> list[PlanEntry]:
+    """``plan`` with each ``METHOD.KEY=VALUE`` (``*``: every variant) applied, values type-checked."""
+    plan = list(plan)
+    index = {v.name: i for i, v in enumerate(plan)}
+    keys = [k for k in _stage2_defaults() if k not in ("name", "method")]
     for item in method_sets or []:
         key, value = parse_assignment(item, "--method-set", "METHOD.KEY=VALUE (e.g. ldam_drw.epochs=100)", dotted=True)
         name, _, rest = key.partition(".")
-        if name != "*" and name not in by_name:
-            raise OTReweightError(f"--method-set {item}: {name!r} is not among the compared methods ({', '.join(by_name)})")
-        targets = [v for v in plan if "method" in v] if name == "*" else [by_name[name]]
-        if not targets or "method" not in targets[0]:
+        if name != "*" and name not in index:
+            raise OTReweightError(f"--method-set {item}: {name!r} is not among the compared methods ({', '.join(index)})")
+        targets = [i for i, v in enumerate(plan) if _is_variant(v)] if name == "*" else [index[name]]
+        if not targets or not _is_variant(plan[targets[0]]):
             raise OTReweightError(f"--method-set {item}: the ce row is stage 1 itself; change it with --set stage1.{rest}")
-        for v in targets:
-            if rest.split(".")[0] not in _stage2_defaults() or rest in ("name", "method"):
-                raise OTReweightError(
-                    f"--method-set {item}: unknown key {rest!r}; keys: "
-                    f"{', '.join(k for k in _stage2_defaults() if k not in ('name', 'method'))}, options.<option>"
-                )
-            if v.get("options") is None:
-                v["options"] = {}
-            set_dotted(v, rest, value)
+        if rest.split(".")[0] not in keys:
+            raise OTReweightError(f"--method-set {item}: unknown key {rest!r}; keys: {', '.join(keys)}, options.<option>")
+        for i in targets:
+            d = plan[i].to_dict()
+            set_dotted(d, rest, value)
+            plan[i] = build(Stage2Config, d, f"--method-set {plan[i].name}")
+    return plan
 
 
-def seed_config(cfg: dict, plan: list[dict], seed: int, output: Path, meta_in_train: bool) -> dict:
+def seed_config(cfg: dict, plan: list[PlanEntry], seed: int, output: Path, meta_in_train: bool) -> dict:
     """The run config of one seed: the comparison's stage-2 variants, its own output folder."""
     c = as_run_config(cfg).to_dict()
     c["seed"] = int(seed)
@@ -252,7 +283,7 @@ def seed_config(cfg: dict, plan: list[dict], seed: int, output: Path, meta_in_tr
     ckpt = c["stage1"]["checkpoint"]
     if ckpt:
         c["stage1"]["checkpoint"] = str(ckpt).format(seed=seed)
-    c["stage2"] = [copy.deepcopy(v) for v in plan if "method" in v]
+    c["stage2"] = [v.to_dict() for v in plan if _is_variant(v)]
     return as_run_config(c)
 
 
@@ -273,11 +304,11 @@ def run_comparison(cfg: dict, methods=None, seeds=(0, 1, 2), preset: str = "base
                     which=which, log=log, dataset=dataset, reference=reference)
 
 
-def run_plan(cfg: dict, plan: list[dict], seeds, output, preset: str = "custom", mode: str = "custom",
+def run_plan(cfg: dict, plan: list, seeds, output, preset: str = "custom", mode: str = "custom",
              meta_in_train: bool = False, resume: bool = False, which: str = "best", log=print, dataset=None,
              reference: str | None = None) -> dict:
     """Run a comparison plan (a list of stage-2 variants, e.g. from :func:`plan_comparison` and
-    :func:`make_variant`) over seeds into ``output``; the tables as :func:`run_comparison`.
+    :func:`make_variant`, or their mappings) over seeds into ``output``; the tables as :func:`run_comparison`.
 
     ``meta_in_train`` sets stage 1's flag; each variant carries its own ``meta_in_train``.
     """
@@ -293,7 +324,8 @@ def run_plan(cfg: dict, plan: list[dict], seeds, output, preset: str = "custom",
             "one stage-1 checkpoint cannot serve several seeds (each seed draws its own split); "
             "put {seed} in stage1.checkpoint, e.g. runs/c10_seed{seed}/stage1/model.json"
         )
-    names = [v["name"] for v in plan]
+    plan = [as_plan_entry(v) for v in plan]
+    names = [v.name for v in plan]
     if len(set(names)) != len(names):
         raise OTReweightError(f"the plan names a method twice: {','.join(names)}")
     reference = reference_method(plan, reference)
@@ -303,8 +335,8 @@ def run_plan(cfg: dict, plan: list[dict], seeds, output, preset: str = "custom",
     # writes the plan, the run folders and the tables, and prints
     dist.init(seed_cfgs[seeds[0]].device)
     if dist.world_size() > 1:
-        single = [v["name"] for v in plan if "method" in v
-                  and not getattr(METHODS.get(v["method"]), "multi_process", True)]
+        single = [v.name for v in plan if _is_variant(v)
+                  and not getattr(METHODS.get(v.method), "multi_process", True)]
         if single:
             raise OTReweightError(f"method(s) {', '.join(single)} cannot run on several processes yet (a look-ahead "
                                   "step per process); compare them in one process, without torchrun, or leave them "
@@ -322,7 +354,7 @@ def run_plan(cfg: dict, plan: list[dict], seeds, output, preset: str = "custom",
         if s not in seeds and done.exists():
             results[int(s)] = json.loads(done.read_text())
     for i, s in enumerate(seeds):
-        log(f"== seed {s} ({i + 1}/{len(seeds)}): {', '.join(v['name'] for v in plan)}")
+        log(f"== seed {s} ({i + 1}/{len(seeds)}): {', '.join(v.name for v in plan)}")
         results[s] = run_experiment(seed_cfgs[s], resume=resume, log=lambda msg, s=s: log(f"[seed {s}] {msg}"),
                                     dataset=dataset)
         files = (write_tables(out, plan, dict(sorted(results.items())), which, cfg, reference=reference) if main
@@ -350,8 +382,9 @@ def _check_or_write_plan(out: Path, plan, cfg, seeds, preset, mode, meta_in_trai
     if path.exists() and not started:
         resume = False  # a comparison that failed at its start: begin it afresh
     plain = as_run_config(cfg).to_dict()
+    entries = [v.to_dict() for v in plan]
     record = {"config": {k: plain[k] for k in ("data", "model", "stage1")}, "seeds": seeds, "preset": preset,
-              "mode": mode, "meta_in_train": meta_in_train, "plan": plan}
+              "mode": mode, "meta_in_train": meta_in_train, "plan": entries}
     if path.exists() and resume:
         try:
             old = json.loads(path.read_text())
@@ -363,13 +396,13 @@ def _check_or_write_plan(out: Path, plan, cfg, seeds, preset, mode, meta_in_trai
         if old_data != _plain(plain["data"]) or old.get("config", {}).get("model") != _plain(plain["model"]):
             raise OTReweightError(f"{out} holds a comparison on other data or another model; use another --output")
         old_plan = {v["name"]: v for v in old.get("plan", [])}
-        changed = [v["name"] for v in plan if v["name"] in old_plan and old_plan[v["name"]] != _plain(v)]
+        changed = [v["name"] for v in entries if v["name"] in old_plan and old_plan[v["name"]] != _plain(v)]
         if changed or old.get("config", {}).get("stage1") != _plain(plain["stage1"]):
             what = ", ".join(changed) if changed else "stage1"
             raise OTReweightError(
                 f"the settings of {what} changed since {out} was started; resume with the same settings or use another --output"
             )
-        record["plan"] = [*plan, *(v for n, v in old_plan.items() if n not in {p["name"] for p in plan})]
+        record["plan"] = [*entries, *(v for n, v in old_plan.items() if n not in {p["name"] for p in entries})]
         record["seeds"] = sorted(set(seeds) | set(old.get("seeds", [])))
     dist.barrier()  # every rank has read the folder before rank 0 writes in it
     if dist.is_main():
@@ -379,30 +412,30 @@ def _check_or_write_plan(out: Path, plan, cfg, seeds, preset, mode, meta_in_trai
 
 
 # ----------------------------------------------------------------------------- tables
-def _trains(v: dict) -> bool:
+def _trains(v: PlanEntry) -> bool:
     """Whether a plan entry runs training epochs (post-hoc adjustment and zero-epoch variants do not)."""
-    if v.get("stage") == "stage1":
+    if not _is_variant(v):
         return True
-    return v["epochs"] > 0 and bool(getattr(METHODS.get(v["method"]), "trains", True))
+    return v.epochs > 0 and bool(getattr(METHODS.get(v.method), "trains", True))
 
 
-def _stage_of(v: dict) -> str:
-    return "stage1" if v.get("stage") == "stage1" else f"stage2_{v['name']}"
+def _stage_of(v: PlanEntry) -> str:
+    return f"stage2_{v.name}" if _is_variant(v) else "stage1"
 
 
-def summarize_comparison(plan: list[dict], results: dict, which: str = "best") -> list[dict]:
+def summarize_comparison(plan: list[PlanEntry], results: dict, which: str = "best") -> list[dict]:
     """Mean and std over seeds per method (metrics in percent; seconds per epoch; total seconds,
     stage 1 included for the methods that start from it)."""
     rows = []
     for v in plan:
         stage = _stage_of(v)
         runs = [r for r in results.values() if stage in r]
-        row = {"method": v["name"], "seeds": len(runs)}
+        row = {"method": v.name, "seeds": len(runs)}
         for key in METRICS:
             row[f"{key}_mean"], row[f"{key}_std"] = mean_std(
                 [100.0 * r[stage][which][key] for r in runs if r[stage][which].get(key) is not None])
         spe = [r[stage]["seconds_per_epoch"] for r in runs] if _trains(v) else []
-        tot = [r[stage]["seconds"] + (r["stage1"]["seconds"] if v.get("start") == "stage1" and "stage1" in r else 0.0)
+        tot = [r[stage]["seconds"] + (r["stage1"]["seconds"] if _is_variant(v) and v.start == "stage1" and "stage1" in r else 0.0)
                for r in runs]
         row["seconds_per_epoch_mean"], row["seconds_per_epoch_std"] = mean_std(spe)
         row["total_seconds_mean"], row["total_seconds_std"] = mean_std(tot)
@@ -422,7 +455,7 @@ def summarize_comparison(plan: list[dict], results: dict, which: str = "best") -
 def reference_method(plan: list[dict], reference: str | None = None) -> str:
     """The reference of the paired differences: ``reference`` (one line if it is not compared),
     else ``cb`` when it is in the plan, else the plan's first method."""
-    names = [v["name"] for v in plan]
+    names = [v.name for v in plan]
     if reference is None:
         return "cb" if "cb" in names else names[0]
     if reference not in names:
@@ -452,11 +485,11 @@ def paired_stats(diffs, level: float = 0.95) -> dict:
     return out
 
 
-def paired_differences(plan: list[dict], results: dict, reference: str, which: str = "best",
+def paired_differences(plan: list[PlanEntry], results: dict, reference: str, which: str = "best",
                        metric: str = "balanced_accuracy") -> list[dict]:
     """Per method, its test ``metric`` (points) minus the reference's on each seed both ran, and
     :func:`paired_stats` of those differences (see the module docstring for the reading rule)."""
-    ref_stage = _stage_of(next(v for v in plan if v["name"] == reference))
+    ref_stage = _stage_of(next(v for v in plan if v.name == reference))
     rows = []
     for v in plan:
         stage = _stage_of(v)
@@ -466,32 +499,32 @@ def paired_differences(plan: list[dict], results: dict, reference: str, which: s
                 a, b = r[stage][which].get(metric), r[ref_stage][which].get(metric)
                 if a is not None and b is not None:
                     per_seed[int(seed)] = 100.0 * (a - b)
-        row = {"method": v["name"], "reference": reference, "metric": metric, "diff_per_seed": per_seed}
-        row.update(paired_stats(list(per_seed.values())) if v["name"] != reference else
+        row = {"method": v.name, "reference": reference, "metric": metric, "diff_per_seed": per_seed}
+        row.update(paired_stats(list(per_seed.values())) if v.name != reference else
                    {"paired_seeds": len(per_seed), "diff_mean": 0.0, "diff_std": 0.0, "ci_low": 0.0, "ci_high": 0.0,
                     "verdict": "reference"})
         rows.append(row)
     return rows
 
 
-def _transductive(v: dict) -> bool:
-    return "method" in v and v["method"] in METHODS and bool(getattr(METHODS.get(v["method"]), "transductive", False))
+def _transductive(v: PlanEntry) -> bool:
+    return _is_variant(v) and v.method in METHODS and bool(getattr(METHODS.get(v.method), "transductive", False))
 
 
-def _describe(v: dict, cfg: dict) -> list[str]:
-    extra = " +meta" if v.get("meta_in_train") else ""
-    if v.get("stage") == "stage1":
+def _describe(v: PlanEntry, cfg: dict) -> list[str]:
+    extra = " +meta" if v.meta_in_train else ""
+    if not _is_variant(v):
         s1 = cfg["stage1"]
         what = "classifier (frozen backbone)" if s1.get("trainable") == "classifier" else "whole network"
         return ["ce (stage 1)" + extra, "scratch", what, str(s1["epochs"]), str(s1["batch_size"]),
                 f"{s1['lr']:g}", ""]
-    opts = ", ".join(f"{k}={val}" for k, val in (v["options"] or {}).items())
-    trains = "nothing" if not _trains(v) else ("whole network" if v["trainable"] == "all" else "classifier")
+    opts = ", ".join(f"{k}={val}" for k, val in (v.options or {}).items())
+    trains = "nothing" if not _trains(v) else ("whole network" if v.trainable == "all" else "classifier")
     if trains == "nothing":
         if _transductive(v):
             trains += " (transductive: predicts from the whole test split)"
-        return [v["method"] + extra, v["start"], trains, "-", "-", "-", opts]
-    return [v["method"] + extra, v["start"], trains, str(v["epochs"]), str(v["batch_size"]), f"{v['lr']:g}", opts]
+        return [v.method + extra, v.start, trains, "-", "-", "-", opts]
+    return [v.method + extra, v.start, trains, str(v.epochs), str(v.batch_size), f"{v.lr:g}", opts]
 
 
 def _imbalance_text(out: Path, d: dict, seeds: list) -> str:
@@ -508,13 +541,13 @@ def _imbalance_text(out: Path, d: dict, seeds: list) -> str:
     return f"the given class counts (profile given; training imbalance ratio {max(counts) / min(counts):,.0f})"
 
 
-def write_tables(out: Path, plan: list[dict], results: dict, which: str, cfg: dict, reference: str | None = None) -> dict:
+def write_tables(out: Path, plan: list[PlanEntry], results: dict, which: str, cfg: dict, reference: str | None = None) -> dict:
     """Write ``compare.md``, ``compare.csv``, ``compare_results.json`` and ``compare.png`` into
     ``out`` (the paired differences to ``reference``, see :func:`reference_method`); return their paths."""
     rows = summarize_comparison(plan, results, which)
     reference = reference_method(plan, reference)
     paired = paired_differences(plan, results, reference, which)
-    transductive = {v["name"] for v in plan if _transductive(v)}
+    transductive = {v.name for v in plan if _transductive(v)}
     seeds = sorted(results)
     sel = "validation-selected epoch" if which == "best" else "last epoch"
     d = cfg["data"]
@@ -547,7 +580,7 @@ def write_tables(out: Path, plan: list[dict], results: dict, which: str, cfg: di
     lines += ["", "## How each method was run", "",
               "| name | method | starts from | trains | epochs | batch | lr | options |", "|---|---|---|---|---|---|---|---|"]
     for v in plan:
-        lines.append(f"| {v['name']} | " + " | ".join(_describe(v, cfg)) + " |")
+        lines.append(f"| {v.name} | " + " | ".join(_describe(v, cfg)) + " |")
     out.mkdir(parents=True, exist_ok=True)
     files = table_paths(out)
     md, csv_path, png = files["md"], files["csv"], files["png"]

@@ -6,7 +6,8 @@ import pytest
 
 from otreweight import OTReweightError
 from otreweight.cli import main
-from otreweight.compare import make_variant, plan_comparison, run_comparison, run_plan
+from otreweight.compare import Stage1Entry, make_variant, plan_comparison, run_comparison, run_plan
+from otreweight.config import Stage2Config
 from otreweight.experiment import load_config, run_experiment
 from otreweight.methods import METHODS
 from otreweight.methods.ce import CrossEntropy
@@ -106,9 +107,10 @@ def test_plans_of_the_presets_and_modes():
     plan = {v["name"]: v for v in plan_comparison(cfg)}
     assert list(plan) == ["ce", "focal", "cb", "ldam_drw", "balanced_softmax", "logit_adjust_posthoc", "crt", "mwnet",
                           "l2rw", "ot"]
-    assert plan["ce"] == {"name": "ce", "stage": "stage1", "meta_in_train": False}
+    assert plan["ce"] == {"name": "ce", "stage": "stage1", "meta_in_train": False} and isinstance(plan["ce"], Stage1Entry)
+    assert all(isinstance(v, Stage2Config) for n, v in plan.items() if n != "ce")  # typed stage configs
     assert plan["ldam_drw"]["start"] == "scratch" and plan["ldam_drw"]["epochs"] == 200
-    assert plan["ldam_drw"]["trainable"] == "all" and plan["ldam_drw"]["milestones"] == [0.8, 0.9]
+    assert plan["ldam_drw"]["trainable"] == "all" and list(plan["ldam_drw"]["milestones"]) == [0.8, 0.9]
     assert plan["crt"]["trainable"] == "classifier" and plan["crt"]["start"] == "stage1"
     assert plan["ot"]["options"]["meta_ce"] == 10.0 and plan["ot"]["lr"] == 2e-5 and plan["ot"]["epochs"] == 90
     assert plan["logit_adjust_posthoc"]["epochs"] == 0
