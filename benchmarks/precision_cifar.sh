@@ -29,9 +29,10 @@ $PY - "$OUT" "$SEED" <<'PY'
 import json, sys, pathlib
 out, seed = pathlib.Path(sys.argv[1]), sys.argv[2]
 walls = dict(l.split(": ") for l in (out / "wall.txt").read_text().splitlines() if f"seed {seed}" in l)
-print("| variant | test balanced acc (val-selected) | best epoch | wall |")
-print("|---|---|---|---|")
+print("| variant | test bal. acc, val-selected epoch | selected epoch | test bal. acc, last epoch | s/epoch | wall |")
+print("|---|---|---|---|---|---|")
 for v in ("fp32", "bf16", "compile"):
     f = json.loads((out / v / f"seed{seed}" / "stage1" / "final.json").read_text())
-    print(f"| {v} | {100 * f['test']['balanced_accuracy']:.2f} | {f.get('best_epoch')} | {walls.get(f'{v} seed {seed}', '?')} |")
+    print(f"| {v} | {100 * f['best']['balanced_accuracy']:.2f} | {f['best_epoch']} | "
+          f"{100 * f['last']['balanced_accuracy']:.2f} | {f['seconds_per_epoch']:.1f} | {walls.get(f'{v} seed {seed}', '?')} |")
 PY
