@@ -254,7 +254,7 @@ def ablation_variants(cfg: dict) -> dict:
 
 def _apply_method_sets(plan: list[PlanEntry], method_sets) -> list[PlanEntry]:
     """``plan`` with each ``METHOD.KEY=VALUE`` (``*``: every variant) applied, values type-checked."""
-    plan = list(plan)
+    plan = [as_plan_entry(v) for v in plan]
     index = {v.name: i for i, v in enumerate(plan)}
     keys = [k for k in _stage2_defaults() if k not in ("name", "method")]
     for item in method_sets or []:
@@ -423,11 +423,11 @@ def _stage_of(v: PlanEntry) -> str:
     return f"stage2_{v.name}" if _is_variant(v) else "stage1"
 
 
-def summarize_comparison(plan: list[PlanEntry], results: dict, which: str = "best") -> list[dict]:
+def summarize_comparison(plan: list, results: dict, which: str = "best") -> list[dict]:
     """Mean and std over seeds per method (metrics in percent; seconds per epoch; total seconds,
     stage 1 included for the methods that start from it)."""
     rows = []
-    for v in plan:
+    for v in map(as_plan_entry, plan):
         stage = _stage_of(v)
         runs = [r for r in results.values() if stage in r]
         row = {"method": v.name, "seeds": len(runs)}
@@ -452,10 +452,10 @@ def summarize_comparison(plan: list[PlanEntry], results: dict, which: str = "bes
     return rows
 
 
-def reference_method(plan: list[dict], reference: str | None = None) -> str:
+def reference_method(plan: list, reference: str | None = None) -> str:
     """The reference of the paired differences: ``reference`` (one line if it is not compared),
     else ``cb`` when it is in the plan, else the plan's first method."""
-    names = [v.name for v in plan]
+    names = [as_plan_entry(v).name for v in plan]
     if reference is None:
         return "cb" if "cb" in names else names[0]
     if reference not in names:
@@ -485,10 +485,11 @@ def paired_stats(diffs, level: float = 0.95) -> dict:
     return out
 
 
-def paired_differences(plan: list[PlanEntry], results: dict, reference: str, which: str = "best",
+def paired_differences(plan: list, results: dict, reference: str, which: str = "best",
                        metric: str = "balanced_accuracy") -> list[dict]:
     """Per method, its test ``metric`` (points) minus the reference's on each seed both ran, and
     :func:`paired_stats` of those differences (see the module docstring for the reading rule)."""
+    plan = [as_plan_entry(v) for v in plan]
     ref_stage = _stage_of(next(v for v in plan if v.name == reference))
     rows = []
     for v in plan:
@@ -541,9 +542,10 @@ def _imbalance_text(out: Path, d: dict, seeds: list) -> str:
     return f"the given class counts (profile given; training imbalance ratio {max(counts) / min(counts):,.0f})"
 
 
-def write_tables(out: Path, plan: list[PlanEntry], results: dict, which: str, cfg: dict, reference: str | None = None) -> dict:
+def write_tables(out: Path, plan: list, results: dict, which: str, cfg: dict, reference: str | None = None) -> dict:
     """Write ``compare.md``, ``compare.csv``, ``compare_results.json`` and ``compare.png`` into
     ``out`` (the paired differences to ``reference``, see :func:`reference_method`); return their paths."""
+    plan = [as_plan_entry(v) for v in plan]
     rows = summarize_comparison(plan, results, which)
     reference = reference_method(plan, reference)
     paired = paired_differences(plan, results, reference, which)
