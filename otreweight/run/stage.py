@@ -143,11 +143,10 @@ def run_stage(name: str, model, method, fit_cfg: FitConfig, prep, ctx: StageCont
 
 def _test_selected(history: list, fit_cfg: FitConfig) -> dict | None:
     """``{"epoch", **test metrics}`` of the first epoch with the best test ``select_metric``, or None
-    when the test split was not scored every epoch."""
-    scored = [r for r in history if "test" in r]
-    if not scored:
+    when the test split was not scored after every epoch (e.g. watch_test switched on or off on resume)."""
+    if not history or any("test" not in r for r in history):
         return None
-    top = max(scored, key=lambda r: r["test"][fit_cfg.select_metric])
+    top = max(history, key=lambda r: r["test"][fit_cfg.select_metric])
     return {"epoch": top["epoch"], **top["test"]}
 
 
