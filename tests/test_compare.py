@@ -244,3 +244,21 @@ def test_watch_test_reports_the_best_test_epoch_and_changes_nothing_else(tiny_np
     assert all("test_selected_mean" in r for r in watched["rows"]) and not any("test_selected_mean" in r for r in plain["rows"])
     md = (tmp_path / "watched" / "compare.md").read_text()
     assert "Best test balanced accuracy over the epochs" in md and "never used for any selection" in md
+
+
+def test_test_selected_needs_every_epoch_scored():
+    """A stage resumed with watch_test switched on or off has no best-over-epochs figure (not the best of some epochs)."""
+    from otreweight.config import FitConfig
+    from otreweight.run.stage import _test_selected
+
+    def rec(e, t=None):
+        r = {"epoch": e, "val": {"balanced_accuracy": 0.5}}
+        if t is not None:
+            r["test"] = {"balanced_accuracy": t, "accuracy": t}
+        return r
+
+    cfg = FitConfig()
+    assert _test_selected([rec(1, 0.4), rec(2, 0.6), rec(3, 0.6)], cfg) == {"epoch": 2, "balanced_accuracy": 0.6,
+                                                                            "accuracy": 0.6}
+    assert _test_selected([rec(1, 0.4), rec(2), rec(3, 0.6)], cfg) is None
+    assert _test_selected([rec(1), rec(2)], cfg) is None and _test_selected([], cfg) is None
