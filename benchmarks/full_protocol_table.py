@@ -30,9 +30,14 @@ def watched(stage_dir: Path) -> tuple[float | None, str]:
     if not scored:
         return None, "-"
     best = max(r["test"]["balanced_accuracy"] for r in scored)
-    first, last = scored[0]["epoch"], scored[-1]["epoch"]
-    span = "every epoch" if len(scored) == len(rows) else f"epochs {first}-{last} of {rows[-1]['epoch']}"
-    return 100 * best, span
+    if len(scored) == len(rows):
+        return 100 * best, "every epoch"
+    runs, start = [], scored[0]["epoch"]  # the scored epochs as ranges, e.g. 1-18, 161-200
+    for prev, cur in zip(scored, scored[1:] + [None]):
+        if cur is None or cur["epoch"] != prev["epoch"] + 1:
+            runs.append(f"{start}-{prev['epoch']}" if prev["epoch"] != start else str(start))
+            start = cur["epoch"] if cur is not None else start
+    return 100 * best, f"epochs {', '.join(runs)} of {rows[-1]['epoch']}"
 
 
 def main(argv=None) -> int:
@@ -69,7 +74,7 @@ def main(argv=None) -> int:
 
         w = (ms([x for x, _ in watch]) + f" ({watch[0][1]})") if watch else "-"
         pub = PUBLISHED.get(v["name"])
-        print(f"| {v['name']} | {ms(best)} | {ms(last)} | {w} | {ms(diff) if v['name'] != 'cb' else 'reference'} | "
+        print(f"| {v['name']} | {ms(best)} | {ms(last)} | {w} | {('+' if statistics.mean(diff) > 0 else '') + ms(diff) if v['name'] != 'cb' else 'reference'} | "
               f"{ms(spe, 1)} | {ms(sec, 0)} | {f'{pub[1]:.2f} ({pub[0]})' if pub else '-'} |")
     print(f"\nSeeds: {', '.join(map(str, seeds))}. LDAM-DRW as published (test-selected): {LDAM_DRW:.2f}.")
     return 0
