@@ -2,14 +2,14 @@
 # 15-epoch CIFAR-10-LT IF 100 stage 1 (ResNet-32) in fp32, `amp: bf16` and `compile: true`, same seed and
 # data, one after another on one machine: test balanced accuracy and wall time per variant (BENCHMARKS.md,
 # "bf16 autocast and torch.compile on the CPU"). Throughput side by side: benchmarks/precision_cpu.py.
-#   SEED=0 THREADS=2 bash benchmarks/precision_cifar.sh [OUT] [DATA]   (finished variants are kept)
+#   SEED=0 THREADS=2 [VARIANTS="fp32 bf16"] bash benchmarks/precision_cifar.sh [OUT] [DATA]   (finished variants are kept)
 set -euo pipefail
 PY=${PY:-python}
 OUT=${1:-runs/precision}
 D=${2:-../shared/data/cifar10-jpeg.tar.gz}
 SEED=${SEED:-0}
 mkdir -p "$OUT"
-for v in fp32 bf16 compile; do
+for v in ${VARIANTS:-fp32 bf16 compile}; do
   case $v in
     fp32) extra=(--set stage1.amp=none) ;;
     bf16) extra=(--set stage1.amp=bf16) ;;
@@ -32,6 +32,8 @@ walls = dict(l.split(": ") for l in (out / "wall.txt").read_text().splitlines() 
 print("| variant | test bal. acc, val-selected epoch | selected epoch | test bal. acc, last epoch | s/epoch | wall |")
 print("|---|---|---|---|---|---|")
 for v in ("fp32", "bf16", "compile"):
+    if not (out / v / f"seed{seed}" / "stage1" / "final.json").exists():
+        continue
     f = json.loads((out / v / f"seed{seed}" / "stage1" / "final.json").read_text())
     print(f"| {v} | {100 * f['best']['balanced_accuracy']:.2f} | {f['best_epoch']} | "
           f"{100 * f['last']['balanced_accuracy']:.2f} | {f['seconds_per_epoch']:.1f} | {walls.get(f'{v} seed {seed}', '?')} |")
