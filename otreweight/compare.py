@@ -132,7 +132,7 @@ def _is_variant(v: PlanEntry) -> bool:
 
 
 def make_variant(name: str, method: str, options: dict, start: str = "stage1", trainable: str = "classifier",
-                 recipe: dict | None = None, meta_in_train: bool = False) -> dict:
+                 recipe: dict | None = None, meta_in_train: bool = False) -> Stage2Config:
     """One stage-2 variant of a comparison plan: ``method`` with ``options``, the recipe keys
     (epochs, batch_size, lr, ...) taken from ``recipe`` (default: the stage-2 defaults)."""
     v = _variant(name, method, options, start, trainable, {**_stage2_defaults(), **(recipe or {})})

@@ -12,7 +12,6 @@ true class, not :math:`\exp(-w_{y_i}\ell_{CE})`, so the class weight only multip
 """
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 

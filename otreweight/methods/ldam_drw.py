@@ -20,7 +20,6 @@ the plain linear logits (then :math:`s` multiplies unbounded logits; lower it).
 """
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 import torch.nn.functional as F

@@ -17,7 +17,6 @@ so no logit is shifted by an infinity.
 """
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 import torch.nn.functional as F

@@ -18,7 +18,6 @@ forward-backward passes per step (``stats()``); the loop's forward is re-used fo
 """
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 

@@ -24,7 +24,6 @@ evaluated split, with the training frequencies as the source prior) or a list of
 """
 from __future__ import annotations
 
-
 import numpy as np
 import ot
 import torch

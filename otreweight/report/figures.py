@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .._errors import OTReweightError
-from .read import (FIG_DPI, GROUP_COLORS, MAX_ANNOTATED_CELLS, MAX_CLASS_BARS, _Classes, _is_num, _per_class,
+from .._errors import OTReweightError, is_number
+from .read import (FIG_DPI, GROUP_COLORS, MAX_ANNOTATED_CELLS, MAX_CLASS_BARS, _Classes, _per_class,
                    _Stage)
 
 
@@ -45,7 +45,7 @@ def _figure_per_class(st: _Stage, cls: _Classes, path: Path) -> Path:
         ax1.set_yscale("log")
         ax1.set_ylabel("training examples\n(log scale)")
         for thr, style in ((cls.many, "--"), (cls.few, ":")):
-            if _is_num(thr):
+            if is_number(thr):
                 ax1.axhline(thr, color="black", lw=0.8, ls=style)
         handles = cls.group_handles()
         if handles:
@@ -64,7 +64,7 @@ def _figure_per_class(st: _Stage, cls: _Classes, path: Path) -> Path:
         ax2.plot(missing, np.full(missing.size, 3.0), "kx", ms=6, mew=1.5, clip_on=False,
                  label="no value (no test example)")
     bal = best.get("balanced_accuracy")
-    if _is_num(bal):
+    if is_number(bal):
         ax2.axhline(100 * bal, color="black", lw=1, ls="--", label=f"balanced accuracy {100 * bal:.1f}%")
     if ax2.get_legend_handles_labels()[0]:
         ax2.legend(fontsize=8, loc="upper right", framealpha=0.95)
@@ -324,15 +324,15 @@ def _figure_curves(stages: list[_Stage], path: Path) -> Path:
     for i, st in enumerate(s for s in stages if s.epochs):
         color = cmap(i % 10)
         ep = np.array([float(r["epoch"]) for r in st.epochs])
-        loss = np.array([float(r["train_loss"]) if _is_num(r.get("train_loss")) else np.nan for r in st.epochs])
+        loss = np.array([float(r["train_loss"]) if is_number(r.get("train_loss")) else np.nan for r in st.epochs])
         val = np.array([100 * float((r.get("val") or {}).get("balanced_accuracy"))
-                        if _is_num((r.get("val") or {}).get("balanced_accuracy")) else np.nan for r in st.epochs])
+                        if is_number((r.get("val") or {}).get("balanced_accuracy")) else np.nan for r in st.epochs])
         marker = "o" if len(ep) <= 30 else None
         ax1.plot(ep, loss, color=color, marker=marker, ms=3, label=st.name)
         ax2.plot(ep, val, color=color, marker=marker, ms=3, label=st.name)
         all_loss.append(loss[np.isfinite(loss)])
         be = st.final.get("best_epoch")
-        hit = np.flatnonzero(ep == be) if _is_num(be) else np.array([], dtype=int)
+        hit = np.flatnonzero(ep == be) if is_number(be) else np.array([], dtype=int)
         if hit.size and np.isfinite(val[hit[0]]):
             ax2.plot(ep[hit[0]], val[hit[0]], "*", color=color, ms=14, mec="black", mew=0.6,
                      label=f"{st.name}: selected epoch {be}")

@@ -6,12 +6,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .._errors import OTReweightError
+from .._errors import OTReweightError, is_number
 from ..summary import METRICS
 from .figures import (_figure_confusion, _figure_curves, _figure_per_class, _figure_weights, _weight_stats,
                       _write_csv)
 from .read import (MAX_ANNOTATED_CELLS, MAX_CLASS_BARS, MAX_NAMED_CLASSES, MAX_SPLIT_ROWS, N_EXTREME_ROWS, _Classes,
-                   _find_stages, _flatten, _fmt, _is_num, _md_cell, _pct, _per_class, _read_json, _safe_name, _Stage)
+                   _find_stages, _flatten, _fmt, _md_cell, _pct, _per_class, _read_json, _safe_name, _Stage)
 
 # --------------------------------------------------------------------------------------------
 # Markdown sections
@@ -53,7 +53,7 @@ def _split_section(split: dict | None, cls: _Classes) -> list[str]:
     if not split:
         return lines + ["_No `split.json` in the run directory._", ""]
     facts = []
-    if _is_num(split.get("imbalance_factor")):
+    if is_number(split.get("imbalance_factor")):
         facts.append(f"imbalance factor {split['imbalance_factor']:g}")
     if split.get("profile"):
         facts.append(f"{split['profile']} profile")
@@ -120,7 +120,7 @@ def _weights_table(stats: dict, cls: _Classes, csv_path: Path | None = None) -> 
         rel = stats["rel"][c]
         return [c, cls.names[c], int(stats["count"][c]), _fmt(stats["start"][c], ".4g"), _fmt(cb, ".4g"),
                 _fmt(stats["mean"][c], ".4g"), _fmt(stats["std"][c], ".3g"),
-                f"{100 * rel:+.1f}" if _is_num(rel) else "-"]
+                f"{100 * rel:+.1f}" if is_number(rel) else "-"]
 
     intro = ("Per class: training examples, mean starting score, class-balanced (effective-number) weight, "
              "mean and standard deviation of the learned scores, and the mean per-example relative change "

@@ -116,17 +116,13 @@ def _find_stages(run_dir: Path, notes: list[str]) -> list[_Stage]:
 # --------------------------------------------------------------------------------------------
 # small helpers
 # --------------------------------------------------------------------------------------------
-def _is_num(v) -> bool:
-    return is_number(v)
-
-
 def _pct(v) -> str:
     """A fraction as a percentage with one decimal; ``-`` for None or non-numbers."""
-    return f"{100.0 * float(v):.1f}" if _is_num(v) else "-"
+    return f"{100.0 * float(v):.1f}" if is_number(v) else "-"
 
 
 def _fmt(v, spec: str = ".3g") -> str:
-    return format(float(v), spec) if _is_num(v) else "-"
+    return format(float(v), spec) if is_number(v) else "-"
 
 
 def _safe_name(name: str) -> str:
@@ -143,7 +139,7 @@ def _per_class(metrics: dict | None, k: int) -> np.ndarray:
     vals = (metrics or {}).get("per_class")
     if isinstance(vals, list):
         for i, v in enumerate(vals[:k]):
-            if _is_num(v):
+            if is_number(v):
                 out[i] = float(v)
     return out
 
@@ -174,7 +170,7 @@ class _Classes:
         self.many = split.get("many_threshold")
         self.few = split.get("few_threshold")
         self.group = [None] * k
-        if self.train is not None and _is_num(self.many) and _is_num(self.few):
+        if self.train is not None and is_number(self.many) and is_number(self.few):
             for i, n in enumerate(self.train):
                 self.group[i] = "many" if n > self.many else ("few" if n < self.few else "medium")
         # Largest training class first; identity when the classes already come sorted.
