@@ -73,14 +73,14 @@ def base_config(name: str, out, threads: int = 1, stage1_epochs: int | None = No
                 "stage1.weight_decay=5e-4", "stage2=[]"]
         if name == "mnist":
             sets += ["data.n_max=2000"]
-        cfg = load_config(CONFIGS / "cifar10_lt_if100.yaml", sets + common)
+        cfg = load_config(CONFIGS / "cifar10_lt_if100.yaml", sets + common).to_dict()
         # the reference OT variant: the authors' classifier-only settings, this budget's recipe
         cfg["stage2"] = [ot_variant()]
         return as_run_config(cfg)
     if name == "news":
         e = stage1_epochs or 60
         cfg = load_config(CONFIGS / "20newsgroups_lt_if100.yaml",
-                          ["data.source=20newsgroups", f"stage1.epochs={e}"] + common)
+                          ["data.source=20newsgroups", f"stage1.epochs={e}"] + common).to_dict()
         cfg["stage2"] = [ot_variant()]
         return as_run_config(cfg)
     if name == "digits":

@@ -220,7 +220,7 @@ def cmd_train(args) -> int:
     if not args.no_report and distributed.is_main():
         from .report import write_report
 
-        print(f"report: {write_report(cfg['output_dir'])}")
+        print(f"report: {write_report(cfg.output_dir)}")
     return 0
 
 
@@ -237,9 +237,10 @@ def cmd_compare(args) -> int:
 
         reference_method(plan, args.reference)
         for v in plan:
-            desc = "the stage-1 model (stage1 settings)" if "method" not in v else "  ".join(
-                f"{k}={v[k]}" for k in keys if k in v)
-            print(f"{v['name']:<22} {desc}" + ("  (transductive)" if _transductive(v) else ""))
+            d = v.to_dict()
+            desc = "the stage-1 model (stage1 settings)" if "method" not in d else "  ".join(
+                f"{k}={d[k]}" for k in keys if k in d)
+            print(f"{v.name:<22} {desc}" + ("  (transductive)" if _transductive(v) else ""))
         return 0
     result = run_comparison(
         cfg, args.methods, args.seeds, args.preset, args.mode, args.meta_in_train, args.method_sets,

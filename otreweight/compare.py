@@ -74,7 +74,6 @@ comparison with ``resume=True`` join its tables beside the ones already there.
 from __future__ import annotations
 
 import copy
-import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,7 +83,7 @@ import numpy as np
 
 from . import distributed as dist
 from ._errors import OTReweightError, check_choice
-from .config import Stage2Config, as_run_config, recipe_keys, set_dotted
+from .config import DataConfig, RunConfig, Stage2Config, as_run_config, recipe_keys, set_dotted
 from .config.fields import Section, build
 from .methods import METHODS
 from .methods.ot_reweight import OT_VARIANTS, RETIRED_VARIANTS
@@ -162,18 +161,6 @@ def ot_reference(cfg: dict) -> dict:
     return next((v for v in ots if v["trainable"] == "classifier"), ots[0] if ots else _stage2_defaults())
 
 
-def _ot_defaults() -> dict:
-    from .methods.ot_reweight import OTReweight
-    from .reweighter import OTReweighter
-
-    out = {}
-    for fn in (OTReweighter.__init__, OTReweight.__init__):
-        for n, p in inspect.signature(fn).parameters.items():
-            if p.default is not inspect.Parameter.empty:
-                out[n] = p.default
-    return out
-
-
 def plan_comparison(cfg: dict, methods=None, preset: str = "baselines", mode: str = "paper",
                     meta_in_train: bool = False, method_sets=()) -> list[PlanEntry]:
     """The stage-2 variants of a comparison, one per method, in table order.
@@ -236,7 +223,7 @@ def ablation_variants(cfg: dict) -> dict:
     """``{name: variant}``: the reference OT variant ``ot`` and one variant per changed option."""
     ref = ot_reference(cfg)
     recipe = {k: ref[k] for k in RECIPE_KEYS}
-    opts = {**_ot_defaults(), **(ref["options"] or {})}
+    opts = {**METHODS.get("ot").option_defaults(), **(ref["options"] or {})}
     out = {"ot": _variant("ot", "ot", ref["options"] or {}, "stage1", "classifier", recipe)}
     for key, values in ABLATION_AXES.items():
         current = opts.get(key)
@@ -299,7 +286,7 @@ def run_comparison(cfg: dict, methods=None, seeds=(0, 1, 2), preset: str = "base
     """
     plan = plan_comparison(cfg, methods, preset, mode, meta_in_train, method_sets)
     suffix = "_ablation" if preset == "ablation" else "_compare"
-    out = Path(output) if output else Path(str(cfg["output_dir"]).rstrip("/") + suffix)
+    out = Path(output) if output else Path(str(as_run_config(cfg).output_dir).rstrip("/") + suffix)
     return run_plan(cfg, plan, seeds, out, preset=preset, mode=mode, meta_in_train=meta_in_train, resume=resume,
                     which=which, log=log, dataset=dataset, reference=reference)
 
@@ -318,7 +305,7 @@ def run_plan(cfg: dict, plan: list, seeds, output, preset: str = "custom", mode:
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise OTReweightError(f"--seeds needs one or more distinct seeds, got {seeds}")
-    ckpt = cfg["stage1"]["checkpoint"]
+    ckpt = as_run_config(cfg).stage1.checkpoint
     if ckpt and len(seeds) > 1 and "{seed}" not in str(ckpt):
         raise OTReweightError(
             "one stage-1 checkpoint cannot serve several seeds (each seed draws its own split); "
@@ -512,13 +499,12 @@ def _transductive(v: PlanEntry) -> bool:
     return _is_variant(v) and v.method in METHODS and bool(getattr(METHODS.get(v.method), "transductive", False))
 
 
-def _describe(v: PlanEntry, cfg: dict) -> list[str]:
+def _describe(v: PlanEntry, cfg: RunConfig) -> list[str]:
     extra = " +meta" if v.meta_in_train else ""
     if not _is_variant(v):
-        s1 = cfg["stage1"]
-        what = "classifier (frozen backbone)" if s1.get("trainable") == "classifier" else "whole network"
-        return ["ce (stage 1)" + extra, "scratch", what, str(s1["epochs"]), str(s1["batch_size"]),
-                f"{s1['lr']:g}", ""]
+        s1 = cfg.stage1
+        what = "classifier (frozen backbone)" if s1.trainable == "classifier" else "whole network"
+        return ["ce (stage 1)" + extra, "scratch", what, str(s1.epochs), str(s1.batch_size), f"{s1.lr:g}", ""]
     opts = ", ".join(f"{k}={val}" for k, val in (v.options or {}).items())
     trains = "nothing" if not _trains(v) else ("whole network" if v.trainable == "all" else "classifier")
     if trains == "nothing":
@@ -528,11 +514,11 @@ def _describe(v: PlanEntry, cfg: dict) -> list[str]:
     return [v.method + extra, v.start, trains, str(v.epochs), str(v.batch_size), f"{v.lr:g}", opts]
 
 
-def _imbalance_text(out: Path, d: dict, seeds: list) -> str:
+def _imbalance_text(out: Path, d: DataConfig, seeds: list) -> str:
     """``IF 100 (exp)``; for ``profile: given`` (which ignores the factor) the set's own training
     imbalance ratio (largest / smallest class count of the first seed's split), when it is known."""
-    if d["profile"] != "given":
-        return f"IF {d['imbalance_factor']} ({d['profile']})"
+    if d.profile != "given":
+        return f"IF {d.imbalance_factor} ({d.profile})"
     try:
         counts = [c for c in json.loads((out / f"seed_{seeds[0]}" / "split.json").read_text())["train_counts"] if c > 0]
     except (OSError, ValueError, KeyError, IndexError, TypeError):
@@ -552,13 +538,14 @@ def write_tables(out: Path, plan: list, results: dict, which: str, cfg: dict, re
     transductive = {v.name for v in plan if _transductive(v)}
     seeds = sorted(results)
     sel = "validation-selected epoch" if which == "best" else "last epoch"
-    d = cfg["data"]
+    cfg = as_run_config(cfg)
+    d = cfg.data
     lines = [
         "# Comparison", "",
-        f"Data `{d['source']}`, {_imbalance_text(out, d, seeds)}, model `{cfg['model']['name']}`; "
+        f"Data `{d.source}`, {_imbalance_text(out, d, seeds)}, model `{cfg.model.name}`; "
         f"seeds {', '.join(map(str, seeds))}. Test metrics (%) at the {sel}, mean ± std over seeds; "
         "many / medium / few: classes with > "
-        f"{d['many_threshold']} / {d['few_threshold']}-{d['many_threshold']} / < {d['few_threshold']} training examples. "
+        f"{d.many_threshold} / {d.few_threshold}-{d.many_threshold} / < {d.few_threshold} training examples. "
         "s/epoch: the method's own training stage; total s: its training time, stage 1 included for the "
         "methods that start from the stage-1 model.", "",
         "| method | acc | bal.acc | many | medium | few | gmean | s/epoch | total s |",

@@ -171,3 +171,18 @@ def test_one_override_parser_for_set_ot_and_method_set():
         with pytest.raises(OTReweightError, match=flag) as e:
             call()
         assert "\n" not in str(e.value)
+
+
+def test_reading_a_section_like_a_mapping_still_works_with_a_deprecation_warning():
+    cfg = load_config(CIFAR)
+    with pytest.warns(DeprecationWarning, match=r"RunConfig\['stage1'\].*use the attribute \(RunConfig\.stage1\)"):
+        s1 = cfg["stage1"]
+    assert s1 is cfg.stage1
+    with pytest.warns(DeprecationWarning, match=r"Stage1Config\.get\('lr'\).*\(Stage1Config\.lr\)"):
+        assert s1.get("lr") == cfg.stage1.lr
+    with pytest.warns(DeprecationWarning, match=r"Stage1Config\['lr'\] = \.\.\."):
+        s1["lr"] = 0.5
+    assert cfg.stage1.lr == 0.5
+    with pytest.warns(DeprecationWarning), pytest.raises(KeyError):
+        s1["no_such_key"]
+    assert "lr" in s1 and s1.to_dict()["lr"] == 0.5  # membership and the plain form: no warning

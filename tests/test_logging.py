@@ -94,11 +94,12 @@ def test_compare_header_names_the_given_profile_and_its_ratio(tmp_path):
     import json
 
     from otreweight.compare import _imbalance_text
+    from otreweight.config import DataConfig
 
-    d = {"imbalance_factor": 100, "profile": "given"}
+    d = DataConfig(imbalance_factor=100, profile="given")
     assert _imbalance_text(tmp_path, d, [0]) == "the given class counts (profile given)"
     (tmp_path / "seed_0").mkdir()
     (tmp_path / "seed_0" / "split.json").write_text(json.dumps({"train_counts": [5620, 40, 2, 0]}))
     text = _imbalance_text(tmp_path, d, [0])
     assert "IF" not in text and "100" not in text and "ratio 2,810" in text
-    assert _imbalance_text(tmp_path, {"imbalance_factor": 100, "profile": "exp"}, [0]) == "IF 100 (exp)"
+    assert _imbalance_text(tmp_path, DataConfig(imbalance_factor=100, profile="exp"), [0]) == "IF 100 (exp)"

@@ -20,8 +20,9 @@ parsed as YAML; ``stage2.*.epochs=5`` sets every variant, ``stage2.0.options.eps
 Every value is then checked against its field's type: a wrong one is one line naming the key, the
 value and what is expected (``stage1.epochs must be an integer, got 'ten'``).
 
-Sections read like mappings too (``cfg["stage1"]["lr"]``), so code and notebooks written against
-the earlier dict config keep working; :meth:`Section.to_dict` is the plain YAML form.
+Fields are attributes (``cfg.stage1.lr``); :meth:`Section.to_dict` is the plain YAML form. Reading
+a section like a mapping (``cfg["stage1"]["lr"]``), kept for code written against the earlier dict
+config, is deprecated (a :class:`DeprecationWarning`) and goes in 0.5.
 """
 from .fields import (AMP_MODES, LOGGERS, LR_SCALINGS, OPTIMIZERS, PROFILES, RECIPE, RESUME, RUN, RUN_RESUME,
                      SCHEDULES, SELECT_METRICS, STARTS, TRAINABLE, Section, build, coerce, yaml_fields)

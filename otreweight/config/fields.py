@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import types
 import typing
+import warnings
 from dataclasses import fields, is_dataclass
 from typing import Any, Union
 
@@ -138,14 +139,21 @@ def build(cls, data, key: str = ""):
 
 
 class Section:
-    """Mapping-style access to a config dataclass, and its plain YAML form."""
+    """A config dataclass's plain YAML form; its fields are read as attributes (``cfg.stage1.lr``).
+
+    Mapping-style access (``cfg["stage1"]["lr"]``, ``section.get(key)``, item assignment) still
+    works for code written against the earlier dict config, with a :class:`DeprecationWarning`;
+    it will be removed in 0.5.
+    """
 
     def __getitem__(self, key: str):
+        _mapping_access(self, f"[{key!r}]", f".{key}")
         if key not in self:
             raise KeyError(key)
         return getattr(self, key)
 
     def __setitem__(self, key: str, value) -> None:
+        _mapping_access(self, f"[{key!r}] = ...", f".{key} = ...")
         if key not in self:
             raise KeyError(key)
         setattr(self, key, value)
@@ -154,7 +162,8 @@ class Section:
         return key in {f.name for f in yaml_fields(type(self))}
 
     def get(self, key: str, default=None):
-        return self[key] if key in self else default
+        _mapping_access(self, f".get({key!r})", f".{key}")
+        return getattr(self, key) if key in self else default
 
     def keys(self) -> list[str]:
         return [f.name for f in yaml_fields(type(self))]
@@ -175,6 +184,12 @@ class Section:
         return all(getattr(self, f.name) == getattr(other, f.name) for f in fields(self))
 
     __hash__ = None
+
+
+def _mapping_access(section, used: str, instead: str) -> None:
+    warnings.warn(f"{type(section).__name__}{used}: reading a config section like a mapping is deprecated and will be "
+                  f"removed in 0.5; use the attribute ({type(section).__name__}{instead}), or .to_dict() for a plain dict",
+                  DeprecationWarning, stacklevel=3)
 
 
 def _plain(v):

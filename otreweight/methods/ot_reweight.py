@@ -23,6 +23,8 @@ from the training features the loop provides (``TrainInfo.train_features``).
 """
 from __future__ import annotations
 
+import inspect
+
 import warnings
 
 import torch
@@ -76,6 +78,16 @@ class OTReweight(Method):
     name = "ot"
     uses_meta = True
     meta_every_class = False  # a class without meta example takes its targets from its training examples
+
+    @classmethod
+    def option_defaults(cls) -> dict:
+        """``{option: default}`` for every option of the method: its own and :class:`OTReweighter`'s."""
+        out = {}
+        for fn in (OTReweighter.__init__, cls.__init__):
+            for n, p in inspect.signature(fn).parameters.items():
+                if p.default is not inspect.Parameter.empty:
+                    out[n] = p.default
+        return out
 
     def __init__(self, targets: str = "prototype", meta_ce: float = 10.0, **reweighter_kwargs) -> None:
         self.targets_kind = check_choice("meta target kind", targets, TARGET_KINDS)
