@@ -1,7 +1,8 @@
-"""Downloads, checksums and safe extraction of tar archives."""
+"""Downloads, checksums, safe extraction of tar archives, and reading a file that may be gzipped."""
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 import tarfile
@@ -12,6 +13,17 @@ from pathlib import Path
 
 from ...utils import file_digest
 from .arrays import DataError
+
+
+def read_maybe_gzip(path: Path) -> bytes:
+    """The bytes of ``path``, decompressed when its name ends in ``.gz`` (a damaged one: one line)."""
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise DataError(f"{path} is not a readable gzip file ({e}); fetch it again") from None
+    return raw
 
 
 def _md5(path: Path) -> str:

@@ -36,7 +36,6 @@ zero area, NaN / inf coordinates, an OFF header that does not parse, an ``.h5`` 
 """
 from __future__ import annotations
 
-import gzip
 import struct
 from pathlib import Path
 
@@ -44,6 +43,7 @@ import numpy as np
 
 from .cache import _cache_path, _fingerprint, _read_cache, _resolve_cache_dir, _write_cache
 from .arrays import ArraySplits, DataError
+from .download import read_maybe_gzip
 from .registry import register_source
 
 __all__ = ["PointDataset", "fit_points", "load_mnist_points", "load_modelnet", "load_modelnet_h5",
@@ -422,12 +422,7 @@ def load_point_folder(root, n_points: int = 1024, seed: int = 0, short: str = "r
 
 # ----------------------------------------------------------------------------- MNIST point sets
 def _read_idx(path: Path, ndim: int) -> np.ndarray:
-    raw = path.read_bytes()
-    if path.suffix == ".gz":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise DataError(f"{path} is not a readable gzip file ({e}); fetch it again") from None
+    raw = read_maybe_gzip(path)
     if len(raw) < 4 + 4 * ndim or raw[:2] != b"\0\0" or raw[2] != 0x08 or raw[3] != ndim:
         raise DataError(f"{path} is not an IDX file of {ndim}-d uint8 data (bad magic number); give the official "
                         "MNIST files")

@@ -18,7 +18,6 @@ and the line number.
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import json
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .arrays import ArraySplits, DataError
+from .download import read_maybe_gzip
 from .registry import register_source
 
 __all__ = ["TextDataset", "find_text_files", "load_text"]
@@ -56,12 +56,7 @@ class TextDataset(ArraySplits):
 
 
 def _lines(path: Path):
-    raw = path.read_bytes()
-    if path.suffix == ".gz":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise DataError(f"{path} is not a readable gzip file ({e}); fetch it again") from None
+    raw = read_maybe_gzip(path)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
