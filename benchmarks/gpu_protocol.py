@@ -63,8 +63,11 @@ def run_with_budget(cmd: list[str], budget_s: float, log_path: Path) -> tuple[in
     Returns (status, seconds): status 3 when the budget stopped it."""
     t0 = time.perf_counter()
     with open(log_path, "a", encoding="utf-8") as log:
+        # SIGINT restored in the child: a shell starts a background job with SIGINT ignored, and the
+        # budget's stop would otherwise wait 30 s for the SIGKILL
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                start_new_session=True)
+                                start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = t0 + budget_s
         stopped = False
         os.set_blocking(proc.stdout.fileno(), False)
