@@ -42,3 +42,19 @@ def test_refuses_without_cuda_in_one_line(capsys):
     assert load().main(["--data", "x"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no CUDA device" in err[0] and "--smoke" in err[0]
+
+
+def test_the_child_can_be_interrupted_when_the_command_runs_in_the_background(tmp_path):
+    """A shell starts a background job with SIGINT ignored; the child still gets SIGINT, so the budget's
+    stop is a KeyboardInterrupt in the comparison, not a SIGKILL 30 s later."""
+    import signal
+    import sys
+
+    gp = load()
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        code = "import signal; print('handler', signal.getsignal(signal.SIGINT).__name__)"
+        status, _ = gp.run_with_budget([sys.executable, "-c", code], 60, tmp_path / "log.txt")
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert status == 0 and "handler default_int_handler" in (tmp_path / "log.txt").read_text()
