@@ -84,8 +84,8 @@ def test_envelope_variant_plans_in_compare_and_retired_name_refused():
     from otreweight.config import load_config
 
     cfg = load_config("configs/cifar10_lt_if100.yaml")
-    plan = {v["name"]: v for v in plan_comparison(cfg, ["ot", "ot-envelope"])}
-    assert plan["ot-envelope"]["options"] == {**plan["ot"]["options"], "gradient": "envelope", "stop": "tol",
+    plan = {v.name: v for v in plan_comparison(cfg, ["ot", "ot-envelope"])}
+    assert plan["ot-envelope"].options == {**plan["ot"].options, "gradient": "envelope", "stop": "tol",
                                               "score_decay": 0.0}
     with pytest.raises(OTReweightError, match="ot-authors-grad.*now 'ot'"):
         plan_comparison(cfg, ["ot-authors-grad"])

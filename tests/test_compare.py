@@ -104,31 +104,31 @@ def test_compare_cli_adds_a_method_to_a_finished_comparison(tiny_npz, tmp_path, 
 
 def test_plans_of_the_presets_and_modes():
     cfg = load_config("configs/cifar10_lt_if100.yaml")
-    plan = {v["name"]: v for v in plan_comparison(cfg)}
+    plan = {v.name: v for v in plan_comparison(cfg)}
     assert list(plan) == ["ce", "focal", "cb", "ldam_drw", "balanced_softmax", "logit_adjust_posthoc", "crt", "mwnet",
                           "l2rw", "ot"]
     assert plan["ce"] == {"name": "ce", "stage": "stage1", "meta_in_train": False} and isinstance(plan["ce"], Stage1Entry)
     assert all(isinstance(v, Stage2Config) for n, v in plan.items() if n != "ce")  # typed stage configs
-    assert plan["ldam_drw"]["start"] == "scratch" and plan["ldam_drw"]["epochs"] == 200
-    assert plan["ldam_drw"]["trainable"] == "all" and list(plan["ldam_drw"]["milestones"]) == [0.8, 0.9]
-    assert plan["crt"]["trainable"] == "classifier" and plan["crt"]["start"] == "stage1"
-    assert plan["ot"]["options"]["meta_ce"] == 10.0 and plan["ot"]["lr"] == 2e-5 and plan["ot"]["epochs"] == 90
-    assert plan["logit_adjust_posthoc"]["epochs"] == 0
-    dec = {v["name"]: v for v in plan_comparison(cfg, ["cb", "mwnet"], mode="decoupled", meta_in_train=True)}
-    assert dec["cb"]["start"] == "stage1" and dec["cb"]["trainable"] == "classifier" and dec["cb"]["lr"] == 2e-5
-    assert dec["mwnet"]["meta_in_train"] is True
-    abl = {v["name"]: v for v in plan_comparison(cfg, preset="ablation")}
+    assert plan["ldam_drw"].start == "scratch" and plan["ldam_drw"].epochs == 200
+    assert plan["ldam_drw"].trainable == "all" and list(plan["ldam_drw"].milestones) == [0.8, 0.9]
+    assert plan["crt"].trainable == "classifier" and plan["crt"].start == "stage1"
+    assert plan["ot"].options["meta_ce"] == 10.0 and plan["ot"].lr == 2e-5 and plan["ot"].epochs == 90
+    assert plan["logit_adjust_posthoc"].epochs == 0
+    dec = {v.name: v for v in plan_comparison(cfg, ["cb", "mwnet"], mode="decoupled", meta_in_train=True)}
+    assert dec["cb"].start == "stage1" and dec["cb"].trainable == "classifier" and dec["cb"].lr == 2e-5
+    assert dec["mwnet"].meta_in_train is True
+    abl = {v.name: v for v in plan_comparison(cfg, preset="ablation")}
     assert set(abl) == {"ce", "ot", "ot_cost_feature", "ot_cost_label", "ot_targets_whole", "ot_init_uniform",
                         "ot_no_meta_ce", "ot_steps_0", "ot_steps_5"}
-    ref = abl["ot"]["options"]
+    ref = abl["ot"].options
     for name, v in abl.items():
         if name not in ("ce", "ot"):
-            diff = {k for k in v["options"] if v["options"][k] != ref.get(k)}
+            diff = {k for k in v.options if v.options[k] != ref.get(k)}
             assert len(diff) == 1, name  # one option changed at a time
-    over = {v["name"]: v for v in plan_comparison(cfg, ["ldam_drw", "mwnet"], method_sets=[
+    over = {v.name: v for v in plan_comparison(cfg, ["ldam_drw", "mwnet"], method_sets=[
         "ldam_drw.epochs=7", "mwnet.options.meta_lr=0.001", "*.batch_size=32"])}
-    assert over["ldam_drw"]["epochs"] == 7 and over["mwnet"]["options"] == {"meta_lr": 0.001}
-    assert over["ldam_drw"]["batch_size"] == over["mwnet"]["batch_size"] == 32
+    assert over["ldam_drw"].epochs == 7 and over["mwnet"].options == {"meta_lr": 0.001}
+    assert over["ldam_drw"].batch_size == over["mwnet"].batch_size == 32
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -173,10 +173,11 @@ if "probe_n" not in METHODS:
 
 def test_meta_in_train_feeds_the_meta_set_to_methods_that_do_not_use_it(tiny_npz, tmp_path):
     cfg = load_config("configs/cifar10_lt_if100.yaml", tiny_sets(tiny_npz, tmp_path / "m") + ["stage1.epochs=1"])
-    cfg["stage2"] = [
-        {**cfg["stage2"][0], "name": "plain", "method": "probe_n", "options": {}, "epochs": 1},
-        {**cfg["stage2"][0], "name": "fed", "method": "probe_n", "options": {}, "epochs": 1, "meta_in_train": True},
-        {**cfg["stage2"][0], "name": "scratch", "method": "probe_n", "options": {}, "epochs": 1, "start": "scratch",
+    base = cfg.stage2[0].to_dict()
+    cfg.stage2 = [
+        {**base, "name": "plain", "method": "probe_n", "options": {}, "epochs": 1},
+        {**base, "name": "fed", "method": "probe_n", "options": {}, "epochs": 1, "meta_in_train": True},
+        {**base, "name": "scratch", "method": "probe_n", "options": {}, "epochs": 1, "start": "scratch",
          "trainable": "all"},
     ]
     _Probe.seen.clear()
@@ -211,11 +212,11 @@ def test_run_plan_runs_custom_variants_and_rejects_duplicate_names(tiny_npz, tmp
 
 def test_named_ot_variants_are_methods_of_a_comparison():
     cfg = load_config("configs/cifar10_lt_if100.yaml")
-    plan = {v["name"]: v for v in plan_comparison(cfg, ["ot", "ot-cc", "ot-no-meta-ce"])}
-    ref = plan["ot"]["options"]
-    assert plan["ot-cc"]["method"] == "ot" and plan["ot-cc"]["options"] == {
+    plan = {v.name: v for v in plan_comparison(cfg, ["ot", "ot-cc", "ot-no-meta-ce"])}
+    ref = plan["ot"].options
+    assert plan["ot-cc"].method == "ot" and plan["ot-cc"].options == {
         **ref, "objective": "class_conditional", "scope": "dataset", "lam": 0.1}
-    assert plan["ot-no-meta-ce"]["options"]["meta_ce"] == 0.0 and plan["ot-cc"]["lr"] == plan["ot"]["lr"]
+    assert plan["ot-no-meta-ce"].options["meta_ce"] == 0.0 and plan["ot-cc"].lr == plan["ot"].lr
 
 
 def test_watch_test_reports_the_best_test_epoch_and_changes_nothing_else(tiny_npz, tmp_path):

@@ -161,7 +161,7 @@ def test_one_override_parser_for_set_ot_and_method_set():
                                                                               "lam": float("inf"), "cost": None}
     plan = [{"name": "cb", "method": "cb", "options": None, "epochs": 3}]
     plan = _apply_method_sets(plan, ["cb.options.beta=0.99", "*.epochs=5"])
-    assert plan[0].options == {"beta": 0.99} and plan[0].epochs == 5 and plan[0]["epochs"] == 5
+    assert plan[0].options == {"beta": 0.99} and plan[0].epochs == 5 and plan[0].to_dict()["epochs"] == 5
     assert load_config(None, ["stage1.lr=2e-3"]).stage1.lr == 0.002
     for call, flag in ((lambda: _parse_kv(["eps"]), "--ot expects KEY=VALUE"),
                        (lambda: _parse_kv(["=3"]), "--ot expects KEY=VALUE"),

@@ -78,7 +78,7 @@ def test_kill_and_resume_gives_identical_final_metrics(tiny_npz, tmp_path):
 
 def test_stage1_checkpoint_seeds_stage2(tiny_npz, tmp_path):
     cfg = tiny_config(tiny_npz, tmp_path / "a")
-    cfg["stage2"] = cfg["stage2"][:1]
+    cfg.stage2 = cfg.stage2[:1]
     run_experiment(cfg, log=lambda *a: None)
     cfg2 = tiny_config(tiny_npz, tmp_path / "b", **{"stage1.checkpoint": tmp_path / "a" / "stage1" / "model.json"})
     p = tmp_path / "b.yaml"
@@ -91,8 +91,8 @@ def test_stage1_checkpoint_seeds_stage2(tiny_npz, tmp_path):
 
 def test_config_round_trip_and_errors(tmp_path):
     cfg = load_config("configs/cifar100_lt_if50.yaml", ["stage1.epochs=7", "stage2.*.epochs=2", "stage2.0.options.init=uniform"])
-    assert cfg["stage1"]["epochs"] == 7 and [v["epochs"] for v in cfg["stage2"]] == [2, 2]
-    assert cfg["stage2"][0]["options"]["init"] == "uniform" and cfg["data"]["imbalance_factor"] == 50
+    assert cfg.stage1.epochs == 7 and [v.epochs for v in cfg.stage2] == [2, 2]
+    assert cfg.stage2[0].options["init"] == "uniform" and cfg.data.imbalance_factor == 50
     p = tmp_path / "c.yaml"
     p.write_text(dump_config(cfg))
     assert load_config(p) == cfg
@@ -116,10 +116,10 @@ def test_config_round_trip_and_errors(tmp_path):
 
 def test_resume_refuses_changed_settings(tiny_npz, tmp_path):
     cfg = tiny_config(tiny_npz, tmp_path / "r")
-    cfg["stage2"] = cfg["stage2"][:1]
+    cfg.stage2 = cfg.stage2[:1]
     run_experiment(cfg, log=lambda *a: None)
     changed = tiny_config(tiny_npz, tmp_path / "r", **{"stage2.0.lr": 0.5})
-    changed["stage2"] = changed["stage2"][:1]
+    changed.stage2 = changed.stage2[:1]
     with pytest.raises(OTReweightError, match="differ from this config"):
         run_experiment(changed, resume=True, log=lambda *a: None)
     added = tiny_config(tiny_npz, tmp_path / "r")  # the same settings plus a new variant: allowed
@@ -129,20 +129,20 @@ def test_resume_refuses_changed_settings(tiny_npz, tmp_path):
 
 def test_exponent_numbers_without_a_dot_are_numbers(tmp_path):
     cfg = load_config("configs/cifar10_lt_if100.yaml", ["stage2.0.lr=2e-5", "stage1.weight_decay=5e-4"])
-    assert cfg["stage2"][0]["lr"] == pytest.approx(2e-5) and cfg["stage1"]["weight_decay"] == pytest.approx(5e-4)
+    assert cfg.stage2[0].lr == pytest.approx(2e-5) and cfg.stage1.weight_decay == pytest.approx(5e-4)
     p = tmp_path / "c.yaml"
     p.write_text("stage1:\n  lr: 1e-2\n")
-    assert load_config(p)["stage1"]["lr"] == pytest.approx(0.01)
+    assert load_config(p).stage1.lr == pytest.approx(0.01)
     with pytest.raises(OTReweightError, match="lr must be a finite number"):
         load_config("configs/cifar10_lt_if100.yaml", ["stage1.lr=fast"])
 
 
 def test_checkpoint_every(tiny_npz, tmp_path):
     cfg = tiny_config(tiny_npz, tmp_path / "none", checkpoint_every=0)
-    cfg["stage2"] = cfg["stage2"][:1]
+    cfg.stage2 = cfg.stage2[:1]
     res = run_experiment(cfg, log=lambda *a: None)
     assert not list((tmp_path / "none").glob("*/checkpoint.pt")) and (tmp_path / "none" / "stage1" / "model.json").exists()
     same = tiny_config(tiny_npz, tmp_path / "two", checkpoint_every=2)
-    same["stage2"] = same["stage2"][:1]
+    same.stage2 = same.stage2[:1]
     assert run_experiment(same, log=lambda *a: None)["stage1"]["best"] == res["stage1"]["best"]
     assert (tmp_path / "two" / "stage1" / "checkpoint.pt").exists()  # the last epoch is always written

@@ -34,8 +34,8 @@ def assert_same(a, b, where="checkpoint"):
 
 def _cfg(tiny_npz, out):
     cfg = tiny_config(tiny_npz, out)
-    cfg["stage2"] = [v for v in cfg["stage2"] if v["name"] == "ot_full"]  # OT scores and the whole network
-    assert cfg["stage2"] and cfg["stage2"][0]["method"] == "ot"
+    cfg.stage2 = [v for v in cfg.stage2 if v.name == "ot_full"]  # OT scores and the whole network
+    assert cfg.stage2 and cfg.stage2[0].method == "ot"
     return cfg
 
 
